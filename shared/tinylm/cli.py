@@ -1,0 +1,56 @@
+"""The `tinylm` command: one subcommand per stage, each implemented beside the code it runs.
+
+Subcommands are looked up lazily so that `tinylm trace` does not import torch. Each target is a
+function taking the remaining argv and returning an exit status. A `TinylmError` becomes one
+line `error: ...` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from tinylm.errors import TinylmError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("tinylm.datasets:cli", "build a dataset folder, or run one data stage (data generate ...)"),
+    "trace": ("tinylm.lang.trace:cli", "trace programs into execution traces"),
+    "filter": ("tinylm.lang.filter:cli", "apply the determinism filter to traces"),
+    "tokenize": ("tinylm.tokenizer:cli", "encode traces into a .bin of token ids"),
+    "train": ("tinylm.train:cli", "train a model (single process or under torchrun)"),
+    "import-reference": ("tinylm.reference:cli", "convert a reference framework checkpoint"),
+    "generate": ("tinylm.decode:cli", "generate text from a checkpoint"),
+    "eval": ("tinylm.evaluate:cli", "score a checkpoint on TinyPy test suites"),
+    "report": ("tinylm.report:cli", "tables and plots from evaluation results"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tinylm <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<17} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(rest) or 0)
+    except TinylmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Files that are never half-written, and the provenance written next to every output.
+
+`atomic_path(path)` yields a temporary sibling name and renames it over `path` only when the
+block finishes without an exception; a crash leaves no file under the final name.
+`run_metadata()` records the git revision, the command line, the host and the versions that
+produced an output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def git_revision(cwd: str | Path | None = None) -> str:
+    """The current git commit (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_metadata() -> dict:
+    """Who/what/when produced an output: revision, argv, host, Python and package versions."""
+    import numpy
+
+    meta = {
+        "git_revision": git_revision(),
+        "argv": sys.argv,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        meta["torch"] = torch.__version__
+    return meta

@@ -1,0 +1,1 @@
+"""The TinyPy language: parser, generator presets, tracer and determinism filter."""
