@@ -15,8 +15,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -76,3 +77,28 @@ def run_metadata() -> dict:
     if torch is not None:
         meta["torch"] = torch.__version__
     return meta
+
+
+def find_repo_root(start: str | Path) -> Path | None:
+    """The nearest folder at or above `start` holding both `pyproject.toml` and `datasets/`."""
+    start = Path(start).resolve()
+    for folder in [start, *start.parents] if start.is_dir() else start.parents:
+        if (folder / "pyproject.toml").is_file() and (folder / "datasets").is_dir():
+            return folder
+    return None
+
+
+def resolve_path(path: str | Path, config_file: str | Path | None = None) -> Path:
+    """Resolve a path written in a config file.
+
+    Absolute paths stay. Relative ones are taken from the repository root that holds the config
+    file (so `datasets/demo` means the same from every project), else from the config file's
+    folder, else from the working directory.
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    if config_file is not None:
+        root = find_repo_root(Path(config_file).resolve().parent)
+        return (root / path) if root else (Path(config_file).resolve().parent / path)
+    return Path.cwd() / path
