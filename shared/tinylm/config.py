@@ -73,7 +73,8 @@ def deep_merge(base: dict, update: dict) -> dict:
 def from_dict(cls: type[T], data: dict, where: str = "config", prefix: str = "") -> T:
     """Build dataclass `cls` from `data`, recursing into nested dataclasses; strict on keys and types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix or '<top>'}' must be a mapping, got {type(data).__name__}")
+        name = prefix.rstrip(".") or "<top>"
+        raise ConfigError(f"{where}: '{name}' must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -86,7 +87,7 @@ def from_dict(cls: type[T], data: dict, where: str = "config", prefix: str = "")
     try:
         obj = cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{where}: {prefix or '<top>'}: {exc}") from None
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or '<top>'}: {exc}") from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
