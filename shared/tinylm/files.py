@@ -75,7 +75,7 @@ def run_metadata() -> dict:
     }
     torch = sys.modules.get("torch")
     if torch is not None:
-        meta["torch"] = torch.__version__
+        meta["torch"] = str(torch.__version__)
     return meta
 
 
