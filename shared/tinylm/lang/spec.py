@@ -1,0 +1,275 @@
+"""Generator specs: every knob of the TinyPy program generators, and the named presets.
+
+A `GeneratorSpec` picks a `family` and carries one knob section per family; only the section of
+the chosen family is read by `tinylm.lang.generate`. The families reproduce the reference
+generators:
+
+- `demo`: the 2024 demo generator. One `if d < d:` block holding two assignments (the first
+  replaced, with probability `while_probability`, by a counting `while` loop), then one
+  assignment. Three names, digits 0-9.
+- `nightly`: the 2025 full grammar. Single-letter names, literals up to `max_literal`,
+  `+ - * // %` assignments, if/elif/else with six comparisons, `while` loops built to run a
+  target number of iterations, at most `max_depth` levels and `max_sub_blocks` blocks per block,
+  and a final `print`.
+- `snippet`: the 2026 alpha (if only) and beta (`for ... in range(k)` too) generators. Names of
+  1-5 letters drawn from a fixed fraction of each length's name space, numbers in +-999, one
+  `+` or `-` per program.
+
+`preset(name, **overrides)` returns a validated spec; presets are small deltas on a base, listed
+in `PRESETS`. Overrides are nested mappings or dotted keys: `preset("nightly", nightly={"max_length":
+20})` and `preset("nightly", **{"nightly.max_length": 20})` are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tinylm.config import deep_merge, from_dict, to_dict
+from tinylm.errors import ConfigError
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+ARITHMETIC = ("+", "-", "*", "//", "%")
+COMPARISONS = ("<", ">", "<=", ">=", "!=", "==")
+WHILE_UPDATES = ("+", "-", "//", "*")
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"'{key}' must be in [{low}, {high}], got {value}")
+
+
+def _check_subset(key: str, values: list, allowed: tuple) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(f"'{key}' must be a non-empty list drawn from {list(allowed)}, got {values}")
+
+
+def _check_names(key: str, names: list[str], minimum: int) -> None:
+    if len(names) < minimum or len(set(names)) != len(names):
+        raise ConfigError(f"'{key}' must hold at least {minimum} distinct names, got {names}")
+    for name in names:
+        if not (name.isidentifier() and name.islower() and name.isascii()):
+            raise ConfigError(f"'{key}': {name!r} is not a lower-case ASCII identifier")
+
+
+@dataclass
+class DemoSpec:
+    """Knobs of the demo family (reference `1_tinypy_generator_2.0.py`)."""
+
+    names: list[str] = field(default_factory=lambda: ["a", "b", "c"])
+    """Variable names, chosen uniformly."""
+    max_digit: int = 9
+    """Literals are drawn uniformly from 0..max_digit."""
+    while_probability: float = 0.3
+    """Chance that the if-block opens with a counting while loop instead of an assignment."""
+
+    def validate(self) -> None:
+        _check_names("demo.names", self.names, 1)
+        _check_range("demo.max_digit", self.max_digit, 1, 999)
+        _check_range("demo.while_probability", self.while_probability, 0.0, 1.0)
+
+
+@dataclass
+class NightlySpec:
+    """Knobs of the nightly family (reference `tinypy_generator_nightly_arccp.py`)."""
+
+    names: list[str] = field(default_factory=lambda: list(LETTERS))
+    """Variable names; every one of them can be written."""
+    max_literal: int = 999
+    """Literals (and while-loop start values) are drawn from 0..max_literal."""
+    max_value: int = 999
+    """Bound on |value| a program must respect; the trace stage drops programs that exceed it."""
+    operators: list[str] = field(default_factory=lambda: list(ARITHMETIC))
+    """Operators of two-operand assignments."""
+    operator_weights: list[float] = field(default_factory=lambda: [1.0] * 5)
+    """Relative weight of each entry of `operators`."""
+    comparisons: list[str] = field(default_factory=lambda: list(COMPARISONS))
+    """Comparisons of if/elif conditions, chosen uniformly."""
+    negative_init_probability: float = 0.15
+    """Chance that an initialization assigns a negative literal."""
+    max_initializations: int = 3
+    """Programs open with 0..max_initializations literal assignments (uniform)."""
+    min_length: int = 5
+    """The program may end once this many lines are written."""
+    max_length: int = 15
+    """Past this many lines every open block is closed and the program ends."""
+    max_depth: int = 2
+    """Deepest indentation level."""
+    max_sub_blocks: int = 2
+    """Most blocks (if or while) opened directly inside one block."""
+    nest_in_if: bool = False
+    """Whether if/elif/else bodies may open blocks (the reference keeps them flat)."""
+    unindent_speed: float = 0.09
+    """A block of n lines is closed before the next statement with probability 1 - (1 + s)^-n."""
+    while_loops: bool = True
+    """Whether while loops are generated."""
+    while_updates: list[str] = field(default_factory=lambda: list(WHILE_UPDATES))
+    """How a loop's control variable moves each iteration."""
+    while_max_iterations: int = 10
+    """Loops are built to run 1..this many iterations (half as many for `*` updates)."""
+    while_max_step: int = 20
+    """Largest step (or factor) of a loop's control-variable update."""
+    read_security: bool = False
+    """True: read only names assigned in the enclosing blocks; False: any name assigned so far."""
+    write_security: bool = True
+    """True: never overwrite a running loop's control, step or bound variable."""
+    final_print: bool = True
+    """End with `print(...)` when the program prints nothing else."""
+    run_filter: bool = True
+    """Run each program (values capped at `max_value`) and redraw those that fail, as the reference did."""
+    emit_output: bool = False
+    """Append the `# output` section: `# output`, then `# value` per printed value."""
+
+    def validate(self) -> None:
+        _check_names("nightly.names", self.names, 4)
+        _check_range("nightly.max_literal", self.max_literal, 1, 10**6)
+        _check_range("nightly.max_value", self.max_value, 1, 10**9)
+        _check_subset("nightly.operators", self.operators, ARITHMETIC)
+        if len(self.operator_weights) != len(self.operators) or min(self.operator_weights) < 0 \
+                or sum(self.operator_weights) <= 0:
+            raise ConfigError("'nightly.operator_weights' must give one weight >= 0 per operator, "
+                              f"not all zero; got {self.operator_weights} for {self.operators}")
+        _check_subset("nightly.comparisons", self.comparisons, COMPARISONS)
+        _check_range("nightly.negative_init_probability", self.negative_init_probability, 0.0, 1.0)
+        _check_range("nightly.max_initializations", self.max_initializations, 0, 20)
+        _check_range("nightly.min_length", self.min_length, 1, 200)
+        _check_range("nightly.max_length", self.max_length, self.min_length, 200)
+        _check_range("nightly.max_depth", self.max_depth, 0, 8)
+        _check_range("nightly.max_sub_blocks", self.max_sub_blocks, 0, 20)
+        _check_range("nightly.unindent_speed", self.unindent_speed, 0.0, 10.0)
+        _check_subset("nightly.while_updates", self.while_updates, WHILE_UPDATES)
+        _check_range("nightly.while_max_iterations", self.while_max_iterations, 1, 100)
+        _check_range("nightly.while_max_step", self.while_max_step, 2, 100)
+
+
+@dataclass
+class SnippetSpec:
+    """Knobs of the 2026 alpha/beta family (reference `tinypy_code_tracing_generator*.py`)."""
+
+    min_lines: int = 5
+    """The program may end once this many lines are written."""
+    max_lines: int = 10
+    """Programs longer than this are redrawn."""
+    max_depth: int = 2
+    """Deepest indentation level."""
+    min_depth: int = 0
+    """Programs that never reach this level are redrawn (OOD deeper nesting)."""
+    max_blocks_per_level: int = 2
+    """Programs opening more blocks than this at some level are redrawn."""
+    min_blocks_peak: int = 0
+    """Programs whose busiest level opens fewer blocks than this are redrawn (OOD denser snippets)."""
+    for_loops: bool = False
+    """Beta: `for name in range(k)` blocks besides if blocks."""
+    for_max_range: int = 3
+    """k of `range(k)` is drawn from 1..for_max_range."""
+    max_name_length: int = 5
+    """Names have 1..max_name_length letters (length uniform)."""
+    variable_diversity: float = 0.2
+    """Fraction of each length's name space (>= 2 letters) that names are drawn from."""
+    hidden_variables: bool = False
+    """Draw names of >= 2 letters from outside the seen part of the name space (OOD)."""
+    name_reuse_probability: float = 0.3
+    """Chance that an assignment writes an existing name rather than a fresh one."""
+    max_digits: int = 3
+    """Numbers have at most this many digits."""
+    number_lengths: Literal["uniform", "by_digits"] = "uniform"
+    """uniform: 0..10^max_digits - 1; by_digits: digit count uniform, then the value."""
+    number_team: Literal["any", "seen", "hidden"] = "any"
+    """Keep only numbers of one hash half: seen for training, hidden for OOD tests."""
+    mixed_ops: bool = False
+    """Choose `+` or `-` per line (and require both) rather than one operator per program."""
+
+    def validate(self) -> None:
+        _check_range("snippet.min_lines", self.min_lines, 1, 100)
+        _check_range("snippet.max_lines", self.max_lines, self.min_lines, 200)
+        _check_range("snippet.max_depth", self.max_depth, 0, 10)
+        _check_range("snippet.min_depth", self.min_depth, 0, self.max_depth)
+        _check_range("snippet.max_blocks_per_level", self.max_blocks_per_level, 1, 100)
+        _check_range("snippet.min_blocks_peak", self.min_blocks_peak, 0, self.max_blocks_per_level)
+        _check_range("snippet.for_max_range", self.for_max_range, 1, 100)
+        _check_range("snippet.max_name_length", self.max_name_length, 1 + self.hidden_variables, 8)
+        _check_range("snippet.variable_diversity", self.variable_diversity, 0.0001, 1.0)
+        _check_range("snippet.name_reuse_probability", self.name_reuse_probability, 0.0, 1.0)
+        _check_range("snippet.max_digits", self.max_digits, 1, 6)
+
+
+@dataclass
+class GeneratorSpec:
+    """Which generator family to run, with what knobs; the `generator` section of a dataset."""
+
+    family: Literal["demo", "nightly", "snippet"] = "demo"
+    """Which generator runs; only its knob section is read."""
+    header: str = "# code"
+    """First line of every program ('' for none)."""
+    demo: DemoSpec = field(default_factory=DemoSpec)
+    nightly: NightlySpec = field(default_factory=NightlySpec)
+    snippet: SnippetSpec = field(default_factory=SnippetSpec)
+
+    def validate(self) -> None:
+        if "\n" in self.header or (self.header and not self.header.startswith("#")):
+            raise ConfigError(f"'header' must be '' or one comment line starting with '#', "
+                              f"got {self.header!r}")
+        for section in (self.demo, self.nightly, self.snippet):
+            section.validate()
+
+
+# Presets: each a delta on a base (None: the dataclass defaults). Values are nested mappings.
+_STAGE_LITERALS = {1: 10, 2: 100, 3: 999, 4: 999}
+_RQ1 = {"variable_diversity": 0.01, "name_reuse_probability": 0.0, "number_lengths": "by_digits",
+        "number_team": "seen"}
+
+_DELTAS: dict[str, tuple[str | None, dict]] = {
+    "demo": (None, {"family": "demo"}),
+    "nightly": (None, {"family": "nightly"}),
+    # Curriculum: literal caps grow 10 -> 100 -> 999; loops join at the last stage.
+    **{f"nightly-stage{k}": ("nightly", {"nightly": {
+        "max_literal": cap, "max_value": cap, "while_loops": k == 4}})
+       for k, cap in _STAGE_LITERALS.items()},
+    "nightly-ood-longer-snippets": ("nightly", {"nightly": {"min_length": 15, "max_length": 25}}),
+    "nightly-ood-more-while-iterations": ("nightly", {"nightly": {"while_max_iterations": 20}}),
+    "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4}}),
+    "nightly-ood-wider-while-steps": ("nightly", {"nightly": {"while_max_step": 40}}),
+    "nightly-ood-deeper-nesting": ("nightly", {"nightly": {"max_depth": 3, "nest_in_if": True}}),
+    # 2026: the framework release (alpha, beta) and the research-question datasets (-rq1).
+    "alpha": (None, {"family": "snippet", "header": ""}),
+    "beta": ("alpha", {"snippet": {"for_loops": True}}),
+    "alpha-rq1": ("alpha", {"snippet": _RQ1}),
+    "beta-rq1": ("alpha-rq1", {"snippet": {"for_loops": True}}),
+}
+for _base in ("alpha", "beta"):
+    _DELTAS.update({
+        f"{_base}-ood-longer-snippets": (f"{_base}-rq1", {"snippet": {"max_lines": 20}}),
+        f"{_base}-ood-deeper-nesting": (f"{_base}-rq1", {"snippet": {"max_depth": 4, "min_depth": 3}}),
+        f"{_base}-ood-denser-snippets": (f"{_base}-rq1", {"snippet": {
+            "max_blocks_per_level": 10, "min_blocks_peak": 3}}),
+        f"{_base}-ood-hidden-numbers": (f"{_base}-rq1", {"snippet": {"number_team": "hidden"}}),
+        f"{_base}-ood-hidden-variables": (f"{_base}-rq1", {"snippet": {"hidden_variables": True}}),
+        f"{_base}-ood-mixed-ops": (f"{_base}-rq1", {"snippet": {"mixed_ops": True}}),
+    })
+
+PRESETS: tuple[str, ...] = tuple(_DELTAS)
+
+
+def _preset_dict(name: str) -> dict:
+    if name not in _DELTAS:
+        raise ConfigError(f"unknown generator preset '{name}' (known: {', '.join(PRESETS)})")
+    base, delta = _DELTAS[name]
+    return deep_merge(_preset_dict(base) if base else {}, delta)
+
+
+def _nest(overrides: dict) -> dict:
+    nested: dict = {}
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def preset(name: str, **overrides) -> GeneratorSpec:
+    """The named preset with `overrides` (nested mappings or dotted keys) applied, validated."""
+    data = deep_merge(to_dict(GeneratorSpec()), _preset_dict(name))
+    return from_dict(GeneratorSpec, deep_merge(data, _nest(overrides)), where=f"preset '{name}'")
