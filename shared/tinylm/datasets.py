@@ -1,0 +1,976 @@
+"""Dataset builds: a folder's committed `dataset.yaml` -> train.bin, val.bin, test.txt, OOD suites.
+
+`tinylm data build datasets/NAME` runs the whole chain in a pool of worker processes:
+
+    generate -> trace -> tokenize -> filter -> key     (per shard, in the workers)
+    dedup -> decontaminate -> split -> write           (in order, in the main process)
+
+A *stream* is one generator spec with its seed: the main stream (feeding test, val, train, in that
+order) and one stream per OOD suite. Stream programs are cut into shards of `shard_size`
+consecutive program indices; shard k holds programs [k*S, (k+1)*S), and program i depends only on
+(spec, seed, i). Each shard is written atomically to `shards/<stream>.<fingerprint>/NNNNNN.npz`
+(keys, traces, token ids, stage counts), so a killed build resumes without redoing finished
+shards, and shards of a changed config are never reused.
+
+The main process reads shards strictly in index order, whatever the number of workers, and hands
+each kept example to the first split still short of its count; once every count is met the
+stream stops (so generation oversamples exactly as much as errors, the filter and duplicates
+require). Same YAML and seed -> identical bytes with 1 or N workers. Only one shard is in memory
+at a time; program keys live in a `KeySet` (8 bytes a program).
+
+Dedup and decontamination use `program_key` of the program part of a trace (the text before the
+first "\\n#STEP\\n"), cut to its first 8 bytes. Within a dataset every program appears at most once
+(first occurrence wins). A folder listed in `decontaminate` must be built first; its key files
+ban its training programs from this dataset's held-out splits (val, test, OOD) and its held-out
+programs from this dataset's train split.
+
+Outputs (written under temporary names, renamed when the build completes; manifest last):
+`train.bin`, `val.bin` (token ids, each example followed by the terminator "\\n\\n"),
+`test.txt`, `ood_<suite>.txt` (traces, each followed by a blank line), `keys_train.npy`,
+`keys_heldout.npy` (sorted 64-bit program keys) and `manifest.json`.
+
+The stages also run one at a time on text files, sharing the code above:
+`tinylm data generate|trace|filter|prepare` (see `cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tinylm.config import load_config, to_dict
+from tinylm.errors import ConfigError, DataError, TinylmError, TokenizeError
+from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
+from tinylm.lang.trace import iter_examples
+
+STEP = "\n#STEP\n"          # boundary between trace steps
+SEPARATOR = "\n\n"          # ends every example in every output file
+FORMAT = "tinylm-dataset-1"
+FILTER_BOUNDARY = {"demo": "# code\n", "m2": "# code\n", "2026": STEP}  # where the reference filters counted
+ALPHABET = "".join(chr(c) for c in range(32, 127)) + "\t\n"  # learned vocabularies cover all of it
+STAGED_OVERSAMPLE = 1.5     # `data generate` on a dataset folder: programs per requested example
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset spec: one dataclass per section of dataset.yaml
+
+
+@dataclass
+class GeneratorConfig:
+    """Which generator preset produces a stream's programs."""
+
+    preset: str = "demo"
+    """A name from `tinylm.lang.spec.PRESETS`."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Knobs changed on top of the preset (nested mappings or dotted keys)."""
+
+    def resolve(self):
+        from tinylm.lang.spec import preset
+
+        return preset(self.preset, **self.overrides)
+
+
+@dataclass
+class TokenizerConfig:
+    """How token ids are made: a fixed keyword vocabulary, or one learned from the first traces."""
+
+    kind: Literal["keyword", "char", "sentencepiece"] = "keyword"
+    vocab: str = "demo"
+    """Keyword vocabulary name (kind: keyword)."""
+    model_type: Literal["bpe", "unigram"] = "bpe"
+    """SentencePiece model type (kind: sentencepiece)."""
+    vocab_size: int = 512
+    """SentencePiece vocabulary size (kind: sentencepiece)."""
+    sample: int = 10000
+    """char/sentencepiece: learned from the first `sample` traces of the main stream (plus every
+    printable ASCII character, so that a character rare in the sample still has a token)."""
+
+
+@dataclass
+class SplitSizes:
+    """Examples per split of the main stream; filled in the order test, val, train."""
+
+    train: int = 20000
+    val: int = 2000
+    test: int = 1000
+
+
+@dataclass
+class OODSuite:
+    """An out-of-distribution test suite: another preset, written to `ood_<name>.txt`."""
+
+    name: str = ""
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    count: int = 1000
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset folder's `dataset.yaml`."""
+
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    trace_format: Literal["demo", "m2", "2026"] = "demo"
+    """Trace format given to `tinylm.lang.trace`."""
+    block_size: int = 128
+    """Determinism filter context (tokens); 0 keeps every trace."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    splits: SplitSizes = field(default_factory=SplitSizes)
+    ood: list[OODSuite] = field(default_factory=list)
+    seed: int = 0
+    """Main stream seed; an OOD suite's seed is derived from it and the suite's name."""
+    decontaminate: list[str] = field(default_factory=list)
+    """Built dataset folders (relative to the repository root) this one must not overlap."""
+    shard_size: int = 10000
+    """Programs per shard: the unit of parallel work and of resume."""
+    max_oversample: float = 20.0
+    """Give up when a stream needs more than this many programs per requested example."""
+
+    def validate(self) -> None:
+        for key, value, low in [("block_size", self.block_size, 0), ("splits.train", self.splits.train, 0),
+                                ("splits.val", self.splits.val, 0), ("splits.test", self.splits.test, 0),
+                                ("shard_size", self.shard_size, 1), ("seed", self.seed, 0),
+                                ("tokenizer.sample", self.tokenizer.sample, 1),
+                                ("tokenizer.vocab_size", self.tokenizer.vocab_size, 2),
+                                ("max_oversample", self.max_oversample, 1)]:
+            if value < low:
+                raise ConfigError(f"'{key}' must be >= {low}, got {value}")
+        names = [suite.name for suite in self.ood]
+        for i, suite in enumerate(self.ood):
+            if not _NAME.match(suite.name) or names.count(suite.name) > 1:
+                raise ConfigError(f"'ood[{i}].name' must be a unique lower-case name, got {suite.name!r}")
+            if suite.count < 1:
+                raise ConfigError(f"'ood[{i}].count' must be >= 1, got {suite.count}")
+        for where, gen in [("generator", self.generator)] + [(f"ood[{i}].generator", s.generator)
+                                                              for i, s in enumerate(self.ood)]:
+            try:
+                gen.resolve()
+            except ConfigError as exc:
+                raise ConfigError(f"'{where}': {exc}") from None
+        if self.tokenizer.kind == "keyword":
+            from tinylm.tokenizer import keyword_tokenizer
+
+            try:
+                keyword_tokenizer(self.tokenizer.vocab)
+            except ConfigError as exc:
+                raise ConfigError(f"'tokenizer.vocab': {exc}") from None
+
+
+def spec_file(folder: str | Path) -> Path:
+    """The `dataset.yaml` of a dataset folder (or the file itself)."""
+    path = Path(folder)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    if not path.is_dir():
+        raise DataError(f"{path}: no such dataset folder")
+    return path / "dataset.yaml"
+
+
+def load_spec(folder: str | Path, overrides: list[str] | tuple = ()) -> DatasetSpec:
+    """Read and validate a dataset folder's `dataset.yaml` (with dotted overrides)."""
+    return load_config(DatasetSpec, spec_file(folder), overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# Streams and tokenizers
+
+
+@dataclass
+class Stream:
+    """One generator with its seed, feeding `splits` (name, count) in order."""
+
+    name: str
+    generator: Any             # tinylm.lang.spec.GeneratorSpec
+    seed: int
+    splits: list[tuple[str, int]]
+
+
+def stream_seed(seed: int, suite: str) -> int:
+    """An OOD suite's seed: a 31-bit hash of the dataset seed and the suite name."""
+    digest = hashlib.blake2b(f"{seed}:{suite}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def streams_of(spec: DatasetSpec) -> list[Stream]:
+    main = Stream("main", spec.generator.resolve(), spec.seed,
+                  [("test", spec.splits.test), ("val", spec.splits.val), ("train", spec.splits.train)])
+    ood = [Stream(f"ood_{s.name}", s.generator.resolve(), stream_seed(spec.seed, s.name),
+                  [(f"ood_{s.name}", s.count)]) for s in spec.ood]
+    return [main, *ood]
+
+
+def make_tokenizer(cfg: TokenizerConfig, sample: Callable[[int], list[str]]):
+    """The tokenizer of `cfg`; a learned one is trained on `sample(cfg.sample)` traces."""
+    from tinylm.tokenizer import keyword_tokenizer, train_char_tokenizer, train_sentencepiece
+
+    if cfg.kind == "keyword":
+        return keyword_tokenizer(cfg.vocab)
+    texts = sample(cfg.sample) + [ALPHABET]  # every printable character gets a token, seen or not
+    if cfg.kind == "char":
+        return train_char_tokenizer(texts)
+    return train_sentencepiece(texts, model_type=cfg.model_type, vocab_size=cfg.vocab_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-example work: trace, tokenize, filter, key. Shared by the build's workers and the stages.
+
+
+def program_keys(traces: list[str]) -> np.ndarray:
+    """uint64 keys of the programs the traces start with (the text before the first step): the
+    first 8 bytes of `program_key` (collisions are ~1e-6 likely among 10M programs)."""
+    from tinylm.lang.generate import program_key
+
+    digests = b"".join(program_key(t[:t.find(STEP)] if STEP in t else t)[:8] for t in traces)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def trace_chunk(programs: list[str], fmt: str) -> tuple[list[str], Counter]:
+    """Traces of the programs that run, and the count of each error kind among the others."""
+    from tinylm.lang.trace import trace_texts
+
+    return trace_texts(programs, fmt)
+
+
+def encode_chunk(traces: list[str], tokenizer, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of the traces in the .bin layout (each followed by the terminator), and the
+    (n+1,) offsets where each trace's ids start."""
+    ids = np.asarray(tokenizer.encode_examples(traces, where=where), dtype=tokenizer.dtype)
+    ends = np.flatnonzero(ids == tokenizer.eos_id) + 1
+    if len(ends) != len(traces) or (len(ids) and ends[-1] != len(ids)):  # a terminator merged or inside
+        parts = [np.asarray(tokenizer.encode_examples([t], where=where), dtype=tokenizer.dtype) for t in traces]
+        return np.concatenate([np.zeros(0, tokenizer.dtype), *parts]), _offsets(len(x) for x in parts)
+    return ids, np.concatenate([[0], ends]).astype(np.int64)
+
+
+def filter_mask(traces: list[str], ids: np.ndarray, tokenizer, block_size: int, fmt: str) -> np.ndarray:
+    """Which traces the determinism filter keeps at `block_size` (0: all), counting from the
+    boundary token the reference used for the format."""
+    if block_size == 0:
+        return np.ones(len(traces), dtype=bool)
+    from tinylm.lang.filter import keep_mask, keep_text
+
+    boundary = FILTER_BOUNDARY[fmt]
+    try:
+        boundary_id = tokenizer.token_id(boundary)
+    except TokenizeError:  # a learned vocabulary may split the boundary: count the tokens between
+        def count(text: str) -> int:
+            return len(tokenizer.encode(text))
+        return np.fromiter((keep_text(t, boundary=boundary, count_tokens=count, block_size=block_size)
+                            for t in traces), dtype=bool, count=len(traces))
+    return keep_mask(ids, boundary_id=boundary_id, end_id=tokenizer.eos_id, block_size=block_size)
+
+
+@dataclass
+class Chunk:
+    """Kept examples of a run of programs, packed flat; what a shard file holds."""
+
+    keys: np.ndarray          # (n,) uint64 program keys
+    text: np.ndarray          # (bytes,) uint8: each trace followed by "\n\n"
+    text_offsets: np.ndarray  # (n+1,) int64
+    ids: np.ndarray           # (tokens,) token ids: each trace's ids followed by the terminator
+    id_offsets: np.ndarray    # (n+1,) int64
+    stats: dict               # programs, trace_errors, filtered_out, bytes, seconds per stage
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _offsets(lengths: Iterable[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.fromiter(lengths, dtype=np.int64))]).astype(np.int64)
+
+
+def _select(blob: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of a flat array whose mask is set, and their offsets."""
+    lengths = np.diff(offsets)
+    return blob[np.repeat(mask, lengths)], _offsets(lengths[mask])
+
+
+def pack_chunk(traces: list[str], ids: np.ndarray, id_offsets: np.ndarray, keep: np.ndarray,
+               stats: dict) -> Chunk:
+    """The kept traces with their keys and ids, packed flat."""
+    kept = [t for t, k in zip(traces, keep) if k]
+    blobs = [(t + SEPARATOR).encode() for t in kept]
+    ids, id_offsets = _select(ids, id_offsets, keep)
+    return Chunk(keys=program_keys(kept), text=np.frombuffer(b"".join(blobs), dtype=np.uint8),
+                 text_offsets=_offsets(map(len, blobs)), ids=ids, id_offsets=id_offsets, stats=stats)
+
+
+def process_programs(programs: list[str], fmt: str, tokenizer, block_size: int, where: str = "") -> Chunk:
+    """Trace, tokenize, filter and key a list of programs, timing each stage in CPU seconds (which a
+    loaded machine does not inflate)."""
+    clock = time.process_time()
+    traces, errors = trace_chunk(programs, fmt)
+    t_trace = time.process_time()
+    ids, offsets = encode_chunk(traces, tokenizer, where)
+    t_tokenize = time.process_time()
+    keep = filter_mask(traces, ids, tokenizer, block_size, fmt)
+    t_filter = time.process_time()
+    stats = {"programs": len(programs), "trace_errors": dict(errors), "filtered_out": int((~keep).sum()),
+             "program_bytes": sum(map(len, programs)), "trace_bytes": sum(map(len, traces)),
+             "tokens": len(ids), "seconds": {"trace": t_trace - clock, "tokenize": t_tokenize - t_trace,
+                                             "filter": t_filter - t_tokenize}}
+    chunk = pack_chunk(traces, ids, offsets, keep, stats)
+    stats["seconds"]["pack"] = time.process_time() - t_filter
+    return chunk
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards: one job = generate + process one range of program indices; saved atomically as .npz
+
+
+@dataclass
+class ShardJob:
+    """Programs [start, start + count) of a stream, and how to process them into the shard at `path`."""
+
+    path: str
+    generator: Any
+    seed: int
+    start: int
+    count: int
+    trace_format: str
+    tokenizer: dict
+    block_size: int
+
+
+_TOKENIZERS: dict[str, Any] = {}  # per worker process: tokenizer dict (as JSON) -> Tokenizer
+
+
+def _worker_tokenizer(data: dict):
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    key = json.dumps(data, sort_keys=True)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = tokenizer_from_dict(data)
+    return _TOKENIZERS[key]
+
+
+def run_shard(job: ShardJob) -> str:
+    """Compute one shard and write it atomically; returns its path."""
+    from tinylm.lang.generate import generate_programs
+
+    try:
+        clock = time.process_time()
+        programs = generate_programs(job.generator, job.seed, job.start, job.count)
+        seconds = time.process_time() - clock
+        chunk = process_programs(programs, job.trace_format, _worker_tokenizer(job.tokenizer), job.block_size,
+                                 where=f"programs {job.start}..{job.start + job.count - 1}")
+    except TinylmError as exc:  # re-raised as a DataError, which pickles back to the main process
+        raise DataError(str(exc)) from None
+    chunk.stats["seconds"] = {"generate": seconds, **chunk.stats["seconds"]}
+    save_chunk(job.path, chunk)
+    return job.path
+
+
+def save_chunk(path: str | Path, chunk: Chunk) -> None:
+    stats = np.frombuffer(json.dumps(chunk.stats).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, keys=chunk.keys, text=chunk.text, text_offsets=chunk.text_offsets, ids=chunk.ids,
+                 id_offsets=chunk.id_offsets, stats=stats)
+
+
+def load_chunk(path: str | Path) -> Chunk:
+    with np.load(path, allow_pickle=False) as z:
+        return Chunk(keys=z["keys"], text=z["text"], text_offsets=z["text_offsets"], ids=z["ids"],
+                     id_offsets=z["id_offsets"], stats=json.loads(z["stats"].tobytes()))
+
+
+class InlineExecutor(futures.Executor):
+    """Runs each job at submit time, in this process (the 1-worker build)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: futures.Future = futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+def window(workers: int) -> int:
+    """Jobs kept in flight: enough to keep every worker busy; one when jobs run inline."""
+    return 2 * workers + 1 if workers > 1 else 1
+
+
+def make_executor(workers: int) -> futures.Executor:
+    if workers <= 1:
+        return InlineExecutor()
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def ordered_map(executor: futures.Executor, fn: Callable, items: Iterable, in_flight: int) -> Iterator:
+    """fn(item) for each item, in order, with at most `in_flight` jobs submitted (flat memory)."""
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(executor.submit(fn, item))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # closed early: drop the jobs not started yet
+        for future in pending:
+            future.cancel()
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dedup, decontamination and the split assignment
+
+
+def _found(sorted_keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Which of the sorted `sorted_keys` occur in the sorted `table` (sorted queries keep each binary
+    search near the previous one: about 3x faster than random ones on a large table)."""
+    if len(table) == 0:
+        return np.zeros(len(sorted_keys), dtype=bool)
+    idx = np.minimum(np.searchsorted(table, sorted_keys), len(table) - 1)
+    return table[idx] == sorted_keys
+
+
+def _unique_sorted(keys: np.ndarray) -> np.ndarray:
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
+def _merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union of two sorted key arrays: a stable sort of two sorted runs is one linear merge."""
+    return _unique_sorted(np.sort(np.concatenate([a, b]), kind="stable"))
+
+
+def isin_sorted(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Boolean mask: which of `keys` (any order) occur in the sorted array `table`."""
+    return KeySet([table]).contains(keys)
+
+
+class KeySet:
+    """A growing set of uint64 keys, kept as sorted arrays whose sizes shrink down the list.
+
+    Adding n keys merges the small tail arrays (amortized O(n log N), each merge linear); a lookup
+    is one binary search per array (about log2 of the number of adds). 8 bytes a key: 10M programs
+    take 80 MB, where a Python set would take about 1 GB.
+    """
+
+    def __init__(self, levels: list[np.ndarray] | None = None) -> None:
+        self.levels: list[np.ndarray] = levels or []
+
+    def add(self, keys: np.ndarray) -> None:
+        new = _unique_sorted(np.sort(keys))
+        while self.levels and len(self.levels[-1]) <= len(new):
+            new = _merge(self.levels.pop(), new)
+        self.levels.append(new)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        order = np.argsort(keys)
+        ordered = keys[order]
+        found = np.zeros(len(keys), dtype=bool)
+        for level in self.levels:
+            found |= _found(ordered, level)
+        mask = np.empty(len(keys), dtype=bool)
+        mask[order] = found
+        return mask
+
+    def sorted(self) -> np.ndarray:
+        merged = np.zeros(0, np.uint64)
+        for level in reversed(self.levels):  # smallest first
+            merged = _merge(level, merged)
+        return merged
+
+
+@dataclass
+class SplitOutput:
+    """One output file being filled: ids (.bin) or text (.txt)."""
+
+    name: str
+    path: Path
+    need: int
+    heldout: bool
+    file: Any = None
+    examples: int = 0
+    tokens: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.need - self.examples
+
+    def write(self, chunk: Chunk, positions: np.ndarray) -> None:
+        mask = np.zeros(len(chunk), dtype=bool)
+        mask[positions] = True
+        id_mask = np.repeat(mask, np.diff(chunk.id_offsets))
+        self.tokens += int(id_mask.sum())
+        if self.path.suffix == ".bin":
+            self.file.write(chunk.ids[id_mask].tobytes())
+        else:
+            self.file.write(chunk.text[np.repeat(mask, np.diff(chunk.text_offsets))].tobytes())
+        self.examples += len(positions)
+
+    def summary(self) -> dict:
+        return {"file": self.path.name, "requested": self.need, "examples": self.examples, "tokens": self.tokens}
+
+
+@dataclass
+class Assigner:
+    """Hands examples, in order, to the first split still short; every key is taken at most once."""
+
+    train_keys: KeySet = field(default_factory=KeySet)
+    heldout_keys: KeySet = field(default_factory=KeySet)
+    banned_train: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))    # other datasets' held-out
+    banned_heldout: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # other datasets' train
+
+    def select(self, keys: np.ndarray, start: int, out: SplitOutput) -> tuple[np.ndarray, int, int]:
+        """Positions (from `start` on) of the next examples `out` takes; the stop position; how many
+        examined examples were banned by decontamination."""
+        seg = keys[start:]
+        banned = isin_sorted(seg, self.banned_heldout if out.heldout else self.banned_train)
+        ok = ~banned & ~self.train_keys.contains(seg) & ~self.heldout_keys.contains(seg)
+        candidates = np.flatnonzero(ok)
+        _, first = np.unique(seg[candidates], return_index=True)  # first occurrence inside the chunk
+        taken = np.sort(candidates[first])[:out.remaining]
+        stop = int(taken[-1]) + 1 if len(taken) == out.remaining else len(seg)
+        return start + taken, start + stop, int(banned[:stop].sum())
+
+    def save_keys(self, folder: Path) -> None:
+        """keys_train.npy, keys_heldout.npy: sorted keys, for datasets that decontaminate against this one."""
+        for role, keys in [("train", self.train_keys), ("heldout", self.heldout_keys)]:
+            with atomic_path(folder / f"keys_{role}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, keys.sorted(), allow_pickle=False)
+
+    def assign(self, chunk: Chunk, outputs: list[SplitOutput], stats: Counter) -> None:
+        position = 0
+        for out in outputs:
+            if out.remaining <= 0:
+                continue
+            taken, stop, banned = self.select(chunk.keys, position, out)
+            (self.heldout_keys if out.heldout else self.train_keys).add(chunk.keys[taken])
+            out.write(chunk, taken)
+            stats["kept"] += len(taken)
+            stats["contaminated"] += banned
+            stats["duplicates"] += stop - position - len(taken) - banned
+            position = stop
+        stats["surplus"] += len(chunk) - position
+
+
+def load_banned(spec: DatasetSpec, yaml_path: Path, folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    """Union of the train keys and of the held-out keys of every folder in `decontaminate`."""
+    train, heldout, sources = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], []
+    for entry in spec.decontaminate:
+        other = resolve_path(entry, yaml_path)
+        if other.resolve() == folder.resolve():
+            raise ConfigError(f"{yaml_path}: 'decontaminate' lists the dataset itself ({entry})")
+        for role, found in [("train", train), ("heldout", heldout)]:
+            path = other / f"keys_{role}.npy"
+            if not path.is_file():
+                raise DataError(f"{path}: not found; build that dataset first (tinylm data build {entry})")
+            found.append(np.load(path, allow_pickle=False))
+        sources.append({"dataset": entry, "train": len(train[-1]), "heldout": len(heldout[-1])})
+    return KeySet(train).sorted(), KeySet(heldout).sorted(), sources
+
+
+# ----------------------------------------------------------------------------------------------
+# The build
+
+
+def code_fingerprint() -> str:
+    """Hash of the source files whose behaviour shards depend on."""
+    import tinylm
+
+    root = Path(tinylm.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("lang/*.py"), root / "tokenizer.py", Path(__file__)]):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def shard_dir(folder: Path, stream: Stream, spec: DatasetSpec, tokenizer: dict, code: str) -> Path:
+    what = {"generator": to_dict(stream.generator), "seed": stream.seed, "trace_format": spec.trace_format,
+            "block_size": spec.block_size, "tokenizer": tokenizer, "shard_size": spec.shard_size, "code": code}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    return folder / "shards" / f"{stream.name}.{digest}"
+
+
+def sample_traces(stream: Stream, spec: DatasetSpec, count: int) -> list[str]:
+    """The first `count` traces of a stream (programs that fail to trace are skipped)."""
+    from tinylm.lang.generate import generate_programs
+
+    traces: list[str] = []
+    start = 0
+    while len(traces) < count:
+        if start >= count * spec.max_oversample:
+            raise DataError(f"only {len(traces)} of {count} programs traced to learn the tokenizer from")
+        traces += trace_chunk(generate_programs(stream.generator, stream.seed, start, spec.shard_size),
+                              spec.trace_format)[0]
+        start += spec.shard_size
+    return traces[:count]
+
+
+def build_tokenizer(folder: Path, spec: DatasetSpec, main: Stream, code: str):
+    """Keyword tokenizers are fixed; a learned one is trained once and kept under shards/."""
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    if spec.tokenizer.kind == "keyword":
+        return make_tokenizer(spec.tokenizer, lambda n: [])
+    what = json.dumps({"tokenizer": to_dict(spec.tokenizer), "generator": to_dict(main.generator),
+                       "seed": main.seed, "trace_format": spec.trace_format, "code": code}, sort_keys=True)
+    saved = folder / "shards" / f"tokenizer.{hashlib.sha256(what.encode()).hexdigest()[:12]}.json"
+    if saved.is_file():
+        return tokenizer_from_dict(json.loads(saved.read_text()))
+    tokenizer = make_tokenizer(spec.tokenizer, lambda n: sample_traces(main, spec, n))
+    atomic_write_json(saved, tokenizer.to_dict())
+    return tokenizer
+
+
+@dataclass
+class StreamRun:
+    """Counts of one stream: per stage, per error kind, and the CPU seconds the workers spent in each stage."""
+
+    shards: int = 0
+    counts: Counter = field(default_factory=Counter)
+    trace_errors: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)
+    bytes: Counter = field(default_factory=Counter)
+
+    def add(self, stats: dict) -> None:
+        self.shards += 1
+        self.counts["generated"] += stats["programs"]
+        self.counts["filtered_out"] += stats["filtered_out"]
+        self.trace_errors.update(stats["trace_errors"])
+        self.seconds.update(stats["seconds"])
+        self.bytes.update({"programs": stats["program_bytes"], "traces": stats["trace_bytes"]})
+
+    def summary(self) -> dict:
+        counts = self.counts
+        return {"shards": self.shards, "generated": counts["generated"],
+                "trace_errors": dict(sorted(self.trace_errors.items())),
+                "traced": counts["generated"] - sum(self.trace_errors.values()),
+                "filtered_out": counts["filtered_out"], "duplicates": counts["duplicates"],
+                "contaminated": counts["contaminated"], "kept": counts["kept"], "surplus": counts["surplus"],
+                "bytes": dict(self.bytes), "cpu_seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+
+def run_stream(stream: Stream, outputs: list[SplitOutput], spec: DatasetSpec, assigner: Assigner,
+               executor: futures.Executor, in_flight: int, make_job: Callable[[int], ShardJob]) -> StreamRun:
+    """Fill `outputs` from the stream's shards, read in index order; stop when every count is met."""
+    from tqdm import tqdm
+
+    run = StreamRun()
+    need = sum(out.need for out in outputs)
+    limit = max(1, math.ceil(need * spec.max_oversample / spec.shard_size))
+    jobs = (make_job(k) for k in range(limit))
+    with tqdm(total=need, desc=stream.name, unit="ex", disable=None, leave=False) as bar:
+        results = ordered_map(executor, _cached_or_run, jobs, in_flight)
+        for path in results:
+            if not any(out.remaining > 0 for out in outputs):
+                break
+            chunk = load_chunk(path)
+            run.add(chunk.stats)
+            before = run.counts["kept"]
+            assigner.assign(chunk, outputs, run.counts)
+            bar.update(run.counts["kept"] - before)
+        results.close()
+    if any(out.remaining > 0 for out in outputs):
+        short = ", ".join(f"{o.name} {o.examples}/{o.need}" for o in outputs if o.remaining > 0)
+        c = run.counts
+        raise DataError(f"stream '{stream.name}': after {c['generated']} programs only {short} examples "
+                        f"({sum(run.trace_errors.values())} failed to trace, {c['filtered_out']} filtered out, "
+                        f"{c['duplicates']} duplicates, {c['contaminated']} contaminated); lower the split sizes, "
+                        f"or raise max_oversample or block_size")
+    return run
+
+
+def _cached_or_run(job: ShardJob) -> str:
+    return job.path if Path(job.path).is_file() else run_shard(job)
+
+
+def _remove_stale(folder: Path, keep: set[Path]) -> None:
+    """Delete shard folders of other configs and temporary files of killed builds."""
+    for path in (folder / "shards").glob("*"):
+        if path.is_dir() and path not in keep:
+            shutil.rmtree(path)
+    for path in [*folder.glob(".*.tmp"), *(folder / "shards").rglob(".*.tmp")]:
+        path.unlink()
+
+
+def build(folder: str | Path, workers: int | None = None, keep_shards: bool = False,
+          overrides: list[str] | tuple = ()) -> dict:
+    """Build a dataset folder from its `dataset.yaml`; returns the manifest."""
+    clock = time.time()
+    folder = Path(folder)
+    yaml_path = spec_file(folder)
+    spec = load_spec(folder, overrides)
+    folder = yaml_path.parent
+    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, folder)
+    streams = streams_of(spec)
+    code = code_fingerprint()
+    tokenizer = build_tokenizer(folder, spec, streams[0], code)
+    tok_dict = tokenizer.to_dict()
+    dirs = {s.name: shard_dir(folder, s, spec, tok_dict, code) for s in streams}
+    _remove_stale(folder, set(dirs.values()))
+    workers = workers or default_workers()
+    assigner = Assigner(banned_train=banned_train, banned_heldout=banned_heldout)
+    runs: dict[str, StreamRun] = {}
+    outputs = {s.name: [SplitOutput(name, folder / _file_name(name), count, heldout=name != "train")
+                        for name, count in s.splits] for s in streams}
+    with contextlib.ExitStack() as stack:
+        for out in (o for outs in outputs.values() for o in outs):
+            out.file = stack.enter_context(open(stack.enter_context(atomic_path(out.path)), "wb"))
+        executor = stack.enter_context(make_executor(workers))
+        for stream in streams:
+            def make_job(k: int, stream=stream) -> ShardJob:
+                return ShardJob(str(dirs[stream.name] / f"{k:06d}.npz"), stream.generator, stream.seed,
+                                k * spec.shard_size, spec.shard_size, spec.trace_format, tok_dict, spec.block_size)
+            runs[stream.name] = run_stream(stream, outputs[stream.name], spec, assigner, executor,
+                                           window(workers), make_job)
+        assigner.save_keys(folder)
+    manifest = _manifest(folder, spec, streams, tokenizer, outputs, runs, sources, workers, time.time() - clock)
+    atomic_write_json(folder / "manifest.json", manifest)
+    if not keep_shards:
+        shutil.rmtree(folder / "shards", ignore_errors=True)
+    return manifest
+
+
+def _file_name(split: str) -> str:
+    return f"{split}.bin" if split in ("train", "val") else f"{split}.txt"
+
+
+def _manifest(folder: Path, spec: DatasetSpec, streams: list[Stream], tokenizer, outputs: dict,
+              runs: dict, sources: list, workers: int, wall: float) -> dict:
+    seconds = Counter()
+    for run in runs.values():
+        seconds.update(run.seconds)
+    return {
+        "format": FORMAT,
+        "name": folder.name,
+        "tokenizer": tokenizer.to_dict(),
+        "vocab_size": int(tokenizer.vocab_size),
+        "dtype": str(np.dtype(tokenizer.dtype)),
+        "block_size": spec.block_size,
+        "trace_format": spec.trace_format,
+        "seed": spec.seed,
+        "splits": {out.name: out.summary() for outs in outputs.values() for out in outs},
+        "stages": {name: run.summary() for name, run in runs.items()},
+        "streams": {s.name: {"seed": s.seed, "generator": to_dict(s.generator)} for s in streams},
+        "decontaminated_against": sources,
+        "keys": ["keys_train.npy", "keys_heldout.npy"],
+        "config": to_dict(spec),
+        "timings": {"wall_seconds": round(wall, 3), "workers": workers,
+                    "cpu_seconds": {k: round(v, 3) for k, v in seconds.items()}},
+        "meta": run_metadata(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages on text files: generate -> trace -> filter -> prepare
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class StageJob:
+    """A batch of examples and what to do with it (picklable, for the worker pool)."""
+
+    kind: Literal["generate", "trace", "filter", "prepare"]
+    items: Any
+    spec: DatasetSpec
+    generator: Any = None
+    tokenizer: dict | None = None
+    where: str = ""
+
+
+def run_stage_job(job: StageJob):
+    """One batch of a stage, in a worker."""
+    spec = job.spec
+    if job.kind == "generate":
+        from tinylm.lang.generate import generate_programs
+
+        seed, start, count = job.items
+        return "".join(p.strip("\n") + SEPARATOR for p in generate_programs(job.generator, seed, start, count))
+    if job.kind == "trace":
+        traces, errors = trace_chunk(job.items, spec.trace_format)
+        return "".join(t + SEPARATOR for t in traces), errors
+    tokenizer = _worker_tokenizer(job.tokenizer)
+    ids, offsets = encode_chunk(job.items, tokenizer, where=job.where)
+    if job.kind == "filter":
+        keep = filter_mask(job.items, ids, tokenizer, spec.block_size, spec.trace_format)
+        return "".join(t + SEPARATOR for t, k in zip(job.items, keep) if k), int((~keep).sum())
+    return pack_chunk(job.items, ids, offsets, np.ones(len(job.items), dtype=bool), {})
+
+
+def _stage_map(jobs: Iterable[StageJob], workers: int) -> Iterator:
+    with make_executor(workers) as executor:
+        yield from ordered_map(executor, run_stage_job, jobs, window(workers))
+
+
+def stage_generate(target: str, out: Path, count: int | None, seed: int | None, start: int, workers: int) -> str:
+    """Programs of a named preset, or of a dataset folder's main stream, one per blank-line block."""
+    from tinylm.lang.spec import PRESETS, preset
+
+    if target not in PRESETS and ("/" in target or target.endswith((".yaml", ".yml")) or Path(target).is_dir()):
+        spec = load_spec(target)
+        generator = spec.generator.resolve()
+        seed = spec.seed if seed is None else seed
+        count = count or math.ceil(STAGED_OVERSAMPLE * (spec.splits.train + spec.splits.val + spec.splits.test))
+    else:
+        spec, generator, seed = DatasetSpec(), preset(target), seed or 0
+        if count is None:
+            raise ConfigError("--count is required with a preset name")
+    ranges = [(seed, s, min(spec.shard_size, start + count - s)) for s in range(start, start + count, spec.shard_size)]
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
+        for text in _stage_map((StageJob("generate", r, spec, generator) for r in ranges), workers):
+            f.write(text)
+    return f"wrote {count} programs (seed {seed}, indices {start}..{start + count - 1}) to {out}"
+
+
+def _text_jobs(kind: str, src: Path, spec: DatasetSpec, tokenizer: dict | None = None) -> Iterator[StageJob]:
+    """The examples of a text file in batches of `shard_size`, as stage jobs."""
+    for i, batch in enumerate(batched(iter_examples(src), spec.shard_size)):
+        yield StageJob(kind, batch, spec, tokenizer=tokenizer, where=f"{src}, batch of examples from {i * spec.shard_size}")
+
+
+def _stage_spec(spec_path: str | None, overrides: list[str]) -> DatasetSpec:
+    return load_spec(spec_path, overrides) if spec_path else load_config(DatasetSpec, None, overrides)
+
+
+def stage_trace(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
+    errors, kept = Counter(), 0
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
+        jobs = _text_jobs("trace", src, spec)
+        for text, errs in _stage_map(jobs, workers):
+            f.write(text)
+            errors.update(errs)
+            kept += text.count(SEPARATOR)
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"
+    return f"traced {kept} programs to {out}; errors: {detail}"
+
+
+def _sample_file(src: Path, n: int) -> list[str]:
+    return [t for _, t in zip(range(n), iter_examples(src))]
+
+
+def stage_filter(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
+    tok = make_tokenizer(spec.tokenizer, lambda n: _sample_file(src, n)).to_dict()
+    dropped, kept = 0, 0
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
+        jobs = _text_jobs("filter", src, spec, tok)
+        for text, n in _stage_map(jobs, workers):
+            f.write(text)
+            dropped += n
+            kept += text.count(SEPARATOR)
+    return f"kept {kept} traces, dropped {dropped} (block_size {spec.block_size}) to {out}"
+
+
+def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int) -> str:
+    """Dedup, split and tokenize kept traces into a dataset folder (main splits only; no OOD)."""
+    clock = time.time()
+    tokenizer = make_tokenizer(spec.tokenizer, lambda n: _sample_file(src, n))
+    tok = tokenizer.to_dict()
+    main = streams_of(spec)[0]
+    outputs = [SplitOutput(name, folder / _file_name(name), count, heldout=name != "train")
+               for name, count in main.splits]
+    assigner, counts = Assigner(), Counter()
+    with contextlib.ExitStack() as stack:
+        for o in outputs:
+            o.file = stack.enter_context(open(stack.enter_context(atomic_path(o.path)), "wb"))
+        jobs = _text_jobs("prepare", src, spec, tok)
+        for chunk in _stage_map(jobs, workers):
+            if not any(o.remaining > 0 for o in outputs):
+                break
+            assigner.assign(chunk, outputs, counts)
+        assigner.save_keys(folder)
+    stats = StreamRun(counts=counts)
+    manifest = _manifest(folder, spec, [main], tokenizer, {"main": outputs}, {"main": stats}, [], workers,
+                         time.time() - clock)
+    atomic_write_json(folder / "manifest.json", manifest)
+    short = [f"{o.name} {o.examples}/{o.need}" for o in outputs if o.remaining > 0]
+    if short:
+        print(f"warning: {src} ran out of examples: {', '.join(short)}", file=sys.stderr)
+    return f"wrote {', '.join(f'{o.name} {o.examples}' for o in outputs)} examples to {folder}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes become one-line ConfigErrors (the CLI prints `error: ...`, exit 2)."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `tinylm data` parser and one parser per subcommand (parsed on their own, so that
+    key=value overrides may follow options)."""
+    parser = _Parser(prog="tinylm data", description="Build a dataset folder, or run one data stage.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    b = sub.add_parser("build", help="dataset.yaml -> train.bin, val.bin, test.txt, OOD suites, manifest")
+    b.add_argument("folder")
+    b.add_argument("--keep-shards", action="store_true", help="keep shards/ after a successful build")
+    g = sub.add_parser("generate", help="programs of a preset, or of a dataset folder's main stream")
+    g.add_argument("spec", metavar="SPEC_OR_PRESET")
+    g.add_argument("out")
+    g.add_argument("--count", type=int, help=f"default for a folder: {STAGED_OVERSAMPLE} x its split sizes")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--start", type=int, default=0, help="index of the first program")
+    for name, help_ in [("trace", "programs -> traces"), ("filter", "traces -> kept traces"),
+                        ("prepare", "kept traces -> dataset folder (train.bin, val.bin, test.txt, manifest)")]:
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("src")
+        s.add_argument("out")
+        s.add_argument("--spec", help="dataset folder whose settings to use (default: built-in defaults)")
+    for name, s in sub.choices.items():
+        s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+        if name != "generate":
+            s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted dataset.yaml overrides")
+    return parser, sub.choices
+
+
+def cli(argv: list[str]) -> int:
+    parser, commands = _parsers()
+    if not argv or argv[0] not in commands:
+        parser.parse_args(argv)  # prints help, or fails naming the valid commands
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    command = argv[0]
+    workers = args.workers or default_workers()
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if command == "build":
+        manifest = build(args.folder, workers, args.keep_shards, args.overrides)
+        splits = ", ".join(f"{k} {v['examples']}" for k, v in manifest["splits"].items())
+        print(f"built {args.folder}: {splits} in {manifest['timings']['wall_seconds']:.1f}s")
+        return 0
+    if command == "generate":
+        print(stage_generate(args.spec, Path(args.out), args.count, args.seed, args.start, workers))
+        return 0
+    spec = _stage_spec(args.spec, args.overrides)
+    stage = {"trace": stage_trace, "filter": stage_filter, "prepare": stage_prepare}[command]
+    print(stage(Path(args.src), Path(args.out), spec, workers))
+    return 0

@@ -1,0 +1,245 @@
+"""Dataset builds: same bytes with any worker count and after a kill, decontamination, the manifest,
+the committed specs, the staged route, and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tinylm.datasets import KeySet, build, cli, load_spec, program_keys, streams_of
+from tinylm.errors import DataError
+from tinylm.lang.trace import iter_examples
+from tinylm.tokenizer import split_examples, tokenizer_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = ["train.bin", "val.bin", "test.txt", "ood_loops.txt", "keys_train.npy", "keys_heldout.npy"]
+SMALL = {"names": ["a", "b"], "max_digit": 3}  # a few thousand distinct programs: duplicates happen
+
+
+def tiny_spec(**changes) -> dict:
+    spec = {
+        "generator": {"preset": "demo", "overrides": {"demo": SMALL}},
+        "trace_format": "demo",
+        "block_size": 128,
+        "tokenizer": {"kind": "keyword", "vocab": "demo"},
+        "splits": {"train": 300, "val": 30, "test": 40},
+        "ood": [{"name": "loops", "count": 25, "generator": {
+            "preset": "demo", "overrides": {"demo": {"while_probability": 1.0}}}}],
+        "seed": 3,
+        "shard_size": 64,
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    """A repository-like root, so that `decontaminate` paths resolve against it."""
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "datasets").mkdir()
+    return tmp_path
+
+
+def make_dataset(root: Path, name: str, spec: dict) -> Path:
+    folder = root / "datasets" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in OUTPUTS if (folder / name).exists()}
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinylm.cli", "data", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+LEARNED = {"keyword": ({"kind": "keyword", "vocab": "demo"}, 128),
+           "char": ({"kind": "char", "sample": 200}, 1024),  # block_size counts characters here
+           "sentencepiece": ({"kind": "sentencepiece", "vocab_size": 120, "sample": 300}, 256)}
+
+
+@pytest.mark.parametrize("kind", list(LEARNED))
+def test_same_bytes_with_one_and_two_workers(root, kind):
+    tokenizer, block_size = LEARNED[kind]
+    one = make_dataset(root, "one", tiny_spec(tokenizer=tokenizer, block_size=block_size))
+    two = make_dataset(root, "two", tiny_spec(tokenizer=tokenizer, block_size=block_size))
+    build(one, workers=1)
+    build(two, workers=2)
+    assert outputs(one) == outputs(two)
+    assert len(outputs(one)) == len(OUTPUTS)
+    assert not (one / "shards").exists()
+
+
+def test_resume_reuses_finished_shards_and_gives_the_same_bytes(root):
+    folder = make_dataset(root, "d", tiny_spec())
+    build(folder, workers=1, keep_shards=True)
+    reference = outputs(folder)
+    shards = sorted((folder / "shards").rglob("*.npz"))
+    kept, lost = shards[::2], shards[1::2]
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    for path in lost + [folder / name for name in OUTPUTS] + [folder / "manifest.json"]:
+        path.unlink()
+    time.sleep(0.01)
+    build(folder, workers=2, keep_shards=True)
+    assert outputs(folder) == reference
+    assert {p: p.stat().st_mtime_ns for p in kept} == stamps  # finished shards were not redone
+
+
+def test_a_killed_build_resumes_to_the_same_bytes(root):
+    spec = tiny_spec(splits={"train": 3000, "val": 30, "test": 40}, shard_size=100)
+    reference = make_dataset(root, "reference", spec)
+    build(reference, workers=1)
+    folder = make_dataset(root, "killed", spec)
+    proc = subprocess.Popen([sys.executable, "-m", "tinylm.cli", "data", "build", str(folder), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while len(list(folder.glob("shards/*/*.npz"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers
+    proc.wait()
+    assert not (folder / "manifest.json").exists(), "the build finished before it could be killed"
+    assert not (folder / "train.bin").exists()
+    assert run_cli("build", str(folder), "--workers", "2").returncode == 0
+    assert outputs(folder) == outputs(reference)
+
+
+def test_no_program_twice_and_no_held_out_program_in_another_datasets_train(root):
+    first = make_dataset(root, "first", tiny_spec(ood=[]))
+    build(first, workers=1)
+    second = make_dataset(root, "second", tiny_spec(ood=[], seed=4, decontaminate=["datasets/first"]))
+    manifest = build(second, workers=2)
+    assert manifest["stages"]["main"]["contaminated"] > 0
+    assert manifest["stages"]["main"]["duplicates"] > 0
+
+    def keys(folder, role):
+        return set(np.load(folder / f"keys_{role}.npy").tolist())
+
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    train_text = tokenizer.decode(np.fromfile(second / "train.bin", dtype=manifest["dtype"]))
+    train_keys = program_keys(split_examples(train_text)).tolist()
+    assert len(set(train_keys)) == len(train_keys) == 300 and set(train_keys) == keys(second, "train")
+    test_keys = program_keys(list(iter_examples(second / "test.txt"))).tolist()
+    assert len(set(test_keys)) == len(test_keys) == 40
+    assert not set(test_keys) & keys(second, "train")
+    assert set(test_keys) <= keys(second, "heldout")
+    assert len(keys(second, "heldout")) == 70
+    assert not keys(second, "heldout") & keys(first, "train")
+    assert not keys(second, "train") & keys(first, "heldout")
+
+
+def test_manifest_records_counts_tokens_and_provenance(root):
+    folder = make_dataset(root, "d", tiny_spec())
+    build(folder, workers=1)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    assert manifest["vocab_size"] == tokenizer.vocab_size == 77
+    assert manifest["dtype"] == "uint8" and manifest["block_size"] == 128 and manifest["seed"] == 3
+    assert manifest["config"]["splits"] == {"train": 300, "val": 30, "test": 40}
+    assert manifest["meta"]["git_revision"]
+    for split in ("train", "val"):
+        ids = np.fromfile(folder / f"{split}.bin", dtype=np.uint8)
+        info = manifest["splits"][split]
+        assert info["tokens"] == len(ids) and info["examples"] == info["requested"]
+        assert int((ids == tokenizer.eos_id).sum()) == info["examples"]
+    assert len(list(iter_examples(folder / "test.txt"))) == manifest["splits"]["test"]["examples"] == 40
+    assert len(list(iter_examples(folder / "ood_loops.txt"))) == 25
+    for stage in manifest["stages"].values():
+        dropped = sum(stage["trace_errors"].values()) + stage["filtered_out"] + stage["duplicates"]
+        assert stage["generated"] == dropped + stage["contaminated"] + stage["kept"] + stage["surplus"]
+    assert manifest["stages"]["main"]["kept"] == 370
+
+
+def test_staged_route_gives_the_build_bytes(root):
+    folder = make_dataset(root, "d", tiny_spec(ood=[]))
+    build(folder, workers=1)
+    staged = root / "staged"
+    steps = [["generate", str(folder), str(staged / "programs.txt")],
+             ["trace", str(staged / "programs.txt"), str(staged / "traces.txt"), "--spec", str(folder)],
+             ["filter", str(staged / "traces.txt"), str(staged / "kept.txt"), "--spec", str(folder)],
+             ["prepare", str(staged / "kept.txt"), str(staged), "--spec", str(folder), "--workers", "2"]]
+    for argv in steps:
+        assert cli(argv) == 0
+    assert outputs(staged) == outputs(folder)
+
+
+def test_a_stream_that_cannot_fill_its_splits_is_an_error(root):
+    folder = make_dataset(root, "d", tiny_spec(generator={"preset": "demo", "overrides": {
+        "demo": {"names": ["a"], "max_digit": 1, "while_probability": 0.0}}}, max_oversample=2.0))
+    with pytest.raises(DataError, match=r"only test 32/40, val 0/30, train 0/300 examples .* 736 duplicates"):
+        build(folder, workers=1)
+    assert not (folder / "test.txt").exists() and not (folder / "manifest.json").exists()
+
+
+def test_key_set_matches_a_python_set():
+    rng = np.random.default_rng(0)
+    keys, seen = KeySet(), set()
+    for _ in range(50):
+        batch = rng.integers(0, 5000, size=int(rng.integers(1, 200))).astype(np.uint64)
+        probe = rng.integers(0, 5000, size=100).astype(np.uint64)
+        assert keys.contains(probe).tolist() == [int(k) in seen for k in probe]
+        keys.add(batch)
+        seen.update(batch.tolist())
+    assert keys.sorted().tolist() == sorted(seen) and len(keys.levels) < 12
+
+
+@pytest.mark.parametrize("folder", sorted((REPO / "datasets").glob("*/dataset.yaml")), ids=lambda p: p.parent.name)
+def test_every_committed_dataset_spec_loads(folder):
+    spec = load_spec(folder.parent)
+    streams = streams_of(spec)
+    assert streams[0].splits and all(count > 0 for _, count in streams[0].splits)
+    for entry in spec.decontaminate:
+        assert (REPO / entry / "dataset.yaml").is_file()
+
+
+BAD_SPECS = {
+    "malformed YAML": ("splits: {train: 3\n", "malformed YAML"),
+    "unknown key": (yaml.safe_dump(tiny_spec(shards=3)), "unknown key 'shards'"),
+    "unknown preset": (yaml.safe_dump(tiny_spec(generator={"preset": "nope"})), "unknown generator preset 'nope'"),
+    "out-of-range knob": (yaml.safe_dump(tiny_spec(generator={"preset": "demo", "overrides": {
+        "demo": {"while_probability": 2.0}}})), "while_probability"),
+    "unknown character": (yaml.safe_dump(tiny_spec(tokenizer={"kind": "keyword", "vocab": "alpha"})), "'#'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_bad_spec_is_one_error_line_and_no_output(root, case):
+    text, message = BAD_SPECS[case]
+    folder = root / "datasets" / "bad"
+    folder.mkdir()
+    (folder / "dataset.yaml").write_text(text)
+    proc = run_cli("build", str(folder), "--workers", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr
+    assert sorted(p.name for p in folder.iterdir() if p.name != "shards") == ["dataset.yaml"]
+
+
+def test_missing_inputs_are_one_error_line(root):
+    for args, message in [(["build", str(root / "datasets" / "absent")], "no such dataset folder"),
+                          (["trace", str(root / "absent.txt"), str(root / "out.txt")], "no such file"),
+                          (["build", str(make_dataset(root, "d", tiny_spec(decontaminate=["datasets/x"])))],
+                           "build that dataset first")]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (root / "out.txt").exists()
+
+
+def test_prepare_rejects_an_unknown_character(root):
+    source = root / "traces.txt"
+    source.write_text("# code\na = 1\n#STEP\n@a = 1$\u20ac\n\n")
+    proc = run_cli("prepare", str(source), str(root / "out"))
+    assert proc.returncode == 2 and "\u20ac" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (root / "out" / "train.bin").exists()
