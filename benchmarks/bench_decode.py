@@ -1,0 +1,135 @@
+"""Decoding speed on the demo model: the reference evaluator's way against tinylm.decode.
+
+    nice python benchmarks/bench_decode.py                     # 100 demo test examples, 1 thread
+    nice python benchmarks/bench_decode.py --limit 256 --threads 2
+    nice python benchmarks/bench_decode.py --random-weights    # without the golden checkpoint
+
+Model: the golden reference checkpoint imported (or random weights of the same demo architecture:
+learned positions, block_size 128, 1.2M parameters). Examples: the first --limit of
+datasets/demo/test.txt; prompt = up to the first #STEP line.
+
+- baseline, the reference's way: examples sorted by target length (longest first), batches of 10,
+  every row fed as a fixed 128-token window (right-padded, or the last 128 tokens) through a full
+  forward for every new token, budget = longest target of the batch + 5, no early stop. Every step
+  of it is the same (10, 128) forward, so it is timed on --baseline-batches batches (the shortest)
+  and its time for all examples is steps x measured seconds per step.
+- reference mode: `generate(window="reference")`, --rows rows at a time (a finished row takes the
+  next example), per-row budget target + 5, stop at the terminator. Its tokens must equal the baseline's on the timed batches.
+- fast mode: `generate(window="step-anchored")`, same batch; it differs from the reference semantics
+  past the window, so the hard-match rate and agreement with reference mode are printed.
+
+Reported: generated positions/s (tokens appended per row; for the baseline including rows that run
+past their terminator), examples/s, and the speed-up in examples/s over the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from tinylm.decode import STEP_TOKEN, GenerateConfig, generate
+from tinylm.evaluate import read_suite, score
+from tinylm.model import GPT, GPTConfig
+from tinylm.tokenizer import keyword_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO.parent / "shared" / "golden" / "reference_checkpoint" / "best-model.pth"
+
+
+def reference_batches(examples, batch_size: int = 10):
+    """The reference evaluator's batches: longest targets first, each with its budget."""
+    order = sorted(examples, key=lambda e: -len(e.target_ids))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [(b, max(len(e.target_ids) for e in b) + 5) for b in batches]
+
+
+@torch.inference_mode()
+def reference_way(model, batch, budget):
+    """The reference evaluator's decoding loop for one batch, vectorised but otherwise unchanged."""
+    W = model.config.block_size
+    seqs = [list(e.prompt_ids) for e in batch]
+    for _ in range(budget):
+        lens = [min(len(s), W) for s in seqs]
+        window = torch.zeros(len(batch), W, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            window[b, :lens[b]] = torch.tensor(s[-W:])
+        logits, _ = model(window)
+        last = logits[torch.arange(len(batch)), torch.tensor(lens) - 1]
+        for s, t in zip(seqs, torch.softmax(last, -1).argmax(-1).tolist()):
+            s.append(t)
+    return {e.id: s[len(e.prompt_ids):] for e, s in zip(batch, seqs)}
+
+
+def run_ours(model, examples, window: str, step_id: int, eos: int, rows: int):
+    cfg = GenerateConfig(window=window)
+    res = generate(model, [e.prompt_ids for e in examples], cfg, eos_id=eos, step_id=step_id,
+                   max_new_tokens=[len(e.target_ids) + 5 for e in examples], rows=rows)
+    return {e.id: ids for e, ids in zip(examples, res.ids)}, sum(len(x) for x in res.ids)
+
+
+def hard_pct(tok, examples, gens) -> float:
+    eos = tok.token_strings([tok.eos_id])[0]
+    hard = sum(score(tok.token_strings(e.target_ids), tok.token_strings(gens[e.id]), eos)["class"] == "hard"
+               for e in examples)
+    return 100.0 * hard / len(examples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default=str(REPO / "datasets" / "demo" / "test.txt"))
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--baseline-batches", type=int, default=2)
+    ap.add_argument("--rows", type=int, default=128, help="rows decoded at a time by tinylm.decode")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--random-weights", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if GOLDEN.is_file() and not args.random_weights:
+        from tinylm.reference import import_reference_checkpoint
+        model, _ = import_reference_checkpoint(GOLDEN)
+        source = "golden reference checkpoint"
+    else:
+        torch.manual_seed(0)
+        model, source = GPT(GPTConfig()).eval(), "random weights, demo architecture"
+    tok = keyword_tokenizer("demo")
+    examples = read_suite(args.suite, tok, args.limit)
+    n = len(examples)
+    print(f"model: {source}; {n} examples of {args.suite}; {args.threads} thread(s)")
+
+    batches = reference_batches(examples)
+    timed = batches[-args.baseline_batches:]
+    tick = time.time()
+    base = {}
+    for batch, budget in timed:
+        base.update(reference_way(model, batch, budget))
+    per_step = (time.time() - tick) / sum(budget for _, budget in timed)
+    steps = sum(budget for _, budget in batches)
+    rows = [("reference way (batch 10, 128-token window)", steps * 10, steps * per_step, None)]
+    print(f"baseline: {per_step * 1000:.0f} ms per step of 10 rows, timed on {len(timed)} batches; "
+          f"{steps} steps for all {n} examples")
+
+    gens = {}
+    for window in ("reference", "step-anchored"):
+        tick = time.time()
+        gens[window], pos = run_ours(model, examples, window, tok.token_id(STEP_TOKEN), tok.eos_id, args.rows)
+        rows.append((f"tinylm.decode window={window} ({min(n, args.rows)} rows)", pos, time.time() - tick,
+                     hard_pct(tok, examples, gens[window])))
+    same = all(gens["reference"][i] == base[i][:len(gens["reference"][i])] for i in base)
+    print(f"reference mode == reference way, token for token, on the timed batches: {same}")
+    agree = sum(gens["reference"][e.id] == gens["step-anchored"][e.id] for e in examples)
+    print(f"fast mode generates the same tokens as reference mode for {agree}/{n} examples")
+
+    base_rate = n / rows[0][2]
+    print(f"\n{'decoder':<48} {'positions/s':>12} {'examples/s':>11} {'speed-up':>9} {'hard %':>7}")
+    for name, pos, secs, hard in rows:
+        hard_s = "-" if hard is None else f"{hard:.1f}"
+        print(f"{name:<48} {pos / secs:>12.0f} {n / secs:>11.2f} {(n / secs) / base_rate:>8.1f}x {hard_s:>7}")
+    assert same, "reference-mode outputs differ from the reference way"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Generations -> scores: TinyPy code-tracing evaluation of a checkpoint on test suites.
+
+An example is a program followed by its trace. The prompt is the example up to and including the
+first "#STEP" line; the target is the rest. The model continues the prompt (greedy by default,
+reference window semantics, see `tinylm.decode`) and each example gets one class, as in the
+reference evaluator:
+
+- hard: the generation, cut at the first terminator "\\n\\n", equals the target (compared as
+  the token strings joined by spaces);
+- soft: not hard, but the last line (the final state) of the cut generation equals the target's
+  (after stripping surrounding whitespace);
+- failure: anything else. A trace that is right but does not stop is a failure unless its last
+  generated line happens to be the final state; `stopped` and the step metrics show such cases.
+
+Extra metrics per example: `steps_correct` / `steps_total` (trace steps, split at "\\n#STEP\\n",
+equal position by position), `first_wrong_step` (None when all are right), and `output_correct`
+for traces that record printed output (m2 format: the final state line ends with "|" and the
+output); None when the target has none.
+
+Budget: each row may generate its target's length + `slack` tokens and stops at the terminator.
+The reference gave every row of a batch the longest target of the batch + 5 (2025) or + 16 (2026);
+a per-row budget makes the scores independent of batching.
+
+Files, per suite, in OUT/<suite>/: `settings.json`; `progress.jsonl`, the finished examples batch
+by batch in evaluation order (append-only: a killed run resumes after the last complete batch
+and ends with the same files); `timing.jsonl`; then, written atomically at the end,
+`results.jsonl` and `results.csv` (one row per example, in file order) and `summary.json`
+(counts, percentages, tokens/s, wall time). With several suites, OUT/summary.json and
+OUT/table.md gather them; a sweep (`--sweep RUN_DIR`) evaluates every ckpt_*.pt of a run folder
+into OUT/<checkpoint>/ and writes OUT/sweep.json and OUT/sweep.md.
+
+    tinylm eval --checkpoint runs/cpu/best.pt --suite datasets/demo/test.txt --out evals/cpu
+    tinylm eval --sweep runs/cpu --suite datasets/demo/test.txt --suite ood=datasets/x/test.txt --out evals/sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.decode import STEP_TOKEN, WINDOWS, GenerateConfig, generate
+from tinylm.errors import ConfigError, DataError, TokenizeError
+from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
+
+PROMPT_END = "#STEP\n"
+EXAMPLE_END = "\n\n"
+CLASSES = ("hard", "soft", "failure")
+
+
+# -----------------------------------------------------------------------------
+# Scoring one example
+
+
+def split_example(text: str) -> tuple[str, str]:
+    """(prompt, target): the prompt ends with the first "#STEP\\n"; a DataError if there is none."""
+    at = text.find(PROMPT_END)
+    if at < 0:
+        raise DataError("example has no #STEP line, so no prompt/target split")
+    return text[:at + len(PROMPT_END)], text[at + len(PROMPT_END):]
+
+
+def _last_line(joined: str) -> str:
+    return joined.strip().split("\n")[-1]
+
+
+def _steps(tokens: list[str]) -> list[list[str]]:
+    steps, cur = [], []
+    for t in tokens:
+        if t == STEP_TOKEN:
+            steps.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    return steps + [cur]
+
+
+def _output(tokens: list[str]) -> list[str] | None:
+    """Tokens after the last "|" of the last line (m2 printed output), or None without one."""
+    line_start = max((i + 1 for i, t in enumerate(tokens) if "\n" in t), default=0)
+    line = tokens[line_start:]
+    if "|" not in line:
+        return None
+    return line[len(line) - line[::-1].index("|"):]
+
+
+def score(target: list[str], generated: list[str], eos: str = EXAMPLE_END) -> dict:
+    """Class and metrics of one generation; both arguments are token strings."""
+    stopped = eos in generated
+    cut = generated[:generated.index(eos)] if stopped else generated
+    t_joined, g_joined = " ".join(target), " ".join(cut)
+    if g_joined == t_joined:
+        cls = "hard"
+    elif _last_line(g_joined) == _last_line(t_joined):
+        cls = "soft"
+    else:
+        cls = "failure"
+    t_steps, g_steps = _steps(target), _steps(cut)
+    right = [i < len(g_steps) and g_steps[i] == s for i, s in enumerate(t_steps)]
+    target_out = _output(target)
+    return {
+        "class": cls,
+        "stopped": stopped,
+        "steps_total": len(t_steps),
+        "steps_correct": sum(right),
+        "steps_correct_frac": sum(right) / len(t_steps),
+        "first_wrong_step": right.index(False) if False in right else None,
+        "output_correct": None if target_out is None else _output(cut) == target_out,
+        "n_target_tokens": len(target),
+        "n_generated_tokens": len(generated),
+    }
+
+
+# -----------------------------------------------------------------------------
+# Test suites
+
+
+@dataclass
+class Example:
+    id: int
+    prompt: str
+    target: str
+    prompt_ids: list[int]
+    target_ids: list[int]
+
+
+def read_suite(path: str | Path, tokenizer, limit: int | None = None) -> list[Example]:
+    """The examples of a test file (separated by blank lines), split and tokenized."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such test file")
+    text = path.read_text()
+    pieces = text.split(EXAMPLE_END)
+    if pieces and pieces[-1].strip() == "":
+        pieces.pop()
+    pieces = [p for p in pieces if p.strip()]
+    if not pieces:
+        raise DataError(f"{path}: no examples (empty test file)")
+    if limit is not None:
+        pieces = pieces[:limit]
+    examples = []
+    for i, piece in enumerate(pieces):
+        try:
+            prompt, target = split_example(piece)
+        except DataError as exc:
+            raise DataError(f"{path}, example {i}: {exc}") from None
+        if not target:
+            raise DataError(f"{path}, example {i}: empty target after the first #STEP line")
+        try:
+            p_ids = tokenizer.encode(prompt, where=f"{path}, example {i} (prompt)")
+            t_ids = tokenizer.encode(target, where=f"{path}, example {i} (target)")
+        except TokenizeError as exc:
+            raise DataError(f"{exc} (does the checkpoint's tokenizer fit this test suite?)") from None
+        examples.append(Example(i, prompt, target, p_ids.astype(np.int64).tolist(), t_ids.astype(np.int64).tolist()))
+    return examples
+
+
+def suite_name(spec: str) -> tuple[str, Path]:
+    """'NAME=PATH' or 'PATH' (named '<folder>-<stem>', e.g. demo-test)."""
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        return name, Path(path)
+    path = Path(spec)
+    return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem, path
+
+
+# -----------------------------------------------------------------------------
+# Evaluating one suite, resumably
+
+
+@dataclass
+class EvalConfig:
+    """Settings of an evaluation; all of them are recorded in settings.json and checked on resume."""
+
+    batch_size: int = 128
+    """Examples decoded together (rows of one batch)."""
+    limit: int | None = None
+    """Evaluate only the first `limit` examples of each suite."""
+    slack: int = 16
+    """Each row may generate its target's token count + slack tokens."""
+    window: str = "reference"
+    """Decoding window semantics: 'reference' (exact) or 'step-anchored' (fast)."""
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    beam: int = 1
+    seed: int = 0
+    """Sampling seed; batch i uses seed + i, so that a resumed run draws the same tokens."""
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.slack < 1:
+            raise ConfigError(f"slack must be >= 1 (room for the terminator), got {self.slack}")
+        if self.window not in WINDOWS:
+            raise ConfigError(f"window must be one of {list(WINDOWS)}, got {self.window!r}")
+        self.generate_config(0).validate()
+
+    def generate_config(self, batch: int) -> GenerateConfig:
+        return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, beam=self.beam,
+                              window=self.window, seed=self.seed + batch)
+
+
+def _read_progress(path: Path, order: list[int], batch_size: int) -> list[dict]:
+    """Records of the complete batches in progress.jsonl; a torn tail is cut off the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records, ends, pos = [], [], 0
+    for line in raw.split(b"\n")[:-1]:  # the piece after the last newline is empty or torn
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        pos += len(line) + 1
+        ends.append(pos)
+    keep = len(records) if len(records) == len(order) else len(records) - len(records) % batch_size
+    records = records[:keep]
+    for i, r in enumerate(records):
+        if i >= len(order) or r.get("id") != order[i]:
+            raise DataError(f"{path}: record {i} is not the expected example; delete the folder to start over")
+    good = ends[keep - 1] if keep else 0
+    if good != len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return records
+
+
+def _read_timing(path: Path, n_batches: int) -> list[dict]:
+    """Timing lines of the first n_batches batches (rewritten without the others)."""
+    if not path.exists():
+        return []
+    timing = {}
+    for line in path.read_text().splitlines():
+        try:
+            t = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if t["batch"] < n_batches:
+            timing[t["batch"]] = t
+    timing = [timing[k] for k in sorted(timing)]
+    atomic_write_text(path, "".join(json.dumps(t) + "\n" for t in timing))
+    return timing
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _csv_text(records: list[dict]) -> str:
+    fields = ["id", "class", "stopped", "steps_total", "steps_correct", "steps_correct_frac", "first_wrong_step",
+              "output_correct", "n_target_tokens", "n_generated_tokens", "prompt", "target", "generated"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def _summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
+    n = len(records)
+    counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
+    outputs = [r["output_correct"] for r in records if r["output_correct"] is not None]
+    wall = sum(t["wall_s"] for t in timing)
+    generated = sum(t["generated_tokens"] for t in timing)
+    return {
+        "suite": name,
+        "path": str(path),
+        "n": n,
+        **counts,
+        **{f"{c}_pct": 100.0 * counts[c] / n for c in CLASSES},
+        "steps_correct_frac_mean": sum(r["steps_correct_frac"] for r in records) / n,
+        "stopped_pct": 100.0 * sum(r["stopped"] for r in records) / n,
+        "output_correct_pct": 100.0 * sum(outputs) / len(outputs) if outputs else None,
+        "settings": settings,
+        "timing": {
+            "wall_s": wall,
+            "generated_tokens": generated,
+            "tokens_per_s": generated / wall if wall else None,
+            "examples_per_s": n / wall if wall else None,
+            "positions": sum(t["positions"] for t in timing),
+            "batches_run": len(timing),
+        },
+    }
+
+
+def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg: EvalConfig | None = None, *,
+                   name: str | None = None, checkpoint: dict | None = None, log=print) -> dict:
+    """Evaluate `model` on one test file into `out_dir`, resuming what a previous run left there."""
+    cfg = cfg or EvalConfig()
+    cfg.validate()
+    suite, out_dir = Path(suite), Path(out_dir)
+    name = name or suite_name(str(suite))[0]
+    eos = tokenizer.eos_id
+    if eos is None:
+        raise DataError(f"tokenizer {tokenizer.name} has no \"\\n\\n\" terminator token; cannot score traces")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                        f"{model.config.vocab_size}: checkpoint and tokenizer do not match")
+    step_id = None
+    if cfg.window == "step-anchored":
+        from tinylm.decode import step_token_id
+        step_id = step_token_id(tokenizer)
+    examples = read_suite(suite, tokenizer, cfg.limit)
+    by_id = {e.id: e for e in examples}
+    # longest targets first, so that the rows of a batch finish together
+    order = [e.id for e in sorted(examples, key=lambda e: (-len(e.target_ids), e.id))]
+
+    settings = {"suite": str(suite), "suite_sha256": hashlib.sha256(suite.read_bytes()).hexdigest(),
+                "n_examples": len(examples), "tokenizer": tokenizer.name, **(checkpoint or {}),
+                **dataclasses.asdict(cfg)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_path = out_dir / "settings.json"
+    if settings_path.exists():
+        old = json.loads(settings_path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ConfigError(f"{out_dir} holds an evaluation with other settings ({', '.join(diff)}); "
+                              f"use another --out folder or delete it")
+    else:
+        atomic_write_json(settings_path, settings)
+
+    progress, timing_path = out_dir / "progress.jsonl", out_dir / "timing.jsonl"
+    records = _read_progress(progress, order, cfg.batch_size)
+    timing = _read_timing(timing_path, -(-len(records) // cfg.batch_size))
+    if records:
+        log(f"{name}: resuming after {len(records)} of {len(order)} examples")
+    for first in range(len(records), len(order), cfg.batch_size):
+        batch = first // cfg.batch_size
+        ids = order[first:first + cfg.batch_size]
+        tick = time.time()
+        result = generate(model, [by_id[i].prompt_ids for i in ids], cfg.generate_config(batch), eos_id=eos,
+                          step_id=step_id, max_new_tokens=[len(by_id[i].target_ids) + cfg.slack for i in ids])
+        wall = time.time() - tick
+        lines = []
+        for i, gen in zip(ids, result.ids):
+            ex = by_id[i]
+            rec = {"id": i, "batch": batch, "prompt": ex.prompt, "target": ex.target,
+                   "generated": tokenizer.decode(gen[:gen.index(eos)] if eos in gen else gen),
+                   **score(tokenizer.token_strings(ex.target_ids), tokenizer.token_strings(gen),
+                           tokenizer.token_strings([eos])[0])}
+            records.append(rec)
+            lines.append(json.dumps(rec))
+        _append_lines(progress, lines)
+        t = {"batch": batch, "wall_s": wall, "generated_tokens": sum(len(g) for g in result.ids),
+             "positions": result.positions}
+        timing.append(t)
+        _append_lines(timing_path, [json.dumps(t)])
+        done = len(records)
+        hard = sum(r["class"] == "hard" for r in records)
+        log(f"{name}: {done}/{len(order)} examples, hard {100 * hard / done:.1f}%, "
+            f"{t['generated_tokens'] / max(wall, 1e-9):.0f} tokens/s")
+
+    final = sorted(records, key=lambda r: r["id"])
+    atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in final))
+    atomic_write_text(out_dir / "results.csv", _csv_text(final))
+    summary = _summarize(name, suite, final, timing, settings)
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints and sweeps
+
+
+def checkpoint_info(path: str | Path, ckpt: dict) -> dict:
+    """What identifies a checkpoint in settings and tables: path, hash, training step."""
+    path = Path(path)
+    state = ckpt.get("train_state") or {}
+    return {"checkpoint": str(path), "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "step": state.get("step")}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str | Path,
+                        cfg: EvalConfig | None = None, device: str = "cpu", log=print) -> dict:
+    """Evaluate one checkpoint on several suites; OUT/summary.json and OUT/table.md gather them."""
+    from tinylm.checkpoint import load_model
+    from tinylm.report import suites_table
+
+    if not suites:
+        raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    out_dir = Path(out_dir)
+    model, tokenizer, ckpt = load_model(checkpoint, device)
+    info = checkpoint_info(checkpoint, ckpt)
+    summaries = []
+    for spec in suites:
+        name, path = suite_name(spec)
+        summaries.append(evaluate_suite(model, tokenizer, path, out_dir / name, cfg, name=name,
+                                        checkpoint=info, log=log))
+    if len({s["suite"] for s in summaries}) != len(summaries):
+        raise ConfigError("two suites have the same name; name them with --suite NAME=PATH")
+    combined = {**info, "suites": summaries, "meta": run_metadata()}
+    atomic_write_json(out_dir / "summary.json", combined)
+    atomic_write_text(out_dir / "table.md", suites_table(summaries) + "\n")
+    return combined
+
+
+def training_times(run_dir: Path) -> dict[int, float]:
+    """step -> elapsed seconds, from the run's metrics.jsonl (empty when absent)."""
+    times: dict[int, float] = {}
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "elapsed_s" in rec and "step" in rec:
+                times[int(rec["step"])] = float(rec["elapsed_s"])
+    return times
+
+
+def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: EvalConfig | None = None,
+          device: str = "cpu", log=print) -> list[dict]:
+    """Evaluate every ckpt_*.pt of a run folder; one row per checkpoint in OUT/sweep.json and sweep.md."""
+    from tinylm.report import sweep_table
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    paths = sorted(run_dir.glob("ckpt_*.pt"))
+    if not paths:
+        raise DataError(f"{run_dir}: no checkpoints (ckpt_*.pt) to sweep")
+    times = training_times(run_dir)
+    rows = []
+    for path in paths:
+        log(f"== {path.name}")
+        res = evaluate_checkpoint(path, suites, out_dir / path.stem, cfg, device, log)
+        step = res.get("step")
+        rows.append({"checkpoint": path.name, "step": step, "elapsed_s": times.get(step),
+                     "suites": {s["suite"]: {k: s[k] for k in ("n", "hard_pct", "soft_pct", "failure_pct",
+                                                              "steps_correct_frac_mean")}
+                                for s in res["suites"]}})
+    atomic_write_json(out_dir / "sweep.json", {"run": str(run_dir), "rows": rows})
+    atomic_write_text(out_dir / "sweep.md", sweep_table(rows) + "\n")
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+
+def cli(argv: list[str]) -> int:
+    """tinylm eval: score a checkpoint (or every checkpoint of a run) on TinyPy test suites."""
+    ap = argparse.ArgumentParser(prog="tinylm eval", description=cli.__doc__)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="a tinylm checkpoint (.pt)")
+    what.add_argument("--sweep", metavar="RUN_DIR", help="evaluate every ckpt_*.pt of a run folder")
+    ap.add_argument("--suite", action="append", default=[], metavar="[NAME=]PATH",
+                    help="test file, examples separated by blank lines (repeatable)")
+    ap.add_argument("--out", required=True, help="output folder (resumed if it holds a killed evaluation)")
+    ap.add_argument("--limit", type=int, default=None, help="first N examples of each suite")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--slack", type=int, default=16, help="tokens allowed beyond each target's length")
+    ap.add_argument("--window", choices=WINDOWS, default="reference")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
+                     seed=args.seed)
+    cfg.validate()
+    if not args.suite:
+        raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    torch.set_grad_enabled(False)
+    if args.sweep:
+        rows = sweep(args.sweep, args.suite, args.out, cfg, args.device)
+        from tinylm.report import sweep_table
+        print(sweep_table(rows))
+    else:
+        res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, args.device)
+        from tinylm.report import suites_table
+        print(suites_table(res["suites"]))
+    return 0

@@ -1,0 +1,243 @@
+"""Decoding: cached batched decoding == full recomputation under both window semantics, the golden
+greedy generations of the reference model, samplers, beam search, the command line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from conftest import golden_dir
+
+from tinylm.checkpoint import save_checkpoint
+from tinylm.decode import (
+    Decoder,
+    GenerateConfig,
+    Sampler,
+    beam_search,
+    filter_logits,
+    generate,
+)
+from tinylm.errors import ConfigError
+from tinylm.model import GPT, GPTConfig
+
+V, STEP, EOS = 24, 2, 11
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models decode fastest on one thread, and CI machines are often shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sharp_model(pos: str = "learned", seed: int = 0, vocab: int = V, **kw) -> GPT:
+    """A tiny model in eval mode with weights large enough that logits rarely tie."""
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, pos_encoding=pos,
+                    t5_num_buckets=8, t5_max_distance=16, **kw)
+    model = GPT(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
+def prompts(lengths, seed=0, vocab=V):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+@torch.no_grad()
+def naive(model, prompt, n_new, *, anchored=False, eos=None):
+    """Decode one row by full recomputation: the window the semantics prescribes, positions from 0."""
+    W = model.config.block_size
+    seq, start = list(prompt), 0
+    for _ in range(n_new):
+        L = len(seq)
+        if anchored:
+            if L - start > W:
+                bounds = [i for i, t in enumerate(seq[:L - 1]) if t == STEP]
+                cands = ([bounds[-2] + 1] if len(bounds) >= 2 else []) + ([bounds[-1] + 1] if bounds else [])
+                start = next((s for s in cands if L - s <= W), L - W // 2)
+        else:
+            start = max(0, L - W)
+        logits, _ = model(torch.tensor([seq[start:]]))
+        seq.append(int(torch.softmax(logits[0, -1], -1).argmax()))
+        if seq[-1] == eos:
+            break
+    return seq[len(prompt):]
+
+
+# -----------------------------------------------------------------------------
+# Cached decoding == full recomputation
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"])
+def test_reference_window_equals_full_recomputation(pos):
+    model = sharp_model(pos)
+    ps = prompts([3, 9, 15, 20])  # one prompt already longer than the window (16)
+    budgets = [30, 4, 25, 12]  # rows stop at different steps; most cross the window
+    want = [naive(model, p, n) for p, n in zip(ps, budgets)]
+    assert generate(model, ps, max_new_tokens=budgets).ids == want
+    # two rows at a time: finished rows take the waiting prompts mid-decode (continuous batching)
+    assert generate(model, ps, max_new_tokens=budgets, rows=2).ids == want
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+def test_step_anchored_window_equals_its_full_recomputation(pos):
+    model = sharp_model(pos, seed=1)
+    with torch.no_grad():
+        model.lm_head.bias[STEP] += 2.0  # emit step boundaries now and then
+    ps = prompts([5, 12, 22], seed=3)
+    ps[1][4] = ps[2][6] = ps[2][15] = STEP
+    cfg = GenerateConfig(max_new_tokens=40, window="step-anchored")
+    got = generate(model, ps, cfg, step_id=STEP).ids
+    want = [naive(model, p, 40, anchored=True) for p in ps]
+    assert got == want
+    assert generate(model, ps + ps[:1], cfg, step_id=STEP, max_new_tokens=[40, 40, 40, 9], rows=2).ids == \
+        want + [want[0][:9]]
+    assert sum(t == STEP for row in got for t in row) >= 3  # the anchors were exercised
+
+
+def test_rows_stop_at_the_terminator_and_their_budget():
+    model = sharp_model(seed=2)
+    ps = prompts([4, 7, 2], seed=5)
+    free = [naive(model, p, 20) for p in ps]
+    eos = free[0][5]  # a token the first row emits: it must stop there
+    got = generate(model, ps, max_new_tokens=[20, 3, 20], eos_id=eos).ids
+    assert got[0] == free[0][:free[0].index(eos) + 1]
+    assert got[1] == naive(model, ps[1], 3, eos=eos)
+    assert got[2] == naive(model, ps[2], 20, eos=eos)
+
+
+def test_batched_result_does_not_depend_on_the_batch():
+    model = sharp_model("rope", seed=4)
+    ps = prompts([2, 6, 11, 3, 8], seed=6)
+    together = generate(model, ps, max_new_tokens=24).ids
+    alone = [generate(model, [p], max_new_tokens=24).ids[0] for p in ps]
+    assert together == alone
+
+
+def test_decoder_rejects_unknown_window_and_missing_step_token():
+    model = sharp_model()
+    with pytest.raises(ConfigError, match="window"):
+        Decoder(model, window="sliding")
+    with pytest.raises(ConfigError, match="STEP"):
+        Decoder(model, window="step-anchored")
+
+
+# -----------------------------------------------------------------------------
+# The reference model's greedy generations
+
+
+def test_golden_greedy_generations_are_reproduced():
+    from tinylm.reference import import_reference_checkpoint
+
+    folder = golden_dir("reference_checkpoint")
+    model, _ = import_reference_checkpoint(folder / "best-model.pth")
+    golden = json.loads((folder / "greedy_generations.json").read_text())
+    n = 160  # 21-token prompts: the last 53 tokens are decoded past the 128-token window
+    got = generate(model, [g["prompt_ids"] for g in golden], max_new_tokens=n, eos_id=EOS).ids
+    assert got == [g["generated_ids"][:n] for g in golden]
+
+
+# -----------------------------------------------------------------------------
+# Samplers and beam search
+
+
+def test_top_k_1_and_beam_1_are_greedy():
+    model = sharp_model("alibi", seed=7)
+    ps = prompts([3, 10], seed=8)
+    greedy = generate(model, ps, max_new_tokens=25).ids
+    top1 = generate(model, ps, GenerateConfig(max_new_tokens=25, temperature=1.0, top_k=1, seed=3)).ids
+    beam1 = beam_search(model, ps, [25, 25], width=1).ids
+    assert top1 == greedy
+    assert beam1 == greedy
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    model = sharp_model(seed=9)
+    ps = prompts([4, 6], seed=1)
+    cfg = GenerateConfig(max_new_tokens=30, temperature=1.5, top_p=0.95, seed=11)
+    a, b = generate(model, ps, cfg).ids, generate(model, ps, cfg).ids
+    c = generate(model, ps, GenerateConfig(max_new_tokens=30, temperature=1.5, top_p=0.95, seed=12)).ids
+    assert a == b
+    assert a != c
+
+
+def test_filters_keep_the_top_k_and_the_nucleus():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [[False, True, False, True]]
+    probs = torch.softmax(logits, -1)[0]  # 0.03, 0.64, 0.09, 0.24
+    assert probs[1] < 0.7
+    assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[False, True, False, True]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, False, False]]
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=-1.0), dict(temperature=float("nan")), dict(top_k=0),
+                                dict(top_p=0.0), dict(top_p=1.5)])
+def test_invalid_sampling_values_are_config_errors(kw):
+    with pytest.raises(ConfigError):
+        Sampler(**kw)
+    with pytest.raises(ConfigError):
+        GenerateConfig(**kw).validate()
+
+
+def test_invalid_beam_and_window_are_config_errors():
+    with pytest.raises(ConfigError, match="beam"):
+        GenerateConfig(beam=0).validate()
+    with pytest.raises(ConfigError, match="window"):
+        GenerateConfig(window="fast").validate()
+
+
+def test_wide_beam_finds_the_most_likely_sequence():
+    model = sharp_model("rope", seed=5, vocab=4)
+    prompt, n = [1, 3, 0], 3
+    with torch.no_grad():
+        def logprob(seq):
+            ids = torch.tensor([prompt + list(seq)])
+            logp = torch.log_softmax(model(ids)[0][0], -1)
+            return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
+
+        best = max(itertools.product(range(4), repeat=n), key=logprob)
+    # width V^(n-1) keeps every prefix, so the search is exhaustive
+    got = beam_search(model, [prompt], [n], width=16, length_penalty=0.0).ids[0]
+    assert tuple(got) == best
+
+
+def test_beam_search_stops_at_the_terminator_in_the_cache():
+    model = sharp_model(seed=3)
+    ps = prompts([5, 17], seed=2)
+    res = beam_search(model, ps, [20, 20], width=3, eos_id=EOS)
+    for ids in res.ids:
+        assert 1 <= len(ids) <= 20
+        assert EOS not in ids[:-1]
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+
+def test_generate_cli(tmp_path, capsys):
+    from tinylm.cli import main
+    from tinylm.tokenizer import keyword_tokenizer
+
+    tok = keyword_tokenizer("demo")
+    model = sharp_model(vocab=tok.vocab_size)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model_config=asdict(model.config), model_state=model.state_dict(), tokenizer=tok.to_dict())
+    prompt = "# code\na = 1\n#STEP\n"
+    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.startswith("# code\na = 1\n#STEP\n")
+    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--window", "step-anchored",
+                 "--beam", "2", "--max-new-tokens", "4"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--temperature", "-2"]) == 2
+    assert "temperature" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "a = é"]) == 2
+    assert "é" in capsys.readouterr().err

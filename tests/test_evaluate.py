@@ -1,0 +1,226 @@
+"""Evaluation: hard/soft/failure classification, step and output metrics, resumable suite runs,
+sweeps, reports and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from tinylm import evaluate as ev
+from tinylm.checkpoint import save_checkpoint
+from tinylm.errors import ConfigError, DataError
+from tinylm.evaluate import EvalConfig, evaluate_suite, read_suite, score, split_example
+from tinylm.model import GPT, GPTConfig
+from tinylm.tokenizer import keyword_tokenizer
+
+TOK = keyword_tokenizer("demo")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models decode fastest on one thread, and CI machines are often shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+TRACE = ("# code\na = 1\nb = a\n#STEP\n"
+         "# code\n@a = 1$\nb = a\n#STEP\n"
+         "# code\na = 1\n@b = a$a?1\n#STEP\n"
+         "# code\na = 1\nb = a\n@^$a?1;b?1")
+
+
+def toks(text: str) -> list[str]:
+    return TOK.token_strings(TOK.encode(text))
+
+
+def target_of(trace: str) -> list[str]:
+    return toks(split_example(trace)[1])
+
+
+# -----------------------------------------------------------------------------
+# Classification of one example
+
+
+def test_prompt_ends_at_the_first_step_line():
+    prompt, target = split_example(TRACE)
+    assert prompt == "# code\na = 1\nb = a\n#STEP\n"
+    assert target.startswith("# code\n@a = 1$")
+    assert TOK.encode(prompt)[-1] == TOK.token_id("\n#STEP\n")
+
+
+def test_exact_trace_that_stops_is_a_hard_match():
+    t = target_of(TRACE)
+    s = score(t, t + ["\n\n", "a", "b"])  # whatever follows the terminator is cut
+    assert (s["class"], s["stopped"], s["steps_correct_frac"], s["first_wrong_step"]) == ("hard", True, 1.0, None)
+
+
+def test_right_final_state_after_a_wrong_step_is_a_soft_match():
+    wrong = TRACE.replace("@b = a$a?1", "@b = a$a?2")
+    s = score(target_of(TRACE), target_of(wrong) + ["\n\n"])
+    assert s["class"] == "soft"
+    assert (s["steps_total"], s["steps_correct"], s["first_wrong_step"]) == (3, 2, 1)
+
+
+def test_wrong_final_state_is_a_failure():
+    wrong = TRACE.replace("@^$a?1;b?1", "@^$a?1;b?2")
+    s = score(target_of(TRACE), target_of(wrong) + ["\n\n"])
+    assert s["class"] == "failure"
+    assert s["first_wrong_step"] == 2
+
+
+def test_right_trace_that_does_not_stop_is_a_failure_with_every_step_right():
+    # the reference compares last lines: the generation's last line is the runaway continuation
+    t = target_of(TRACE)
+    s = score(t, t + toks("\n#STEP\n# code\na = 1"))
+    assert (s["class"], s["stopped"]) == ("failure", False)
+    assert s["steps_correct"] == s["steps_total"] == 3
+    assert s["first_wrong_step"] is None
+
+
+def test_right_trace_that_stops_one_step_late_is_a_soft_match():
+    t = target_of(TRACE)
+    s = score(t, t + toks("\n#STEP\n# code\na = 1\nb = a\n@^$a?1;b?1") + ["\n\n"])
+    assert s["class"] == "soft"
+
+
+def test_printed_output_of_m2_traces():
+    m2 = "# code\nprint(1)\n#STEP\n# code\n@print(1)$|\n#STEP\n# code\nprint(1)\n@^$|# 1"
+    t = target_of(m2)
+    assert score(t, t + ["\n\n"])["output_correct"] is True
+    other = target_of(m2.replace("|# 1", "|# 2"))
+    assert score(t, other + ["\n\n"])["output_correct"] is False
+    assert score(target_of(TRACE), target_of(TRACE))["output_correct"] is None
+
+
+# -----------------------------------------------------------------------------
+# Suites, files and resumption
+
+
+def tiny_model(vocab: int = TOK.vocab_size, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=vocab, block_size=32, n_layer=2, n_head=2, n_embd=16)
+    return GPT(cfg).eval()
+
+
+def make_suite(path, n: int = 7) -> str:
+    examples = [TRACE.replace("a = 1", f"a = {i}").replace("a?1", f"a?{i}") for i in range(n)]
+    path.write_text("\n\n".join(examples) + "\n\n")
+    return str(path)
+
+
+def test_suite_with_a_short_last_batch(tmp_path):
+    suite = make_suite(tmp_path / "test.txt", 7)
+    summary = evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(batch_size=3), log=lambda s: None)
+    assert summary["n"] == 7 and summary["hard"] + summary["soft"] + summary["failure"] == 7
+    assert summary["timing"]["batches_run"] == 3
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == list(range(7))
+    assert (tmp_path / "out" / "results.csv").read_text().startswith("id,class,")
+
+
+def _files(folder):
+    out = {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in ("summary.json", "timing.jsonl")}
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("timing")
+    return out, summary
+
+
+def test_killed_evaluation_resumes_to_identical_files(tmp_path, monkeypatch):
+    suite = make_suite(tmp_path / "test.txt", 8)
+    cfg = EvalConfig(batch_size=3, window="step-anchored", temperature=0.8, seed=5)  # sampling: seeds per batch
+    quiet = dict(log=lambda s: None)
+    evaluate_suite(tiny_model(), TOK, suite, tmp_path / "whole", cfg, **quiet)
+
+    real, calls = ev.generate, []
+
+    def dies_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_suite(tiny_model(), TOK, suite, tmp_path / "killed", cfg, **quiet)
+    progress = tmp_path / "killed" / "progress.jsonl"
+    assert len(progress.read_text().splitlines()) == 3
+    with open(progress, "a") as f:
+        f.write('{"id": 4, "batch": 1, "prom')  # a torn write
+    monkeypatch.setattr(ev, "generate", real)
+    evaluate_suite(tiny_model(), TOK, suite, tmp_path / "killed", cfg, **quiet)
+    assert _files(tmp_path / "killed") == _files(tmp_path / "whole")
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    suite = make_suite(tmp_path / "test.txt", 2)
+    evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(batch_size=2), log=lambda s: None)
+    with pytest.raises(ConfigError, match="batch_size"):
+        evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(batch_size=1), log=lambda s: None)
+
+
+# -----------------------------------------------------------------------------
+# Bad input
+
+
+def test_empty_test_file(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="empty test file"):
+        read_suite(tmp_path / "empty.txt", TOK)
+
+
+def test_example_without_step_line(tmp_path):
+    (tmp_path / "t.txt").write_text(TRACE + "\n\n# code\na = 1\n\n")
+    with pytest.raises(DataError, match="example 1.*#STEP"):
+        read_suite(tmp_path / "t.txt", TOK)
+
+
+def test_prompt_with_an_unknown_character(tmp_path):
+    (tmp_path / "t.txt").write_text(TRACE.replace("b = a\n#STEP", "b = ~a\n#STEP", 1) + "\n\n")
+    with pytest.raises(DataError, match="example 0.*'~'"):
+        read_suite(tmp_path / "t.txt", TOK)
+
+
+def test_checkpoint_tokenizer_mismatch(tmp_path):
+    suite = make_suite(tmp_path / "test.txt", 1)
+    with pytest.raises(DataError, match="do not match"):
+        evaluate_suite(tiny_model(vocab=40), TOK, suite, tmp_path / "out")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from tinylm.cli import main
+
+    assert main(["eval", "--checkpoint", str(tmp_path / "no.pt"), "--suite", "x.txt", "--out", str(tmp_path)]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints, sweeps and reports
+
+
+def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
+    from tinylm.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, seed in ((10, 0), (20, 1)):
+        model = tiny_model(seed=seed)
+        save_checkpoint(run / f"ckpt_{step:08d}.pt", model_config=asdict(model.config),
+                        model_state=model.state_dict(), tokenizer=TOK.to_dict(), train_state={"step": step})
+    (run / "metrics.jsonl").write_text('{"step": 10, "elapsed_s": 60.0}\n{"step": 20, "elapsed_s": 120.0}\n')
+    suite = make_suite(tmp_path / "test.txt", 3)
+    out = tmp_path / "sweep"
+    assert main(["eval", "--sweep", str(run), "--suite", f"id={suite}", "--suite", f"ood={suite}",
+                 "--out", str(out), "--batch-size", "2"]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["step"], r["elapsed_s"]) for r in rows] == [(10, 60.0), (20, 120.0)]
+    assert set(rows[0]["suites"]) == {"id", "ood"}
+    assert (out / "ckpt_00000010" / "id" / "results.jsonl").exists()
+    assert "id hard %" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert (out / "hard_match.png").stat().st_size > 1000
+    assert main(["report", str(out / "ckpt_00000020")]) == 0
+    assert (out / "ckpt_00000020" / "classes.png").exists()
