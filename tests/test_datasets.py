@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 import yaml
 
-from tinylm.datasets import KeySet, build, cli, load_spec, program_keys, streams_of
+from tinylm.datasets import (
+    InlineExecutor,
+    KeySet,
+    build,
+    cli,
+    load_spec,
+    ordered_map,
+    program_keys,
+    streams_of,
+)
 from tinylm.errors import DataError
 from tinylm.lang.trace import iter_examples
 from tinylm.tokenizer import split_examples, tokenizer_from_dict
@@ -192,6 +201,25 @@ def test_key_set_matches_a_python_set():
         keys.add(batch)
         seen.update(batch.tolist())
     assert keys.sorted().tolist() == sorted(seen) and len(keys.levels) < 12
+
+
+def test_ordered_map_with_wanted_delays_jobs_but_keeps_every_result_in_order():
+    submitted = []
+
+    def job(k: int) -> int:
+        submitted.append(k)
+        return k * k
+
+    taken = []
+    results = ordered_map(InlineExecutor(), job, range(10), in_flight=4, wanted=lambda n: len(taken) + n < 3)
+    for value in results:
+        taken.append(value)
+        if len(taken) == 3:
+            break
+    results.close()
+    assert taken == [0, 1, 4] and submitted == [0, 1, 2]  # nothing computed ahead once enough was taken
+    assert list(ordered_map(InlineExecutor(), job, range(6), in_flight=2, wanted=lambda n: False)) == \
+        [k * k for k in range(6)]
 
 
 @pytest.mark.parametrize("folder", sorted((REPO / "datasets").glob("*/dataset.yaml")), ids=lambda p: p.parent.name)

@@ -416,14 +416,19 @@ def make_executor(workers: int) -> futures.Executor:
     return futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
-def ordered_map(executor: futures.Executor, fn: Callable, items: Iterable, in_flight: int) -> Iterator:
-    """fn(item) for each item, in order, with at most `in_flight` jobs submitted (flat memory)."""
+def ordered_map(executor: futures.Executor, fn: Callable, items: Iterable, in_flight: int,
+                wanted: Callable[[int], bool] | None = None) -> Iterator:
+    """fn(item) for each item, in order, with at most `in_flight` jobs submitted (flat memory).
+
+    `wanted(n)`, given the n jobs in flight, says whether another is likely needed: while it says
+    no, the next job waits for a result to be taken (so a consumer that stops early leaves no
+    speculative work behind); it never stops the map, only delays a submission."""
     pending: deque = deque()
     try:
         for item in items:
-            pending.append(executor.submit(fn, item))
-            if len(pending) >= in_flight:
+            while pending and (len(pending) >= in_flight or (wanted is not None and not wanted(len(pending)))):
                 yield pending.popleft().result()
+            pending.append(executor.submit(fn, item))
         while pending:
             yield pending.popleft().result()
     finally:  # closed early: drop the jobs not started yet
@@ -677,7 +682,13 @@ def run_stream(stream: Stream, outputs: list[SplitOutput], spec: DatasetSpec, as
     limit = max(1, math.ceil(need * spec.max_oversample / spec.shard_size))
     jobs = (make_job(k) for k in range(limit))
     with tqdm(total=need, desc=stream.name, unit="ex", disable=None, leave=False) as bar:
-        results = ordered_map(executor, _cached_or_run, jobs, in_flight)
+        def wanted(in_flight: int) -> bool:
+            # Examples the shards in flight should still bring, at the yield seen so far.
+            counts = run.counts
+            rate = counts["kept"] / counts["generated"] if counts["generated"] else 1.0
+            return counts["kept"] + in_flight * spec.shard_size * rate < need
+
+        results = ordered_map(executor, _cached_or_run, jobs, in_flight, wanted)
         for path in results:
             if not any(out.remaining > 0 for out in outputs):
                 break
@@ -686,6 +697,8 @@ def run_stream(stream: Stream, outputs: list[SplitOutput], spec: DatasetSpec, as
             before = run.counts["kept"]
             assigner.assign(chunk, outputs, run.counts)
             bar.update(run.counts["kept"] - before)
+            if not any(out.remaining > 0 for out in outputs):
+                break  # now, not after asking for a next shard that would be computed for nothing
         results.close()
     if any(out.remaining > 0 for out in outputs):
         short = ", ".join(f"{o.name} {o.examples}/{o.need}" for o in outputs if o.remaining > 0)

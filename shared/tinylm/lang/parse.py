@@ -17,10 +17,10 @@ with the 1-based line and column and what was expected there.
 
 Spaces between tokens are free, as in Python. `Program` keeps the original lines, because a trace
 copies them verbatim. Statement nodes carry `line`, the 0-based index of their line in
-`Program.lines`. A line's parse is cached by its text (so the few thousand distinct lines of the
-2025 generators are each parsed once per process), which makes expression nodes shared between
-programs: never modify them. The common line shapes are read by one regex each; the rest by a small
-recursive-descent parser that also produces the error messages.
+`Program.lines`. A line's parse is cached by its text, with and without its indentation (so the
+few thousand distinct lines of the 2025 generators are each parsed once per process), which makes
+expression nodes shared between programs: never modify them. The common line shapes are read by
+one regex each; the rest by a small recursive-descent parser that also produces the error messages.
 """
 
 from __future__ import annotations
@@ -320,11 +320,13 @@ def _parse_form(text: str) -> tuple:
 
 _FORM_CACHE: dict[str, tuple | _LineError] = {}
 _FORM_CACHE_LIMIT = 1 << 18
+_LINE_CACHE: dict[str, tuple] = {}
 
 
 def clear_cache() -> None:
     """Forget the parsed lines (for benchmarks that want a cold start)."""
     _FORM_CACHE.clear()
+    _LINE_CACHE.clear()
 
 
 def _form(text: str) -> tuple:
@@ -341,6 +343,28 @@ def _form(text: str) -> tuple:
     if type(form) is _LineError:
         raise form
     return form
+
+
+def _line(line: str, i: int) -> tuple:
+    """(depth, kind, a, b) of a code line: its tab count and its form padded to three fields; cached
+    by the whole line. Raises TinyPySyntaxError, at 1-based line i + 1, for a line that is no statement."""
+    entry = _LINE_CACHE.get(line)
+    if entry is not None:
+        return entry
+    rest = line.lstrip("\t")
+    depth = len(line) - len(rest)
+    if not rest or rest[0] == " ":
+        what = "a statement, found a blank line" if line == "" else "tabs for indentation, found a space"
+        raise TinyPySyntaxError(f"expected {what}", i + 1, depth + 1)
+    try:
+        form = _form(rest)
+    except _LineError as exc:
+        raise TinyPySyntaxError(exc.message, i + 1, depth + exc.column(rest) + 1) from None
+    entry = (depth, *form, None, None)[:4]
+    if len(_LINE_CACHE) >= _FORM_CACHE_LIMIT:
+        _LINE_CACHE.clear()
+    _LINE_CACHE[line] = entry
+    return entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,51 +395,44 @@ def parse_program(text: str) -> Program:
     root: list = []
     blocks = [root]  # blocks[d]: the statement list that a line indented d tabs appends to
     chains: list[If | None] = [None]  # chains[d]: the If that an elif/else at depth d continues
+    top = 0  # len(blocks) - 1: the deepest depth a line may have
     opener = None  # the line of the compound statement whose body must come next
     shadowed: set[str] = set()
-    cached = _FORM_CACHE.get
+    cached = _LINE_CACHE.get
     for i, line in enumerate(lines):
-        if line[:1] == "#":
-            if _comment_kind(lines, i) == "output":
-                code_end = i
-                _check_output_section(lines, i)
-                break
-            continue
-        rest = line.lstrip("\t")
-        depth = len(line) - len(rest)
-        form = cached(rest)
-        if type(form) is not tuple:
-            if not rest or rest[0] == " ":
-                what = "a statement, found a blank line" if line == "" else "tabs for indentation, found a space"
-                raise TinyPySyntaxError(f"expected {what}", i + 1, depth + 1)
-            try:
-                form = _form(rest)
-            except _LineError as exc:
-                raise TinyPySyntaxError(exc.message, i + 1, depth + exc.column(rest) + 1) from None
-        top = len(blocks) - 1
+        entry = cached(line)
+        if entry is None:
+            if line[:1] == "#":
+                if _comment_kind(lines, i) == "output":
+                    code_end = i
+                    _check_output_section(lines, i)
+                    break
+                continue
+            entry = _line(line, i)
+        depth, kind, a, b = entry
         if opener is not None:
             if depth != top:
                 raise TinyPySyntaxError(f"expected an indented block after line {opener + 1}", i + 1, depth + 1)
+            if depth >= MAX_DEPTH:  # (a deeper line at any other place is an unexpected indent)
+                raise TinyPySyntaxError(f"expected at most {MAX_DEPTH - 1} levels of indentation", i + 1, depth + 1)
             opener = None
-        elif depth > top:
-            raise TinyPySyntaxError("expected a statement at an enclosing indentation, found an unexpected indent", i + 1, depth + 1)
-        if depth >= MAX_DEPTH:
-            raise TinyPySyntaxError(f"expected at most {MAX_DEPTH - 1} levels of indentation", i + 1, depth + 1)
-        elif depth < top:
+        elif depth != top:
+            if depth > top:
+                raise TinyPySyntaxError("expected a statement at an enclosing indentation, found an unexpected indent", i + 1, depth + 1)
             del blocks[depth + 1:], chains[depth + 1:]
-        kind = form[0]
+            top = depth
         if kind == "assign" or kind == "print":
-            blocks[depth].append(Assign(i, form[1], form[2]) if kind == "assign" else Print(i, form[1]))
+            blocks[depth].append(Assign(i, a, b) if kind == "assign" else Print(i, a))
             chains[depth] = None
-            if kind == "assign" and form[1] in _BUILTINS:
-                shadowed.add(form[1])
+            if kind == "assign" and a in _BUILTINS:
+                shadowed.add(a)
             continue
         if kind == "elif" or kind == "else":
             chain = chains[depth]
             if chain is None:
                 raise TinyPySyntaxError(f"expected 'if' before '{kind}' at this indentation", i + 1, depth + 1)
             if kind == "elif":
-                node = chains[depth] = If(i, form[1], [], [])
+                node = chains[depth] = If(i, a, [], [])
                 chain.orelse.append(node)
                 body = node.body
             else:
@@ -423,17 +440,18 @@ def parse_program(text: str) -> Program:
                 body = chain.orelse
         else:
             if kind == "if":
-                node = chains[depth] = If(i, form[1], [], [])
+                node = chains[depth] = If(i, a, [], [])
             else:
                 chains[depth] = None
-                node = While(i, form[1], []) if kind == "while" else For(i, form[1], form[2], [])
-                if kind == "for" and form[1] in _BUILTINS:
-                    shadowed.add(form[1])
+                node = While(i, a, []) if kind == "while" else For(i, a, b, [])
+                if kind == "for" and a in _BUILTINS:
+                    shadowed.add(a)
             blocks[depth].append(node)
             body = node.body
         opener = i
         blocks.append(body)
         chains.append(None)
+        top += 1
     if opener is not None:
         raise TinyPySyntaxError(f"expected an indented block after line {opener + 1}", code_end + 1, 1)
     if not root:
