@@ -1,0 +1,267 @@
+"""Token shards and the batches cut from them.
+
+A dataset folder holds `train.bin` and `val.bin` (token ids, each example followed by the
+terminator token "\\n\\n") and `manifest.json` (`tokenizer`, `vocab_size`, `dtype`, `block_size`).
+The `.bin` files are memory-mapped, never loaded whole.
+
+A training row is a *window* of `block_size + 1` consecutive tokens starting at offset `s`:
+inputs `x = tokens[s : s+T]`, targets `y = tokens[s+1 : s+T+1]`. Two kinds of windows:
+
+- random: `s` uniform over every offset where the window fits (independently per row);
+- example-aligned: `s` is the first token of an example (offset 0, or just after a terminator),
+  so the model sees prompts at position 0, as it will when it is evaluated.
+
+A row whose window runs past the end of the data is padded: padded inputs are the terminator,
+padded targets are -100 (ignored by the loss).
+
+Loss masks (`mask`):
+
+- "all": every real target token counts.
+- "step": only the next trace step counts. Let `b` be the last input position holding the step
+  boundary token "\\n#STEP\\n" (`x[b] == STEP`). Counted targets are `y[b], y[b+1], ..., y[e]`
+  where `e` is the first position `>= b` whose target is a step boundary or a terminator (that
+  token is counted: the model learns where the step ends). When the window ends first, the step's
+  targets inside the window are counted. A row with no step boundary among its inputs counts
+  nothing. With example-aligned windows this trains "given the program and every earlier step,
+  write the next step".
+
+Batches are a pure function of (seed, step): `BatchStream` draws the global batch of step `i`
+from `numpy.random.default_rng([seed, i])`, and each rank takes its own contiguous slice of the
+rows. So N ranks see exactly the rows one process would see, resuming needs only the step
+number, and gradient accumulation splits the same rows into micro-batches.
+
+A curriculum is a list of stages (dataset, last step); step `i` draws from the first stage
+whose `until_step` exceeds `i`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.errors import DataError, TokenizeError
+
+IGNORE = -100  # target value the loss skips
+STEP_TOKEN = "\n#STEP\n"
+
+
+@dataclass
+class TokenSplit:
+    """One memory-mapped split and where its examples start."""
+
+    tokens: np.ndarray   # (N,) token ids, memory-mapped
+    starts: np.ndarray   # (E,) int64 offsets of each example's first token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class TokenDataset:
+    """A dataset folder: both splits, its manifest and the ids the loss masks need."""
+
+    folder: Path
+    manifest: dict
+    train: TokenSplit
+    val: TokenSplit
+    eos_id: int          # terminator "\n\n", ends every example
+    step_id: int | None  # "\n#STEP\n", the trace step boundary (None if the vocabulary lacks it)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+
+def example_starts(tokens: np.ndarray, eos_id: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Offsets of every example's first token: 0 and each position just after a terminator."""
+    found = [np.zeros(1, dtype=np.int64)]
+    for lo in range(0, len(tokens), chunk):
+        hits = np.flatnonzero(np.asarray(tokens[lo:lo + chunk]) == eos_id)
+        found.append(hits.astype(np.int64) + lo + 1)
+    starts = np.concatenate(found)
+    return starts[starts < len(tokens)]
+
+
+def open_split(path: Path, dtype: str, eos_id: int) -> TokenSplit:
+    if not path.is_file():
+        raise DataError(f"{path}: missing (build the dataset first: tinylm data build {path.parent})")
+    try:
+        tokens = np.memmap(path, dtype=np.dtype(dtype), mode="r")
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: cannot map as {dtype}: {exc}") from None
+    if len(tokens) < 2:
+        raise DataError(f"{path}: holds {len(tokens)} tokens; need at least 2")
+    return TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such dataset folder (build it with: tinylm data build {folder})")
+    if not path.is_file():
+        raise DataError(f"{path}: missing; is {folder} a built dataset folder?")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed JSON: {exc}") from None
+    missing = [k for k in ("tokenizer", "vocab_size", "dtype") if k not in manifest]
+    if missing:
+        raise DataError(f"{path}: missing keys {missing}")
+    if manifest["dtype"] not in ("uint8", "uint16", "uint32"):
+        raise DataError(f"{path}: dtype {manifest['dtype']!r} is not uint8, uint16 or uint32")
+    return manifest
+
+
+def open_dataset(folder: str | Path) -> TokenDataset:
+    """Map a dataset folder's splits; read the terminator and step ids from its tokenizer."""
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    eos_id = tokenizer.eos_id
+    if eos_id is None:
+        raise DataError(f"{folder}: its tokenizer has no terminator token '\\n\\n'")
+    try:
+        step_id = tokenizer.token_id(STEP_TOKEN)
+    except TokenizeError:  # a vocabulary without a step token: "step" masks are unavailable
+        step_id = None
+    return TokenDataset(folder=folder, manifest=manifest, eos_id=eos_id, step_id=step_id,
+                        train=open_split(folder / "train.bin", manifest["dtype"], eos_id),
+                        val=open_split(folder / "val.bin", manifest["dtype"], eos_id))
+
+
+# ----------------------------------------------------------------------------- windows and masks
+
+def read_windows(split: TokenSplit, starts: np.ndarray, block_size: int, pad_id: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets, each (B, T) int64, for windows starting at `starts`; padded past the end."""
+    n = len(split.tokens)
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(block_size + 1)  # (B, T+1)
+    real = idx < n
+    window = np.asarray(split.tokens[np.minimum(idx, n - 1)], dtype=np.int64)
+    x = np.where(real[:, :-1], window[:, :-1], pad_id)
+    y = np.where(real[:, 1:], window[:, 1:], IGNORE)
+    return x, y
+
+
+def step_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.ndarray:
+    """`y` with every target outside the next trace step set to -100 (see the module docstring)."""
+    B, T = x.shape
+    pos = np.arange(T)
+    is_step = x == step_id                                            # (B, T)
+    has_step = is_step.any(axis=1)
+    b = T - 1 - np.argmax(is_step[:, ::-1], axis=1)                   # last step boundary among inputs
+    ends = ((y == step_id) | (y == eos_id)) & (pos >= b[:, None])     # candidate step ends
+    e = np.where(ends.any(axis=1), np.argmax(ends, axis=1), T - 1)    # first end at or after b
+    keep = has_step[:, None] & (pos >= b[:, None]) & (pos <= e[:, None])
+    return np.where(keep, y, IGNORE)
+
+
+def make_batch(dataset: TokenDataset, split: TokenSplit, starts: np.ndarray, block_size: int,
+               mask: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) host tensors for windows at `starts`, with the loss mask applied to `y`."""
+    x, y = read_windows(split, starts, block_size, pad_id=dataset.eos_id)
+    if mask == "step":
+        if dataset.step_id is None:
+            raise DataError(f"{dataset.folder}: its vocabulary has no step token; 'step' masks need one")
+        y = step_targets(x, y, dataset.step_id, dataset.eos_id)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def draw_starts(split: TokenSplit, rows: int, block_size: int, aligned_fraction: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """`rows` window offsets: round(aligned_fraction * rows) example-aligned, the rest random.
+
+    Which rows are aligned is itself drawn, so aligned rows are spread over ranks and micro-batches.
+    """
+    n = len(split.tokens)
+    last = max(n - block_size - 1, 0)                     # last offset where a full window fits
+    fitting = split.starts[: np.searchsorted(split.starts, last, side="right")]  # starts are sorted
+    aligned_pool = fitting if len(fitting) else split.starts
+    offsets = rng.integers(0, last + 1, size=rows)
+    aligned = rng.permutation(rows) < round(aligned_fraction * rows)
+    picks = aligned_pool[rng.integers(0, len(aligned_pool), size=rows)]
+    return np.where(aligned, picks, offsets).astype(np.int64)
+
+
+def validation_starts(split: TokenSplit, block_size: int, max_tokens: int | None = None) -> np.ndarray:
+    """A fixed validation sample: windows tiling the split from its start, each target token once.
+
+    `max_tokens` caps the sample (the first ceil(max_tokens / block_size) windows); None or 0 takes all.
+    """
+    starts = np.arange(0, len(split.tokens) - 1, block_size, dtype=np.int64)
+    if max_tokens:
+        starts = starts[: -(-max_tokens // block_size)]
+    return starts
+
+
+# ----------------------------------------------------------------------------- the batch stream
+
+@dataclass
+class Stage:
+    """One curriculum stage: draw from `dataset` for every step below `until_step` (None: to the end)."""
+
+    dataset: TokenDataset
+    until_step: int | None = None
+
+
+class BatchStream:
+    """This rank's micro-batches for each optimizer step; its position is the whole of its state.
+
+    The global batch of step `i` has `batch_size` rows drawn with `default_rng([seed, i])`; rank
+    `r` of `W` takes rows `[r*B/W, (r+1)*B/W)` and cuts them into `grad_accum` micro-batches.
+    """
+
+    def __init__(self, stages: list[Stage], block_size: int, batch_size: int, grad_accum: int = 1,
+                 aligned_fraction: float = 0.0, mask: str = "all", seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % (world_size * grad_accum):
+            raise DataError(f"batch_size {batch_size} is not divisible by world size {world_size} "
+                            f"x grad_accum {grad_accum}")
+        self.stages = stages
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.grad_accum = grad_accum
+        self.aligned_fraction = aligned_fraction
+        self.mask = mask
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.position = 0  # the step whose batch comes next
+
+    def stage(self, step: int) -> Stage:
+        for stage in self.stages:
+            if stage.until_step is None or step < stage.until_step:
+                return stage
+        return self.stages[-1]
+
+    def global_starts(self, step: int) -> np.ndarray:
+        """Window offsets of every row of step `step`'s global batch, identical on every rank."""
+        split = self.stage(step).dataset.train
+        rng = np.random.default_rng([self.seed, step])
+        return draw_starts(split, self.batch_size, self.block_size, self.aligned_fraction, rng)
+
+    def next(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The `grad_accum` micro-batches (x, y) of this rank for the next step; advances the position."""
+        step = self.position
+        per_rank = self.batch_size // self.world_size
+        mine = self.global_starts(step)[self.rank * per_rank:(self.rank + 1) * per_rank]
+        dataset = self.stage(step).dataset
+        self.position += 1
+        return [make_batch(dataset, dataset.train, rows, self.block_size, self.mask)
+                for rows in np.split(mine, self.grad_accum)]
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed or state["batch_size"] != self.batch_size:
+            raise DataError(f"sampler state was saved with seed {state['seed']} and batch_size "
+                            f"{state['batch_size']}; this run has {self.seed} and {self.batch_size}")
+        self.position = int(state["position"])

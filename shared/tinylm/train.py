@@ -1,0 +1,567 @@
+"""Training: `tinylm train CONFIG.yaml [key=value ...] [--resume]`.
+
+One entry point for a single process and for `torchrun --nproc_per_node N` (DDP). Entry is split
+into `cli` (parse), `run` (build the runtime, data, model, optimizer; maybe restore) and `fit`
+(the loop), with one optimizer step in `train_step`.
+
+The run folder (`out_dir`) receives, at start, `config.yaml` (the resolved config, model fields
+included) and `run.json` (seed, git revision, world size, parameter count); during training,
+`metrics.jsonl` (one line per step: loss, lr, grad norm, tokens/s, elapsed; one per evaluation:
+val_loss), optionally `metrics.csv` and TensorBoard events; and checkpoints `ckpt_STEP.pt` (the
+last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
+
+A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
+the RNG states of every rank and the resolved config; `--resume` continues from the newest one
+and reproduces the uninterrupted run bit for bit (same device type and world size). The learning
+rate is a pure function of the step, so a resumed run follows the same schedule.
+
+`batch_size` is the global number of rows per optimizer step, whatever the number of processes:
+each of W ranks runs `grad_accum` micro-batches of `batch_size / (W * grad_accum)` rows. The loss
+is the mean over every counted target token of the global batch, so 2-rank DDP takes the same
+step as one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from tinylm import runtime
+from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.config import from_dict, load_config, to_dict, write_yaml
+from tinylm.data import IGNORE, BatchStream, Stage, make_batch, open_dataset, validation_starts
+from tinylm.errors import ConfigError, DataError
+from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class StageConfig:
+    dataset: str
+    """Dataset folder of this curriculum stage."""
+    until_step: int | None = None
+    """Draw from this stage for steps below until_step; None: until the end of training."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "datasets/demo"
+    """Dataset folder (train.bin, val.bin, manifest.json); relative paths start at the repository root."""
+    stages: list[StageConfig] = field(default_factory=list)
+    """Curriculum: datasets with step ranges, in order; replaces `dataset` when given. Validation
+    uses the last stage's val.bin."""
+    aligned_fraction: float = 0.5
+    """Fraction of rows whose window starts at an example's first token (the rest start anywhere)."""
+    mask: Literal["all", "step"] = "all"
+    """Loss mask: every target token, or only the next trace step (for fine-tuning); see tinylm.data."""
+
+    def validate(self) -> None:
+        if not 0.0 <= self.aligned_fraction <= 1.0:
+            raise ConfigError(f"data.aligned_fraction must be in [0, 1], got {self.aligned_fraction}")
+        ends = [s.until_step for s in self.stages]
+        if any(e is None for e in ends[:-1]) or ends[:-1] != sorted(ends[:-1]):
+            raise ConfigError("data.stages: every stage but the last needs an increasing until_step")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 1e-4
+    """Floor of the cosine and wsd decays."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, on matrices and embeddings only."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    schedule: Literal["cosine", "multistep", "constant", "wsd"] = "cosine"
+    """After warmup: cosine to min_lr; multistep (x gamma at each milestone); constant;
+    wsd (warmup-stable-decay: constant, then linear to min_lr over the last decay_fraction)."""
+    warmup_steps: int | None = None
+    """Linear warmup length in steps; None: warmup_fraction of the run."""
+    warmup_fraction: float = 0.1
+    """Warmup length as a fraction of max steps (when warmup_steps is None)."""
+    milestones: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.9])
+    """multistep: fractions of the run where the rate is multiplied by gamma."""
+    gamma: float = 0.1
+    """multistep: factor at each milestone."""
+    decay_fraction: float = 0.2
+    """wsd: fraction of the run spent decaying."""
+
+    def validate(self) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas needs two values, got {self.betas}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
+        if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError("optim: warmup_fraction must be in [0, 1) and decay_fraction in (0, 1]")
+
+
+@dataclass
+class CheckpointConfig:
+    keep_last: int = 2
+    """How many of the newest step checkpoints to keep (older ones are deleted)."""
+    keep_best: bool = True
+    """Also keep best.pt, the checkpoint with the lowest validation loss."""
+
+
+@dataclass
+class LogConfig:
+    progress: bool = True
+    """Show a progress bar (main process only)."""
+    csv: bool = False
+    """Also write per-step metrics to metrics.csv."""
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+
+
+@dataclass
+class TrainConfig:
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "demo"})
+    """`preset` (a tinylm.model preset name) and/or GPTConfig fields overriding it. vocab_size
+    defaults to the dataset's."""
+    init_from: str | None = None
+    """Checkpoint whose weights and architecture start the run (e.g. for fine-tuning with data.mask: step);
+    the model section is then ignored, and the optimizer starts fresh."""
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 128
+    """Rows per optimizer step, summed over processes and micro-batches."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step on each process."""
+    max_steps: int | None = None
+    """Length of the run (and of the LR schedule) in optimizer steps."""
+    max_tokens: int | None = None
+    """Alternative length in tokens (batch_size * block_size per step); the smaller of the two wins."""
+    max_minutes: float | None = None
+    """Wall-clock budget of one invocation; stops early (with a checkpoint) without changing the schedule."""
+    stop_at_step: int | None = None
+    """Stop (with a checkpoint) after this step without changing the schedule; resume later."""
+    eval_interval: int = 500
+    """Evaluate and checkpoint every eval_interval steps (and at the end)."""
+    eval_tokens: int | None = 262144
+    """Validation sample: the first eval_tokens target tokens of val.bin, in fixed windows; None: all."""
+    eval_batch_size: int = 64
+    """Rows per validation forward, per process."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    device: str = "auto"
+    """auto (a GPU, then Apple mps, then cpu), or a device name."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Autocast dtype: auto is bfloat16 on GPUs that support it, float32 elsewhere."""
+    compile: bool = False
+    """torch.compile the model."""
+    threads: int | None = None
+    """CPU threads for torch (None: torch's default)."""
+    seed: int = 1337
+    """Seeds initialisation, batch order and dropout."""
+    out_dir: str | None = None
+    """Run folder; None: runs/<config name> in the project holding the config."""
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        if self.max_steps is None and self.max_tokens is None:
+            raise ConfigError("set max_steps or max_tokens")
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+
+
+# ----------------------------------------------------------------------------- learning rate
+
+
+def warmup_steps(o: OptimConfig, total: int) -> int:
+    return o.warmup_steps if o.warmup_steps is not None else int(o.warmup_fraction * total)
+
+
+def lr_at(step: int, o: OptimConfig, total: int) -> float:
+    """Learning rate of optimizer step `step` (0-based) in a run of `total` steps."""
+    warmup = warmup_steps(o, total)
+    if step < warmup:
+        return o.lr * (step + 1) / warmup
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "multistep":
+        return o.lr * o.gamma ** sum(step >= int(m * total) for m in o.milestones)
+    if o.schedule == "wsd":
+        decay = max(int(o.decay_fraction * total), 1)
+        done = step - (total - decay) + 1  # decay steps taken, counting this one
+        return o.lr if done <= 0 else o.lr + (o.min_lr - o.lr) * min(done / decay, 1.0)
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return o.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
+
+
+# ----------------------------------------------------------------------------- building a run
+
+
+def run_dir(cfg: TrainConfig, config_file: str | Path | None = None) -> Path:
+    """out_dir, or runs/<config name> beside the project's configs/ folder (or beside the config file)."""
+    if cfg.out_dir:
+        return resolve_path(cfg.out_dir, config_file)
+    if config_file is None:
+        return Path.cwd() / "runs" / "train"
+    path = Path(config_file).resolve()
+    project = path.parent.parent if path.parent.name == "configs" else path.parent
+    return project / "runs" / path.stem
+
+
+def resolve_model_config(cfg: TrainConfig, vocab_size: int, where: str):
+    """GPTConfig from preset <- fields; vocab_size from the dataset unless the config sets it."""
+    from tinylm.model import GPTConfig, model_preset
+
+    fields = dict(cfg.model)
+    preset = fields.pop("preset", None)
+    resolved = model_preset(preset) if preset else {}
+    resolved.update(fields)
+    if "vocab_size" not in fields:
+        resolved["vocab_size"] = vocab_size
+    elif fields["vocab_size"] < vocab_size:
+        raise ConfigError(f"model.vocab_size {fields['vocab_size']} is smaller than the dataset's {vocab_size}")
+    return from_dict(GPTConfig, resolved, where=f"{where} (model)", prefix="model.")
+
+
+def open_stages(cfg: TrainConfig, config_file) -> list[Stage]:
+    specs = cfg.data.stages or [StageConfig(dataset=cfg.data.dataset)]
+    stages = [Stage(open_dataset(resolve_path(s.dataset, config_file)), s.until_step) for s in specs]
+    first = stages[0].dataset
+    for stage in stages[1:]:
+        if stage.dataset.manifest["tokenizer"] != first.manifest["tokenizer"]:
+            raise DataError(f"curriculum: {stage.dataset.folder} and {first.folder} use different tokenizers")
+    return stages
+
+
+@dataclass
+class Run:
+    """Everything `fit` works with."""
+
+    cfg: TrainConfig
+    rt: runtime.Runtime
+    model: torch.nn.Module          # the plain model: saved, evaluated
+    train_model: torch.nn.Module    # what the step calls: compiled and/or DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    batches: BatchStream
+    stages: list[Stage]
+    model_config: Any
+    max_steps: int
+    out_dir: Path
+    step: int = 0
+    best_val_loss: float = math.inf
+    tokens_per_step: int = 0
+
+
+def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
+    from tinylm.model import GPT, GPTConfig
+
+    stages = open_stages(cfg, config_file)
+    where = str(config_file or "config")
+    init = load_checkpoint(resolve_path(cfg.init_from, config_file)) if cfg.init_from else None
+    if init is not None:
+        model_config = from_dict(GPTConfig, init["model_config"], where=f"{cfg.init_from} (model_config)")
+        if init["tokenizer"] != stages[0].dataset.manifest["tokenizer"]:
+            raise DataError(f"{cfg.init_from}: trained with another tokenizer than {stages[0].dataset.folder}")
+    else:
+        model_config = resolve_model_config(cfg, stages[0].dataset.vocab_size, where)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = GPT(model_config)
+    torch.manual_seed(cfg.seed + rt.rank)  # dropout differs between ranks
+    if init is not None:
+        model.load_state_dict(init["model"])
+    model.to(rt.device)
+    optimizer = model.configure_optimizer(cfg.optim.weight_decay, cfg.optim.lr, tuple(cfg.optim.betas),
+                                          rt.device_type)
+    tokens_per_step = cfg.batch_size * model_config.block_size
+    steps = [s for s in (cfg.max_steps, cfg.max_tokens and -(-cfg.max_tokens // tokens_per_step)) if s]
+    batches = BatchStream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum,
+                          cfg.data.aligned_fraction, cfg.data.mask, cfg.seed, rt.rank, rt.world_size)
+    out_dir = run_dir(cfg, config_file)
+    return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
+               batches=batches, stages=stages, model_config=model_config, max_steps=min(steps),
+               out_dir=out_dir, tokens_per_step=tokens_per_step)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_paths(out_dir: Path) -> list[Path]:
+    """Step checkpoints in the run folder, oldest first."""
+    return sorted(out_dir.glob("ckpt_*.pt"))
+
+
+def save(run: Run, val_loss: float | None) -> None:
+    """Write ckpt_STEP.pt (and best.pt), keep the newest keep_last. Every rank must call this."""
+    rng = run.rt.gather_objects(runtime.rng_state())
+    if not run.rt.is_main:
+        return
+    train_state = {
+        "step": run.step,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": {"schedule": run.cfg.optim.schedule, "step": run.step, "max_steps": run.max_steps},
+        "sampler": run.batches.state_dict(),
+        "rng": rng,
+        "world_size": run.rt.world_size,
+        "best_val_loss": run.best_val_loss,
+        "val_loss": val_loss,
+    }
+    path = run.out_dir / f"ckpt_{run.step:08d}.pt"
+    save_checkpoint(path, model_config=to_dict(run.model_config), model_state=run.model.state_dict(),
+                    tokenizer=run.stages[0].dataset.manifest["tokenizer"], train_state=train_state,
+                    config=to_dict(run.cfg))
+    if run.cfg.checkpoint.keep_best and val_loss is not None and val_loss <= run.best_val_loss:
+        with atomic_path(run.out_dir / "best.pt") as tmp:
+            shutil.copyfile(path, tmp)
+    for old in checkpoint_paths(run.out_dir)[:-max(run.cfg.checkpoint.keep_last, 1)]:
+        old.unlink()
+
+
+def restore(run: Run) -> None:
+    """Continue from the newest checkpoint in the run folder."""
+    found = checkpoint_paths(run.out_dir)
+    if not found:
+        raise DataError(f"{run.out_dir}: no checkpoint to resume from (ckpt_*.pt)")
+    ckpt = load_checkpoint(found[-1], map_location=run.rt.device)
+    theirs, ours = ckpt["model_config"], to_dict(run.model_config)
+    diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    if diff:
+        k = diff[0]
+        raise ConfigError(f"{found[-1]}: checkpoint is from another architecture "
+                          f"({k}: checkpoint {theirs.get(k)!r}, config {ours.get(k)!r})")
+    state = ckpt["train_state"]
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.batches.load_state_dict(state["sampler"])
+    run.step = state["step"]
+    run.best_val_loss = state["best_val_loss"]
+    rng = state["rng"]
+    runtime.set_rng_state(rng[run.rt.rank % len(rng)])
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """metrics.jsonl (+ metrics.csv, TensorBoard) in the run folder; a no-op off the main process."""
+
+    def __init__(self, run: Run, resume_step: int | None):
+        self.on = run.rt.is_main
+        self.jsonl = run.out_dir / "metrics.jsonl"
+        self.csv = run.out_dir / "metrics.csv" if run.cfg.log.csv else None
+        self.tb = None
+        if not self.on:
+            return
+        if resume_step is not None:  # drop what was logged after the checkpoint we resume from
+            for path in (self.jsonl, self.csv):
+                if path is not None and path.exists():
+                    self._truncate(path, resume_step)
+        else:
+            for path in (self.jsonl, self.csv):
+                if path is not None and path.exists():
+                    path.unlink()
+        if run.cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed
+                pass
+            else:
+                self.tb = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=resume_step)
+
+    @staticmethod
+    def _truncate(path: Path, step: int) -> None:
+        """Keep the header and the records up to `step` (a line cut short by a crash goes too)."""
+        lines = [ln for ln in path.read_text().splitlines(keepends=True) if ln.endswith("\n")]
+        if path.suffix == ".jsonl":
+            keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+        else:
+            keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+        path.write_text("".join(keep))
+
+    def write(self, record: dict) -> None:
+        if not self.on:
+            return
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.csv is not None and "loss" in record:
+            new = not self.csv.exists()
+            with self.csv.open("a") as f:
+                if new:
+                    f.write(",".join(record) + "\n")
+                f.write(",".join(str(v) for v in record.values()) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Forward and backward every micro-batch (gradients synced on the last only), clip, step."""
+    rt, model = run.rt, run.train_model
+    counted = torch.tensor(float(sum(int((y != IGNORE).sum()) for _, y in micro_batches)), device=rt.device)
+    counted = rt.all_reduce_sum(counted).clamp(min=1.0)  # target tokens in the global batch
+    loss_sum = torch.zeros((), device=rt.device)
+    for i, (x, y) in enumerate(micro_batches):
+        x, y = rt.to_device(x, y)
+        last = i == len(micro_batches) - 1
+        with contextlib.nullcontext() if last or not rt.distributed else model.no_sync():
+            with rt.autocast():
+                logits, _ = model(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
+                                   reduction="sum")
+            # DDP averages gradients over ranks; scaling by W / counted makes that the global token mean
+            (loss * (rt.world_size / counted)).backward()
+        loss_sum += loss.detach()
+    clip = run.cfg.optim.grad_clip or math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = rt.all_reduce_sum(loss_sum) / counted
+    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+
+@torch.no_grad()
+def evaluate(run: Run) -> float:
+    """Mean loss over the fixed validation windows of the last stage, shared out over ranks."""
+    rt, cfg = run.rt, run.cfg
+    dataset = run.stages[-1].dataset
+    T = run.model_config.block_size
+    starts = validation_starts(dataset.val, T, cfg.eval_tokens)[rt.rank::rt.world_size]
+    run.model.eval()
+    totals = torch.zeros(2, device=rt.device)  # (loss sum, counted tokens)
+    for lo in range(0, len(starts), cfg.eval_batch_size):
+        x, y = make_batch(dataset, dataset.val, starts[lo:lo + cfg.eval_batch_size], T, cfg.data.mask)
+        x, y = rt.to_device(x, y)
+        with rt.autocast():
+            logits, _ = run.model(x)
+        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
+                                     reduction="sum")
+        totals[1] += (y != IGNORE).sum()
+    run.model.train()
+    totals = rt.all_reduce_sum(totals)
+    return (totals[0] / totals[1].clamp(min=1)).item()
+
+
+def out_of_time(run: Run, started: float) -> bool:
+    """Whether the wall-clock budget is spent, decided by the main process for every rank."""
+    if run.cfg.max_minutes is None:
+        return False
+    spent = torch.tensor(float(time.time() - started >= 60 * run.cfg.max_minutes), device=run.rt.device)
+    if run.rt.distributed:
+        torch.distributed.broadcast(spent, src=0)
+    return bool(spent.item())
+
+
+def fit(run: Run, metrics: Metrics) -> dict:
+    """The training loop: set the rate, step, log; evaluate and checkpoint at intervals; stop."""
+    cfg, rt = run.cfg, run.rt
+    started = time.time()
+    stop = min(run.max_steps, cfg.stop_at_step or run.max_steps)
+    bar = None
+    if rt.is_main and cfg.log.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=run.max_steps, initial=run.step, unit="step", dynamic_ncols=True)
+    val_loss = None
+    while run.step < stop:
+        lr = lr_at(run.step, cfg.optim, run.max_steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        tick = time.time()
+        stats = train_step(run, run.batches.next())
+        run.step += 1
+        elapsed = time.time() - tick
+        tokens_per_s = run.tokens_per_step / max(elapsed, 1e-9)
+        metrics.write({"step": run.step, "loss": stats["loss"], "lr": lr, "grad_norm": stats["grad_norm"],
+                       "tokens": run.step * run.tokens_per_step, "tokens_per_s": tokens_per_s,
+                       "elapsed_s": time.time() - started})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+        if not math.isfinite(stats["loss"]):
+            raise DataError(f"step {run.step}: loss is {stats['loss']}; lower optim.lr or check the data")
+        timed_out = out_of_time(run, started)
+        if run.step % cfg.eval_interval == 0 or run.step == stop or timed_out:
+            val_loss = evaluate(run)
+            run.best_val_loss = min(run.best_val_loss, val_loss)
+            metrics.write({"step": run.step, "val_loss": val_loss})
+            if bar is not None:
+                bar.write(f"step {run.step}: val loss {val_loss:.4f}")
+            save(run, val_loss)
+        if timed_out:
+            break
+    if bar is not None:
+        bar.close()
+    return {"step": run.step, "val_loss": val_loss, "best_val_loss": run.best_val_loss,
+            "out_dir": str(run.out_dir), "is_main": rt.is_main}
+
+
+def write_run_info(run: Run, config_file, resumed: bool) -> None:
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(run.cfg)
+    resolved["model"] = to_dict(run.model_config)
+    write_yaml(resolved, run.out_dir / "config.yaml")
+    atomic_write_json(run.out_dir / "run.json", {
+        **run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
+        "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
+        "parameters": run.model.num_params(), "max_steps": run.max_steps, "resumed_at_step": run.step
+        if resumed else None})
+
+
+def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = False) -> dict:
+    """Train per `cfg` in this process (one rank of a torchrun job, or alone); returns a summary."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rt = runtime.setup(cfg.device, cfg.dtype, cfg.seed)
+    try:
+        r = build(cfg, rt, config_file)
+        if resume:
+            restore(r)
+        if rt.is_main:
+            write_run_info(r, config_file, resume)
+            print(f"model: {r.model.num_params():,} parameters; {r.max_steps} steps of "
+                  f"{r.tokens_per_step:,} tokens on {rt.world_size} x {rt.device} ({rt.dtype}); "
+                  f"run folder {r.out_dir}")
+        rt.barrier()
+        metrics = Metrics(r, r.step if resume else None)
+        try:
+            return fit(r, metrics)
+        finally:
+            metrics.close()
+    finally:
+        rt.close()
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="training config YAML")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    args = parser.parse_args(argv)
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    summary = run(cfg, args.config, resume=args.resume)
+    if not summary["is_main"]:
+        return 0
+    if summary["val_loss"] is None:
+        print(f"nothing to do: {summary['out_dir']} is already at step {summary['step']}")
+    else:
+        print(f"done: step {summary['step']}, val loss {summary['val_loss']:.4f}, "
+              f"best {summary['best_val_loss']:.4f}; {summary['out_dir']}")
+    return 0
+

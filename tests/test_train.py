@@ -1,0 +1,210 @@
+"""Training: LR schedules, the loss going down, exact resume, accumulation, configs and their errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_data_batching import write_dataset
+
+from tinylm.cli import main
+from tinylm.config import load_config, write_yaml
+from tinylm.train import OptimConfig, TrainConfig, lr_at, run
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs"
+
+TINY = {"preset": "demo", "n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    # runs set torch's thread count (one thread: tiny ops on a busy machine); restore it for other tests
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(tmp_path: Path, **changes) -> dict:
+    """A 2-layer, 32-wide model on a toy dataset; a few steps take well under a second."""
+    dataset = tmp_path / "toy"
+    if not dataset.exists():
+        write_dataset(dataset)
+    cfg = {"model": dict(TINY), "data": {"dataset": str(dataset), "aligned_fraction": 0.5},
+           "batch_size": 8, "max_steps": 6, "eval_interval": 3, "eval_tokens": 512, "eval_batch_size": 16,
+           "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2}, "device": "cpu", "dtype": "float32",
+           "threads": 1, "out_dir": str(tmp_path / "run"), "log": {"progress": False, "tensorboard": False}}
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return cfg
+
+
+def train(tmp_path: Path, resume: bool = False, **changes) -> dict:
+    cfg = load_config(TrainConfig, base=tiny_config(tmp_path, **changes))
+    return run(cfg, resume=resume)
+
+
+def checkpoint(folder: str | Path, step: int) -> dict:
+    return torch.load(Path(folder) / f"ckpt_{step:08d}.pt", weights_only=True)
+
+
+def metrics(folder: str | Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(folder) / "metrics.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_cosine_schedule():
+    o = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10, schedule="cosine")
+    assert lr_at(0, o, 110) == pytest.approx(0.1)
+    assert lr_at(9, o, 110) == pytest.approx(1.0)
+    assert lr_at(10, o, 110) == pytest.approx(1.0)
+    assert lr_at(60, o, 110) == pytest.approx(0.55)        # half-way down the cosine
+    assert lr_at(110, o, 110) == pytest.approx(0.1)
+    assert lr_at(500, o, 110) == pytest.approx(0.1)        # the floor holds after the end
+    values = [lr_at(s, o, 110) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_multistep_constant_and_wsd_schedules():
+    o = OptimConfig(lr=1.0, warmup_steps=0, schedule="multistep", gamma=0.1)
+    assert [lr_at(s, o, 100) for s in (0, 69, 70, 79, 80, 90, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.001, 0.001])
+    o = OptimConfig(lr=0.5, warmup_steps=4, schedule="constant")
+    assert [lr_at(s, o, 100) for s in (0, 3, 4, 99)] == pytest.approx([0.125, 0.5, 0.5, 0.5])
+    o = OptimConfig(lr=1.0, min_lr=0.0, warmup_steps=0, schedule="wsd", decay_fraction=0.2)
+    assert [lr_at(s, o, 100) for s in (0, 79, 80, 89, 99)] == pytest.approx([1, 1, 0.95, 0.5, 0.0])
+    o = OptimConfig(lr=1.0, warmup_fraction=0.1)           # warmup as a fraction of the run
+    assert lr_at(0, o, 100) == pytest.approx(0.1) and lr_at(10, o, 100) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    summary = train(tmp_path, max_steps=30, eval_interval=30, **{"log.csv": True})
+    losses = [m["loss"] for m in metrics(summary["out_dir"]) if "loss" in m]
+    assert len(losses) == 30
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    run_dir = Path(summary["out_dir"])
+    assert {"config.yaml", "run.json", "metrics.csv", "best.pt", "ckpt_00000030.pt"} <= {
+        p.name for p in run_dir.iterdir()}
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["seed"] == 1337 and info["parameters"] > 0 and "git_revision" in info
+    first = metrics(run_dir)[0]
+    assert {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"} <= set(first)
+
+
+def test_resume_is_bit_exact(tmp_path):
+    # dropout and two micro-batches: RNG states and the sampler position must both come back
+    changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2}
+    straight = train(tmp_path / "a", **changes)
+    train(tmp_path / "b", stop_at_step=3, **changes)
+    assert not (tmp_path / "b" / "run" / "ckpt_00000006.pt").exists()
+    resumed = train(tmp_path / "b", resume=True, **changes)
+    assert resumed["step"] == 6
+    a, b = checkpoint(straight["out_dir"], 6), checkpoint(resumed["out_dir"], 6)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["train_state"]["optimizer"]["state"].values(),
+                      b["train_state"]["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    losses = [[m["loss"] for m in metrics(r["out_dir"]) if "loss" in m] for r in (straight, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    # step-masked loss: micro-batches count different numbers of tokens, the mean must still be global
+    common = {"max_steps": 2, "eval_interval": 2, "data.mask": "step"}
+    one = train(tmp_path / "one", **common)
+    four = train(tmp_path / "four", grad_accum=4, **common)
+    a, b = checkpoint(one["out_dir"], 2)["model"], checkpoint(four["out_dir"], 2)["model"]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert math.isfinite(one["val_loss"])
+
+
+def test_init_from_a_checkpoint_and_a_curriculum(tmp_path):
+    first = train(tmp_path / "pre", max_steps=2, eval_interval=2)
+    ckpt = Path(first["out_dir"]) / "best.pt"
+    write_dataset(tmp_path / "second", seed=5)
+    stages = [{"dataset": str(tmp_path / "pre" / "toy"), "until_step": 2},
+              {"dataset": str(tmp_path / "second")}]
+    summary = train(tmp_path / "ft", init_from=str(ckpt), max_steps=4, eval_interval=4,
+                    **{"data.stages": stages, "data.mask": "step", "model.n_layer": 99})
+    assert summary["step"] == 4 and math.isfinite(summary["val_loss"])
+    saved = checkpoint(summary["out_dir"], 4)
+    assert saved["model_config"]["n_layer"] == 2  # the architecture comes from init_from
+
+
+# ----------------------------------------------------------------------------- configs and errors
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+def test_bad_configs_are_one_line_errors(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    write_yaml(tiny_config(tmp_path, max_steps=1, eval_interval=1), path)
+    assert "unknown key 'optim.lrr'" in cli_error(capsys, [str(path), "optim.lrr=0.1"])
+    assert "unknown key 'model.n_layers'" in cli_error(capsys, [str(path), "model.n_layers=3"])
+    assert "no such dataset folder" in cli_error(capsys, [str(path), "data.dataset=/nonexistent/ds"])
+    assert "schedule" in cli_error(capsys, [str(path), "optim.schedule=linear"])
+    assert "max_steps or max_tokens" in cli_error(capsys, [str(path), "max_steps=null"])
+    assert "no checkpoint to resume" in cli_error(capsys, [str(path), "--resume"])
+    assert main(["train", str(path)]) == 0
+    capsys.readouterr()
+    err = cli_error(capsys, [str(path), "model.n_layer=3", "--resume"])
+    assert "another architecture" in err and "n_layer" in err
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_shipped_configs_load(name):
+    cfg = load_config(TrainConfig, CONFIGS / f"{name}.yaml")
+    assert cfg.data.dataset == "datasets/demo" and cfg.data.aligned_fraction >= 0.5
+    assert cfg.model["preset"] == "demo"
+
+
+def test_smoke_config_trains(tmp_path):
+    if not (REPO / "datasets" / "demo" / "manifest.json").is_file():
+        pytest.skip("datasets/demo is not built")
+    cfg = load_config(TrainConfig, CONFIGS / "smoke.yaml",
+                      [f"out_dir={tmp_path / 'smoke'}", "threads=1", "max_steps=4", "eval_interval=4", "eval_tokens=1024"])
+    summary = run(cfg, CONFIGS / "smoke.yaml")
+    assert summary["step"] == 4 and math.isfinite(summary["val_loss"])
+
+
+def test_runtime_device_dtype_and_rng_state(tmp_path):
+    import io
+    import random
+
+    from tinylm import runtime
+    from tinylm.errors import ConfigError
+
+    assert runtime.autocast_dtype(torch.device("cpu"), "auto") == torch.float32
+    assert runtime.autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    with pytest.raises(ConfigError, match="loss scaling"):
+        runtime.autocast_dtype(torch.device("cpu"), "float16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            runtime.select_device("cuda")
+    rt = runtime.setup("cpu", "auto", seed=5)
+    assert (rt.rank, rt.world_size, rt.is_main, rt.distributed) == (0, 1, True, False)
+    buffer = io.BytesIO()
+    torch.save(runtime.rng_state(), buffer)                 # checkpointable as plain data
+    expected = (random.random(), torch.rand(2))
+    buffer.seek(0)
+    runtime.set_rng_state(torch.load(buffer, weights_only=True))
+    got = (random.random(), torch.rand(2))
+    assert got[0] == expected[0] and torch.equal(got[1], expected[1])
