@@ -479,13 +479,13 @@ def cli(argv: list[str]) -> int:
     cfg.validate()
     if not args.suite:
         raise ConfigError("no test suite given (--suite PATH, repeatable)")
-    torch.set_grad_enabled(False)
-    if args.sweep:
-        rows = sweep(args.sweep, args.suite, args.out, cfg, args.device)
-        from tinylm.report import sweep_table
-        print(sweep_table(rows))
-    else:
-        res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, args.device)
-        from tinylm.report import suites_table
-        print(suites_table(res["suites"]))
+    with torch.no_grad():
+        if args.sweep:
+            rows = sweep(args.sweep, args.suite, args.out, cfg, args.device)
+            from tinylm.report import sweep_table
+            print(sweep_table(rows))
+        else:
+            res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, args.device)
+            from tinylm.report import suites_table
+            print(suites_table(res["suites"]))
     return 0

@@ -1,0 +1,39 @@
+"""The demo's one-shot command runs every stage end to end (smoke config) and prints the scores.
+
+It runs in a copy of the demo project and the demo dataset spec, so the checkout stays clean.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_run_all_smoke_goes_from_yaml_to_scores(tmp_path):
+    (tmp_path / "datasets" / "demo").mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    shutil.copy(REPO / "datasets" / "demo" / "dataset.yaml", tmp_path / "datasets" / "demo")
+    shutil.copytree(REPO / "tinypy_code_tracing_demo", tmp_path / "tinypy_code_tracing_demo",
+                    ignore=shutil.ignore_patterns("runs", "__pycache__"))
+
+    proc = subprocess.run([sys.executable, str(tmp_path / "tinypy_code_tracing_demo" / "run_all.py"), "smoke"],
+                          capture_output=True, text=True, timeout=900)
+
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for built in ("train.bin", "val.bin", "test.txt", "manifest.json"):
+        assert (tmp_path / "datasets" / "demo" / built).is_file()
+    run = tmp_path / "tinypy_code_tracing_demo" / "2_model_training" / "runs" / "smoke"
+    assert (run / "best.pt").is_file() and (run / "metrics.jsonl").is_file()
+    assert "hard match" in proc.stdout and "demo finished" in proc.stdout
+
+
+def test_run_all_rejects_an_unknown_config(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tinypy_code_tracing_demo" / "run_all.py"), "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "usage: run_all.py" in proc.stderr
