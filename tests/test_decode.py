@@ -88,6 +88,20 @@ def test_reference_window_equals_full_recomputation(pos):
     assert generate(model, ps, max_new_tokens=budgets, rows=2).ids == want
 
 
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"])
+def test_last_position_forward_equals_the_last_row_of_the_full_forward(pos):
+    model = sharp_model(pos, seed=6)
+    ids = torch.tensor(prompts([12, 12], seed=4))
+    with torch.no_grad():
+        full = model(ids)[0][:, -1:]
+        torch.testing.assert_close(model(ids, last=True)[0], full)
+        cache = model.new_cache(2, 16)  # and through a cache: every layer still caches every position
+        model(ids[:, :5], cache=cache)
+        torch.testing.assert_close(model(ids[:, 5:], cache=cache, last=True)[0], full)
+        longer = torch.cat([ids, ids[:, :1]], dim=1)  # 13 tokens: the next step reads the cached keys
+        torch.testing.assert_close(model(longer[:, -1:], cache=cache)[0], model(longer)[0][:, -1:])
+
+
 @pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
 def test_step_anchored_window_equals_its_full_recomputation(pos):
     model = sharp_model(pos, seed=1)

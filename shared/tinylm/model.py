@@ -269,7 +269,9 @@ class CausalSelfAttention(nn.Module):
             # Music Transformer: one learned embedding per distance 0..block_size-1, shared by the heads
             self.Er = nn.Parameter(torch.zeros(config.block_size, self.hs))
 
-    def forward(self, x: torch.Tensor, ctx: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: AttnInputs, cache: KVCache | None = None,
+                last: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with `last`, only the last query: (B, 1, C)."""
         B, T, _ = x.size()
         q, k, v = self.qkv(x).split([self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs], dim=-1)
         q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -279,6 +281,13 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, ctx.rope), apply_rope(k, ctx.rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hs)
+        if last:  # the last query alone, with the last row of the mask
+            q, T = q[:, :, -1:], 1
+            mask = None if ctx.mask is None else ctx.mask[..., -1:, :]
+            dist = None if ctx.dist is None else ctx.dist[-1:]
+            if mask is None and dist is None:  # it sees every key (is_causal would show it only the first)
+                mask = torch.ones(1, 1, 1, k.size(2), dtype=torch.bool, device=q.device)
+            ctx = AttnInputs(mask, None, dist, skew=False)
         if self.nkv != self.nh:  # each key/value head serves nh // nkv query heads
             k = k.repeat_interleave(self.nh // self.nkv, dim=1)  # (B, nh, S, hs)
             v = v.repeat_interleave(self.nh // self.nkv, dim=1)
@@ -358,8 +367,10 @@ class Block(nn.Module):
         self.post_attn_norm = norm() if config.post_attn_norm else nn.Identity()
         self.post_mlp_norm = norm() if config.post_mlp_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, ctx: AttnInputs, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.post_attn_norm(self.attn(self.norm1(x), ctx, cache))
+    def forward(self, x: torch.Tensor, ctx: AttnInputs, cache: KVCache | None = None,
+                last: bool = False) -> torch.Tensor:
+        h = self.attn(self.norm1(x), ctx, cache, last)
+        x = x[:, -1:] + self.post_attn_norm(h) if last else x + self.post_attn_norm(h)
         x = x + self.post_mlp_norm(self.mlp(self.norm2(x)))
         return x
 
@@ -413,11 +424,13 @@ class GPT(nn.Module):
                        device=p.device if device is None else device, dtype=p.dtype if dtype is None else dtype)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None):
+                loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None, last: bool = False):
         """idx (B, T) -> logits (B, T, V) and the mean cross-entropy over the kept targets (or None).
 
         A target is kept unless it is -100 or loss_mask (B, T) is false there. With a cache, idx
-        fills slots [cache.length, cache.length + T) and cache.length advances by T.
+        fills slots [cache.length, cache.length + T) and cache.length advances by T. `last`
+        (decoding): logits (B, 1, V) of the last position only; the final block computes keys and
+        values for every position (and caches them) but queries, MLP and output layer for the last.
         """
         B, T = idx.size()
         start = 0 if cache is None else cache.length
@@ -435,8 +448,8 @@ class GPT(nn.Module):
         x = self.drop(x)
 
         ctx = self.attention_inputs(slots, start + T, pos, cache)
-        for block in self.blocks:
-            x = block(x, ctx, cache)
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx, cache, last=last and i == len(self.blocks) - 1)
         if cache is not None:
             cache.length = start + T
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
