@@ -38,3 +38,14 @@ def golden_vocab(name: str) -> list[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: tiny tensors gain nothing from more, least of all on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

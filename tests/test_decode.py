@@ -26,13 +26,7 @@ from tinylm.model import GPT, GPTConfig
 V, STEP, EOS = 24, 2, 11
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread, and CI machines are often shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sharp_model(pos: str = "learned", seed: int = 0, vocab: int = V, **kw) -> GPT:

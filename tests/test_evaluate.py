@@ -19,13 +19,7 @@ from tinylm.tokenizer import keyword_tokenizer
 TOK = keyword_tokenizer("demo")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models decode fastest on one thread, and CI machines are often shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TRACE = ("# code\na = 1\nb = a\n#STEP\n"
          "# code\n@a = 1$\nb = a\n#STEP\n"

@@ -13,13 +13,7 @@ from tinylm.model import GPT, POS_ENCODINGS, PRESETS, GPTConfig, model_preset
 V = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: extra threads only add overhead, the more so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**overrides) -> GPTConfig:

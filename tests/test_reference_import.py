@@ -13,14 +13,7 @@ from tinylm.errors import DataError
 from tinylm.model import GPT, GPTConfig
 from tinylm.reference import convert_reference_state_dict, import_reference_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are small: extra threads only add overhead, the more so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def golden_model():
