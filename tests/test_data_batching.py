@@ -16,9 +16,12 @@ from tinylm.data import (
     draw_starts,
     example_starts,
     make_batch,
+    offsets_after,
     open_dataset,
     read_windows,
+    split_step_starts,
     step_targets,
+    trace_targets,
     validation_starts,
 )
 from tinylm.errors import DataError
@@ -63,7 +66,8 @@ def test_open_dataset_reads_ids_and_example_starts(toy):
     tokens = np.asarray(toy.train.tokens)
     assert toy.train.starts[0] == 0 and len(toy.train.starts) == 300
     assert np.all(tokens[toy.train.starts[1:] - 1] == EOS)  # every start follows a terminator
-    assert example_starts(np.array([5, 0, 6, 7, 0], dtype=np.uint8), 0, chunk=2).tolist() == [0, 2]
+    assert example_starts(np.array([5, 0, 6, 7, 0], dtype=np.uint8), 0).tolist() == [0, 2]
+    assert offsets_after(np.array([5, 0, 6, 0, 7, 0], dtype=np.uint8), 0, chunk=2).tolist() == [2, 4]
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -81,6 +85,19 @@ def test_aligned_windows_start_at_example_boundaries(toy):
     assert starts.max() <= len(toy.train) - 33  # whole windows, no padding needed
     half = draw_starts(toy.train, 64, 32, 0.5, np.random.default_rng(1))
     assert np.isin(half, toy.train.starts).sum() >= 32
+
+
+def test_step_aligned_windows_start_after_step_boundaries(toy):
+    pool = split_step_starts(toy, toy.train)
+    tokens = np.asarray(toy.train.tokens)
+    assert len(pool) == (tokens == STEP).sum() and (tokens[pool - 1] == STEP).all()
+    starts = draw_starts(toy.train, 64, 32, 0.25, np.random.default_rng(0), 0.5, pool)
+    example, step = np.isin(starts, toy.train.starts), np.isin(starts, pool)
+    assert example.sum() >= 16 and step.sum() >= 32      # random rows may also land on either
+    assert starts.max() <= len(toy.train) - 33
+    # without step rows the stream is the one drawn before step-aligned windows existed
+    assert (draw_starts(toy.train, 64, 32, 0.5, np.random.default_rng(3))
+            == draw_starts(toy.train, 64, 32, 0.5, np.random.default_rng(3), 0.0, pool)).all()
 
 
 def test_random_rows_are_independent(toy):
@@ -143,6 +160,21 @@ def test_step_mask_counts_only_the_next_step():
     assert y[3, 11] == S
 
 
+def test_trace_mask_counts_from_the_first_step_to_the_terminator():
+    S, E = STEP, EOS
+    #        0  1  2  3  4  5  6  7  8  9 10 11
+    w = [[9, 8, S, 3, 4, S, 5, 6, E, 7, 8, S, 2],    # prompt, two steps, the end, the next example
+         [4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8],    # no step boundary: nothing counts
+         [9, S, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5]]    # no terminator: counted to the window's end
+    w = np.array(w)
+    x, y = w[:, :-1], w[:, 1:]
+    kept = trace_targets(x, y, STEP, EOS) != IGNORE
+    assert np.flatnonzero(kept[0]).tolist() == list(range(2, 8))
+    assert y[0, 7] == E                                  # the terminator itself is a target
+    assert not kept[1].any()
+    assert np.flatnonzero(kept[2]).tolist() == list(range(1, 12))
+
+
 def test_step_mask_batches_from_a_dataset(toy):
     starts = draw_starts(toy.train, 16, 32, 1.0, np.random.default_rng(0))
     x, y = make_batch(toy, toy.train, starts, 32, "step")
@@ -159,6 +191,15 @@ def test_validation_windows_are_fixed_and_tile_the_split(toy):
     all_windows = validation_starts(toy.val, 32)
     assert (all_windows == np.arange(0, len(toy.val) - 1, 32)).all()
     assert (validation_starts(toy.val, 32, 100) == all_windows[:4]).all()
+
+
+def test_validation_windows_follow_the_training_mix(toy):
+    pool = split_step_starts(toy, toy.val)
+    mixed = validation_starts(toy.val, 32, 32 * 20, 0.25, 0.5, pool)
+    assert len(mixed) == 20 and (mixed == validation_starts(toy.val, 32, 32 * 20, 0.25, 0.5, pool)).all()
+    assert np.isin(mixed[:5], toy.val.starts).all() and np.isin(mixed[5:15], pool).all()
+    assert (mixed[15:] == np.arange(0, 5 * 32, 32)).all()
+    assert mixed[:5].max() > len(toy.val) // 2           # spread over the split, not its first examples
 
 
 def test_curriculum_stage_follows_the_step(tmp_path):

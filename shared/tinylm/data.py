@@ -9,7 +9,9 @@ inputs `x = tokens[s : s+T]`, targets `y = tokens[s+1 : s+T+1]`. Two kinds of wi
 
 - random: `s` uniform over every offset where the window fits (independently per row);
 - example-aligned: `s` is the first token of an example (offset 0, or just after a terminator),
-  so the model sees prompts at position 0, as it will when it is evaluated.
+  so the model sees prompts at position 0, as it will when it is evaluated;
+- step-aligned: `s` is just after a trace step boundary "\\n#STEP\\n", the window a
+  step-anchored decoder (`tinylm.decode`) re-anchors to: the previous step, then the one to write.
 
 A row whose window runs past the end of the data is padded: padded inputs are the terminator,
 padded targets are -100 (ignored by the loss).
@@ -17,6 +19,10 @@ padded targets are -100 (ignored by the loss).
 Loss masks (`mask`):
 
 - "all": every real target token counts.
+- "trace": only the tracing the model does when evaluated: targets from the window's first step
+  boundary among the inputs up to and including the first terminator. The program the window opens
+  with (a prompt, or the previous step of a step-aligned window) is context, never a target, and so
+  is whatever follows the example's end.
 - "step": only the next trace step counts. Let `b` be the last input position holding the step
   boundary token "\\n#STEP\\n" (`x[b] == STEP`). Counted targets are `y[b], y[b+1], ..., y[e]`
   where `e` is the first position `>= b` whose target is a step boundary or a terminator (that
@@ -55,6 +61,7 @@ class TokenSplit:
 
     tokens: np.ndarray   # (N,) token ids, memory-mapped
     starts: np.ndarray   # (E,) int64 offsets of each example's first token
+    step_starts: np.ndarray | None = None  # offsets just after each step boundary, found on first use
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -76,14 +83,19 @@ class TokenDataset:
         return int(self.manifest["vocab_size"])
 
 
-def example_starts(tokens: np.ndarray, eos_id: int, chunk: int = 1 << 24) -> np.ndarray:
-    """Offsets of every example's first token: 0 and each position just after a terminator."""
-    found = [np.zeros(1, dtype=np.int64)]
+def offsets_after(tokens: np.ndarray, token_id: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Every offset just after an occurrence of `token_id`, read in chunks of the memory map."""
+    found = [np.zeros(0, dtype=np.int64)]
     for lo in range(0, len(tokens), chunk):
-        hits = np.flatnonzero(np.asarray(tokens[lo:lo + chunk]) == eos_id)
+        hits = np.flatnonzero(np.asarray(tokens[lo:lo + chunk]) == token_id)
         found.append(hits.astype(np.int64) + lo + 1)
-    starts = np.concatenate(found)
-    return starts[starts < len(tokens)]
+    after = np.concatenate(found)
+    return after[after < len(tokens)]
+
+
+def example_starts(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+    """Offsets of every example's first token: 0 and each position just after a terminator."""
+    return np.concatenate([np.zeros(1, dtype=np.int64), offsets_after(tokens, eos_id)])
 
 
 def open_split(path: Path, dtype: str, eos_id: int) -> TokenSplit:
@@ -163,42 +175,85 @@ def step_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.
     return np.where(keep, y, IGNORE)
 
 
+def trace_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.ndarray:
+    """`y` with every target before the first step boundary input or after the first terminator
+    target set to -100 (see the module docstring)."""
+    begun = np.cumsum(x == step_id, axis=1) > 0                      # at or after the first boundary
+    ended = np.cumsum(y == eos_id, axis=1) - (y == eos_id) > 0        # strictly after the first terminator
+    return np.where(begun & ~ended, y, IGNORE)
+
+
 def make_batch(dataset: TokenDataset, split: TokenSplit, starts: np.ndarray, block_size: int,
                mask: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) host tensors for windows at `starts`, with the loss mask applied to `y`."""
     x, y = read_windows(split, starts, block_size, pad_id=dataset.eos_id)
-    if mask == "step":
+    if mask in ("step", "trace"):
         if dataset.step_id is None:
-            raise DataError(f"{dataset.folder}: its vocabulary has no step token; 'step' masks need one")
-        y = step_targets(x, y, dataset.step_id, dataset.eos_id)
+            raise DataError(f"{dataset.folder}: its vocabulary has no step token; {mask!r} masks need one")
+        masked = step_targets if mask == "step" else trace_targets
+        y = masked(x, y, dataset.step_id, dataset.eos_id)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def draw_starts(split: TokenSplit, rows: int, block_size: int, aligned_fraction: float,
-                rng: np.random.Generator) -> np.ndarray:
-    """`rows` window offsets: round(aligned_fraction * rows) example-aligned, the rest random.
+def split_step_starts(dataset: TokenDataset, split: TokenSplit) -> np.ndarray:
+    """The split's step-aligned window offsets, found once and kept on the split."""
+    if split.step_starts is None:
+        if dataset.step_id is None:
+            raise DataError(f"{dataset.folder}: its vocabulary has no step token; step-aligned windows need one")
+        split.step_starts = offsets_after(split.tokens, dataset.step_id)
+    return split.step_starts
 
-    Which rows are aligned is itself drawn, so aligned rows are spread over ranks and micro-batches.
+
+def draw_starts(split: TokenSplit, rows: int, block_size: int, aligned_fraction: float,
+                rng: np.random.Generator, step_fraction: float = 0.0,
+                step_pool: np.ndarray | None = None) -> np.ndarray:
+    """`rows` window offsets: round(aligned_fraction * rows) example-aligned, round(step_fraction *
+    rows) step-aligned (drawn from `step_pool`), the rest random.
+
+    Which rows get which kind is itself drawn, so each kind is spread over ranks and micro-batches.
     """
     n = len(split.tokens)
     last = max(n - block_size - 1, 0)                     # last offset where a full window fits
-    fitting = split.starts[: np.searchsorted(split.starts, last, side="right")]  # starts are sorted
-    aligned_pool = fitting if len(fitting) else split.starts
+
+    def fitting(pool: np.ndarray) -> np.ndarray:          # pools are sorted
+        inside = pool[: np.searchsorted(pool, last, side="right")]
+        return inside if len(inside) else pool
+
+    aligned_pool = fitting(split.starts)
     offsets = rng.integers(0, last + 1, size=rows)
-    aligned = rng.permutation(rows) < round(aligned_fraction * rows)
+    kind = rng.permutation(rows)
+    n_aligned = round(aligned_fraction * rows)
     picks = aligned_pool[rng.integers(0, len(aligned_pool), size=rows)]
-    return np.where(aligned, picks, offsets).astype(np.int64)
+    starts = np.where(kind < n_aligned, picks, offsets)
+    if step_fraction > 0:
+        steps = fitting(step_pool)
+        step_picks = steps[rng.integers(0, len(steps), size=rows)]
+        is_step = (kind >= n_aligned) & (kind < n_aligned + round(step_fraction * rows))
+        starts = np.where(is_step, step_picks, starts)
+    return starts.astype(np.int64)
 
 
-def validation_starts(split: TokenSplit, block_size: int, max_tokens: int | None = None) -> np.ndarray:
-    """A fixed validation sample: windows tiling the split from its start, each target token once.
+def validation_starts(split: TokenSplit, block_size: int, max_tokens: int | None = None,
+                      aligned_fraction: float = 0.0, step_fraction: float = 0.0,
+                      step_pool: np.ndarray | None = None) -> np.ndarray:
+    """A fixed validation sample with training's mix of window kinds, spread evenly over the split.
 
-    `max_tokens` caps the sample (the first ceil(max_tokens / block_size) windows); None or 0 takes all.
+    Of n = ceil(max_tokens / block_size) windows (None or 0: as many as tile the split),
+    round(aligned_fraction * n) start at examples and round(step_fraction * n) after step
+    boundaries, each kind taken at evenly spaced indices of its pool; the rest tile the split from
+    its start, each target token once. A model trained only on aligned windows is thus validated on
+    the windows it will see, not on windows starting mid-line.
     """
-    starts = np.arange(0, len(split.tokens) - 1, block_size, dtype=np.int64)
-    if max_tokens:
-        starts = starts[: -(-max_tokens // block_size)]
-    return starts
+    tiles = np.arange(0, len(split.tokens) - 1, block_size, dtype=np.int64)
+    n = -(-max_tokens // block_size) if max_tokens else len(tiles)
+    n_aligned, n_step = round(aligned_fraction * n), round(step_fraction * n) if step_pool is not None else 0
+
+    def spread(pool: np.ndarray, k: int) -> np.ndarray:
+        return pool[np.linspace(0, len(pool) - 1, k).round().astype(np.int64)] if k and len(pool) else pool[:0]
+
+    parts = [spread(split.starts, n_aligned), spread(step_pool, n_step) if n_step else tiles[:0],
+             tiles[: n - n_aligned - n_step]]
+    return np.concatenate(parts).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- the batch stream
@@ -220,7 +275,7 @@ class BatchStream:
 
     def __init__(self, stages: list[Stage], block_size: int, batch_size: int, grad_accum: int = 1,
                  aligned_fraction: float = 0.0, mask: str = "all", seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, step_fraction: float = 0.0):
         if batch_size % (world_size * grad_accum):
             raise DataError(f"batch_size {batch_size} is not divisible by world size {world_size} "
                             f"x grad_accum {grad_accum}")
@@ -229,6 +284,7 @@ class BatchStream:
         self.batch_size = batch_size
         self.grad_accum = grad_accum
         self.aligned_fraction = aligned_fraction
+        self.step_fraction = step_fraction
         self.mask = mask
         self.seed = seed
         self.rank = rank
@@ -243,9 +299,11 @@ class BatchStream:
 
     def global_starts(self, step: int) -> np.ndarray:
         """Window offsets of every row of step `step`'s global batch, identical on every rank."""
-        split = self.stage(step).dataset.train
+        dataset = self.stage(step).dataset
         rng = np.random.default_rng([self.seed, step])
-        return draw_starts(split, self.batch_size, self.block_size, self.aligned_fraction, rng)
+        step_pool = split_step_starts(dataset, dataset.train) if self.step_fraction > 0 else None
+        return draw_starts(dataset.train, self.batch_size, self.block_size, self.aligned_fraction, rng,
+                           self.step_fraction, step_pool)
 
     def next(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The `grad_accum` micro-batches (x, y) of this rank for the next step; advances the position."""

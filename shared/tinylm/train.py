@@ -39,7 +39,15 @@ import torch.nn.functional as F
 from tinylm import runtime
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.config import from_dict, load_config, to_dict, write_yaml
-from tinylm.data import IGNORE, BatchStream, Stage, make_batch, open_dataset, validation_starts
+from tinylm.data import (
+    IGNORE,
+    BatchStream,
+    Stage,
+    make_batch,
+    open_dataset,
+    split_step_starts,
+    validation_starts,
+)
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
 
@@ -62,13 +70,20 @@ class DataConfig:
     """Curriculum: datasets with step ranges, in order; replaces `dataset` when given. Validation
     uses the last stage's val.bin."""
     aligned_fraction: float = 0.5
-    """Fraction of rows whose window starts at an example's first token (the rest start anywhere)."""
-    mask: Literal["all", "step"] = "all"
-    """Loss mask: every target token, or only the next trace step (for fine-tuning); see tinylm.data."""
+    """Fraction of rows whose window starts at an example's first token."""
+    step_fraction: float = 0.0
+    """Fraction of rows whose window starts just after a trace step boundary (the rest start anywhere)."""
+    mask: Literal["all", "trace", "step"] = "all"
+    """Loss mask: every target token; only the trace after the window's first step boundary (not
+    the program the window opens with); or only the next trace step (for fine-tuning). See tinylm.data."""
 
     def validate(self) -> None:
-        if not 0.0 <= self.aligned_fraction <= 1.0:
-            raise ConfigError(f"data.aligned_fraction must be in [0, 1], got {self.aligned_fraction}")
+        for key in ("aligned_fraction", "step_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"data.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.aligned_fraction + self.step_fraction > 1.0:
+            raise ConfigError(f"data.aligned_fraction + data.step_fraction must be at most 1, got "
+                              f"{self.aligned_fraction} + {self.step_fraction}")
         ends = [s.until_step for s in self.stages]
         if any(e is None for e in ends[:-1]) or ends[:-1] != sorted(ends[:-1]):
             raise ConfigError("data.stages: every stage but the last needs an increasing until_step")
@@ -285,7 +300,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     tokens_per_step = cfg.batch_size * model_config.block_size
     steps = [s for s in (cfg.max_steps, cfg.max_tokens and -(-cfg.max_tokens // tokens_per_step)) if s]
     batches = BatchStream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum,
-                          cfg.data.aligned_fraction, cfg.data.mask, cfg.seed, rt.rank, rt.world_size)
+                          cfg.data.aligned_fraction, cfg.data.mask, cfg.seed, rt.rank, rt.world_size,
+                          cfg.data.step_fraction)
     out_dir = run_dir(cfg, config_file)
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
                batches=batches, stages=stages, model_config=model_config, max_steps=min(steps),
@@ -442,7 +458,9 @@ def evaluate(run: Run) -> float:
     rt, cfg = run.rt, run.cfg
     dataset = run.stages[-1].dataset
     T = run.model_config.block_size
-    starts = validation_starts(dataset.val, T, cfg.eval_tokens)[rt.rank::rt.world_size]
+    step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
+    starts = validation_starts(dataset.val, T, cfg.eval_tokens, cfg.data.aligned_fraction,
+                               cfg.data.step_fraction, step_pool)[rt.rank::rt.world_size]
     run.model.eval()
     totals = torch.zeros(2, device=rt.device)  # (loss sum, counted tokens)
     for lo in range(0, len(starts), cfg.eval_batch_size):
