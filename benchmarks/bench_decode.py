@@ -17,6 +17,9 @@ datasets/demo/test.txt; prompt = up to the first #STEP line.
   next example), per-row budget target + 5, stop at the terminator. Its tokens must equal the baseline's on the timed batches.
 - fast mode: `generate(window="step-anchored")`, same batch; it differs from the reference semantics
   past the window, so the hard-match rate and agreement with reference mode are printed.
+- each mode with and without prompt-lookup speculative decoding (`speculate` = --speculate draft
+  tokens, 0 = off); the speculative tokens must equal the one-token ones, and the draft tokens
+  accepted per verified draft are printed.
 
 Reported: generated positions/s (tokens appended per row; for the baseline including rows that run
 past their terminator), examples/s, and the speed-up in examples/s over the baseline, by wall-clock
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from tinylm.decode import STEP_TOKEN, GenerateConfig, generate
+from tinylm.decode import SPECULATE, STEP_TOKEN, GenerateConfig, generate
 from tinylm.evaluate import read_suite, score
 from tinylm.model import GPT, GPTConfig
 from tinylm.tokenizer import keyword_tokenizer
@@ -64,11 +67,11 @@ def reference_way(model, batch, budget):
     return {e.id: s[len(e.prompt_ids):] for e, s in zip(batch, seqs)}
 
 
-def run_ours(model, examples, window: str, step_id: int, eos: int, rows: int):
-    cfg = GenerateConfig(window=window)
+def run_ours(model, examples, window: str, speculate: int, step_id: int, eos: int, rows: int):
+    cfg = GenerateConfig(window=window, speculate=speculate)
     res = generate(model, [e.prompt_ids for e in examples], cfg, eos_id=eos, step_id=step_id,
                    max_new_tokens=[len(e.target_ids) + 5 for e in examples], rows=rows)
-    return {e.id: ids for e, ids in zip(examples, res.ids)}, sum(len(x) for x in res.ids)
+    return {e.id: ids for e, ids in zip(examples, res.ids)}, res
 
 
 def hard_pct(tok, examples, gens) -> float:
@@ -84,6 +87,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--baseline-batches", type=int, default=2)
     ap.add_argument("--rows", type=int, default=128, help="rows decoded at a time by tinylm.decode")
+    ap.add_argument("--speculate", type=int, default=SPECULATE, help="draft tokens per step of the speculative runs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--random-weights", action="store_true")
     args = ap.parse_args()
@@ -116,22 +120,33 @@ def main() -> None:
 
     gens = {}
     for window in ("reference", "step-anchored"):
-        tick, cpu = time.time(), time.process_time()
-        gens[window], pos = run_ours(model, examples, window, tok.token_id(STEP_TOKEN), tok.eos_id, args.rows)
-        rows.append((f"tinylm.decode window={window} ({min(n, args.rows)} rows)", pos, time.time() - tick,
-                     time.process_time() - cpu, hard_pct(tok, examples, gens[window])))
-    same = all(gens["reference"][i] == base[i][:len(gens["reference"][i])] for i in base)
+        for speculate in (0, args.speculate):
+            tick, cpu = time.time(), time.process_time()
+            gens[window, speculate], res = run_ours(model, examples, window, speculate, tok.token_id(STEP_TOKEN),
+                                                    tok.eos_id, args.rows)
+            wall, cpu = time.time() - tick, time.process_time() - cpu
+            rows.append((f"tinylm.decode window={window} speculate={speculate}", sum(map(len, res.ids)), wall, cpu,
+                         hard_pct(tok, examples, gens[window, speculate])))
+            if speculate:
+                print(f"{window}, speculate={speculate}: {res.steps} steps; {res.accepted} of {res.drafted} draft "
+                      f"tokens accepted, {res.accepted / max(res.verified, 1):.2f} per verified draft "
+                      f"({res.verified} row-steps)")
+    ref, fast = gens["reference", 0], gens["step-anchored", 0]
+    same = all(ref[i] == base[i][:len(ref[i])] for i in base)
     print(f"reference mode == reference way, token for token, on the timed batches: {same}")
-    agree = sum(gens["reference"][e.id] == gens["step-anchored"][e.id] for e in examples)
+    exact = {w: gens[w, 0] == gens[w, args.speculate] for w in ("reference", "step-anchored")}
+    print(f"speculative == one-token decoding, token for token, all {n} examples: {exact}")
+    agree = sum(ref[e.id] == fast[e.id] for e in examples)
     print(f"fast mode generates the same tokens as reference mode for {agree}/{n} examples")
 
-    print(f"\n{'decoder':<48} {'positions/s':>12} {'examples/s':>11} {'speed-up':>9} {'CPU s':>8} "
+    print(f"\n{'decoder':<50} {'positions/s':>12} {'examples/s':>11} {'speed-up':>9} {'CPU s':>8} "
           f"{'CPU speed-up':>13} {'hard %':>7}")
     for name, pos, secs, cpu_secs, hard in rows:
         hard_s = "-" if hard is None else f"{hard:.1f}"
-        print(f"{name:<48} {pos / secs:>12.0f} {n / secs:>11.2f} {rows[0][2] / secs:>8.1f}x {cpu_secs:>8.1f} "
+        print(f"{name:<50} {pos / secs:>12.0f} {n / secs:>11.2f} {rows[0][2] / secs:>8.1f}x {cpu_secs:>8.1f} "
               f"{rows[0][3] / cpu_secs:>12.1f}x {hard_s:>7}")
     assert same, "reference-mode outputs differ from the reference way"
+    assert all(exact.values()), "speculative outputs differ from one-token decoding"
 
 
 if __name__ == "__main__":

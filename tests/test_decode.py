@@ -1,5 +1,6 @@
 """Decoding: cached batched decoding == full recomputation under both window semantics, the golden
-greedy generations of the reference model, samplers, beam search, the command line."""
+greedy generations of the reference model (with and without speculation), samplers, beam search,
+the command line. Speculative decoding itself: test_speculative.py."""
 
 from __future__ import annotations
 
@@ -143,15 +144,19 @@ def test_decoder_rejects_unknown_window_and_missing_step_token():
 # The reference model's greedy generations
 
 
-def test_golden_greedy_generations_are_reproduced():
+@pytest.mark.parametrize("speculate", [0, 4])
+def test_golden_greedy_generations_are_reproduced(speculate):
     from tinylm.reference import import_reference_checkpoint
 
     folder = golden_dir("reference_checkpoint")
     model, _ = import_reference_checkpoint(folder / "best-model.pth")
     golden = json.loads((folder / "greedy_generations.json").read_text())
     n = 160  # 21-token prompts: the last 53 tokens are decoded past the 128-token window
-    got = generate(model, [g["prompt_ids"] for g in golden], max_new_tokens=n, eos_id=EOS).ids
-    assert got == [g["generated_ids"][:n] for g in golden]
+    got = generate(model, [g["prompt_ids"] for g in golden], GenerateConfig(speculate=speculate),
+                   max_new_tokens=n, eos_id=EOS)
+    assert got.ids == [g["generated_ids"][:n] for g in golden]
+    if speculate:  # inside the window, drafts copied from the prompt and earlier steps were accepted
+        assert got.accepted > 0
 
 
 # -----------------------------------------------------------------------------
@@ -245,6 +250,14 @@ def test_generate_cli(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--window", "step-anchored",
                  "--beam", "2", "--max-new-tokens", "4"]) == 0
     capsys.readouterr()
+    outs = []
+    for k in ("0", "3"):
+        assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--max-new-tokens", "12",
+                     "--speculate", k]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--speculate", "-1"]) == 2
+    assert "speculate" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--temperature", "-2"]) == 2
     assert "temperature" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(path), "--prompt", "a = é"]) == 2

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinylm.decode import STEP_TOKEN, WINDOWS, GenerateConfig, generate
+from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
 
@@ -196,6 +196,8 @@ class EvalConfig:
     beam: int = 1
     seed: int = 0
     """Sampling seed; batch i uses seed + i, so that a resumed run draws the same tokens."""
+    speculate: int = SPECULATE
+    """Greedy: most draft tokens verified per decoding step (exact; 0 = off), see `tinylm.decode`."""
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -210,7 +212,7 @@ class EvalConfig:
 
     def generate_config(self, batch: int) -> GenerateConfig:
         return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, beam=self.beam,
-                              window=self.window, seed=self.seed + batch)
+                              window=self.window, seed=self.seed + batch, speculate=self.speculate)
 
 
 def _read_progress(path: Path, order: list[int], batch_size: int) -> list[dict]:
@@ -471,11 +473,13 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
+                    help="greedy: verify up to K tokens copied from earlier in the trace per step (0 = off)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
-                     seed=args.seed)
+                     seed=args.seed, speculate=args.speculate)
     cfg.validate()
     if not args.suite:
         raise ConfigError("no test suite given (--suite PATH, repeatable)")
