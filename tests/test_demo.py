@@ -31,6 +31,13 @@ def test_run_all_smoke_goes_from_yaml_to_scores(tmp_path):
     assert (run / "best.pt").is_file() and (run / "metrics.jsonl").is_file()
     assert "hard match" in proc.stdout and "demo finished" in proc.stdout
 
+    sweep = subprocess.run([sys.executable, str(tmp_path / "tinypy_code_tracing_demo" / "3_inference" / "sweep.py"),
+                            "configs/smoke.yaml", "--limit", "4"], capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
+    out = tmp_path / "tinypy_code_tracing_demo" / "3_inference" / "runs" / "smoke" / "sweep"
+    assert (out / "hard_match.png").stat().st_size > 1000
+    assert "demo hard match >= 99%" in (out / "sweep.md").read_text()
+
 
 def test_run_all_rejects_an_unknown_config(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tinypy_code_tracing_demo" / "run_all.py"), "nope"],

@@ -218,3 +218,15 @@ def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
     assert (out / "hard_match.png").stat().st_size > 1000
     assert main(["report", str(out / "ckpt_00000020")]) == 0
     assert (out / "ckpt_00000020" / "classes.png").exists()
+
+
+def test_time_to_thresholds_takes_the_first_checkpoint_reaching_each():
+    from tinylm.report import sweep_report, time_to_thresholds
+
+    rows = [{"checkpoint": f"ckpt_{s}.pt", "step": s, "elapsed_s": 60.0 * s, "suites": {"demo": {"hard_pct": h}}}
+            for s, h in ((3, 96.0), (1, 50.0), (2, 91.0), (4, 93.0))]   # out of order, not monotone
+    lines = time_to_thresholds(rows, "demo")
+    assert lines[0] == "- demo hard match >= 90%: 2.0 min of training (step 2, 91.0%)"
+    assert lines[1] == "- demo hard match >= 95%: 3.0 min of training (step 3, 96.0%)"
+    assert lines[2] == "- demo hard match >= 99%: not reached (best 96.0%)"
+    assert sweep_report(rows).endswith(lines[2])

@@ -430,7 +430,7 @@ def training_times(run_dir: Path) -> dict[int, float]:
 def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: EvalConfig | None = None,
           device: str = "cpu", log=print) -> list[dict]:
     """Evaluate every ckpt_*.pt of a run folder; one row per checkpoint in OUT/sweep.json and sweep.md."""
-    from tinylm.report import sweep_table
+    from tinylm.report import sweep_report
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     paths = sorted(run_dir.glob("ckpt_*.pt"))
@@ -447,7 +447,7 @@ def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: Eval
                                                               "steps_correct_frac_mean")}
                                 for s in res["suites"]}})
     atomic_write_json(out_dir / "sweep.json", {"run": str(run_dir), "rows": rows})
-    atomic_write_text(out_dir / "sweep.md", sweep_table(rows) + "\n")
+    atomic_write_text(out_dir / "sweep.md", sweep_report(rows) + "\n")
     return rows
 
 
@@ -486,8 +486,8 @@ def cli(argv: list[str]) -> int:
     with torch.no_grad():
         if args.sweep:
             rows = sweep(args.sweep, args.suite, args.out, cfg, args.device)
-            from tinylm.report import sweep_table
-            print(sweep_table(rows))
+            from tinylm.report import sweep_report
+            print(sweep_report(rows))
         else:
             res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, args.device)
             from tinylm.report import suites_table

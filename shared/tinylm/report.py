@@ -52,6 +52,29 @@ def sweep_table(rows: list[dict]) -> str:
     return markdown_table(header, lines)
 
 
+def time_to_thresholds(rows: list[dict], suite: str, thresholds=(90.0, 95.0, 99.0)) -> list[str]:
+    """For each threshold, the first checkpoint (in training order) whose hard match reaches it."""
+    ordered = sorted((r for r in rows if suite in r["suites"] and r.get("step") is not None),
+                     key=lambda r: r["step"])
+    lines = []
+    for threshold in thresholds:
+        hit = next((r for r in ordered if r["suites"][suite]["hard_pct"] >= threshold), None)
+        if hit is None:
+            best = max((r["suites"][suite]["hard_pct"] for r in ordered), default=None)
+            lines.append(f"- {suite} hard match >= {threshold:g}%: not reached (best {_pct(best)}%)")
+        else:
+            minutes = "-" if hit.get("elapsed_s") is None else f"{hit['elapsed_s'] / 60:.1f} min"
+            lines.append(f"- {suite} hard match >= {threshold:g}%: {minutes} of training "
+                         f"(step {hit['step']}, {hit['suites'][suite]['hard_pct']:.1f}%)")
+    return lines
+
+
+def sweep_report(rows: list[dict]) -> str:
+    """The sweep table, then the training time each suite needed to reach 90, 95 and 99% hard match."""
+    suites = sorted({name for r in rows for name in r["suites"]})
+    return "\n".join([sweep_table(rows), ""] + [line for name in suites for line in time_to_thresholds(rows, name)])
+
+
 def plot_sweep(rows: list[dict], path: str | Path) -> None:
     """hard match % against training step and against training time, one line per suite."""
     import matplotlib
@@ -110,7 +133,7 @@ def report(folder: str | Path) -> list[Path]:
     written = []
     if (folder / "sweep.json").exists():
         rows = json.loads((folder / "sweep.json").read_text())["rows"]
-        atomic_write_text(folder / "sweep.md", sweep_table(rows) + "\n")
+        atomic_write_text(folder / "sweep.md", sweep_report(rows) + "\n")
         plot_sweep(rows, folder / "hard_match.png")
         written += [folder / "sweep.md", folder / "hard_match.png"]
     elif (folder / "summary.json").exists():

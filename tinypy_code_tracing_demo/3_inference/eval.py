@@ -1,15 +1,21 @@
 """Stage 6: score the demo model on the demo test suite and print hard / soft / failure %.
 
-    python eval.py                      # runs/cpu/best.pt of 2_model_training
-    python eval.py configs/smoke.yaml   # the run trained with that config (smoke: first 32 examples)
+    python eval.py                                  # runs/cpu/best.pt of 2_model_training
+    python eval.py configs/smoke.yaml               # the run trained with that config (smoke: first 32 examples)
+    python eval.py configs/cpu.yaml --window reference --limit 200   # any `tinylm eval` option passes through
 
-Run from any working directory. Greedy decoding with the reference evaluator's window semantics;
-results go to runs/<config name>/ beside this script (per-example results.jsonl and .csv,
-summary.json). An interrupted evaluation continues where it stopped when started again.
+Run from any working directory. Greedy decoding (exact prompt-lookup speculation) with the
+step-anchored window: once a trace fills the 128-token context, the window restarts at the previous
+step, so the model always sees the step it copies from. `--window reference` reproduces the
+reference evaluator's sliding window instead (about 10x slower on CPU, positions restarting at 0 at
+every token past 128). Results go to runs/<config name>/ beside this script (per-example
+results.jsonl and .csv, summary.json; `-reference` appended for that window). An interrupted
+evaluation continues where it stopped when started again.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,17 +27,20 @@ REPO = HERE.parents[1]
 
 
 def evaluate(args: list[str]) -> int:
-    config = next((Path(a) for a in args if a.endswith((".yaml", ".yml"))), Path("configs/cpu.yaml"))
-    name = config.stem
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("config", nargs="?", default="configs/cpu.yaml")
+    ap.add_argument("--window", default="step-anchored")
+    known, options = ap.parse_known_args(args)
+    name, window = Path(known.config).stem, known.window
     checkpoint = HERE.parent / "2_model_training" / "runs" / name / "best.pt"
-    out = HERE / "runs" / name
-    limit = ["--limit", "32"] if name == "smoke" else []
+    out = HERE / "runs" / (name if window == "step-anchored" else f"{name}-{window}")
+    defaults = ["--window", window] + (["--limit", "32"] if name == "smoke" else [])
     status = main(["eval", "--checkpoint", str(checkpoint), "--suite", f"demo={REPO / 'datasets/demo/test.txt'}",
-                   "--out", str(out), *limit])
+                   "--out", str(out), *defaults, *options])
     if status == 0:
         s = json.loads((out / "demo" / "summary.json").read_text())
-        print(f"\n{s['n']} test examples: hard match {s['hard_pct']:.2f}% | soft match {s['soft_pct']:.2f}% "
-              f"| failure {s['failure_pct']:.2f}%")
+        print(f"\n{s['n']} test examples ({window} window): hard match {s['hard_pct']:.2f}% "
+              f"| soft match {s['soft_pct']:.2f}% | failure {s['failure_pct']:.2f}%")
     return status
 
 
