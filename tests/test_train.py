@@ -172,7 +172,7 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
 def test_shipped_configs_load(name):
     cfg = load_config(TrainConfig, CONFIGS / f"{name}.yaml")
-    assert cfg.data.dataset == "datasets/demo" and cfg.data.aligned_fraction >= 0.5
+    assert cfg.data.dataset == "datasets/demo" and cfg.data.aligned_fraction + cfg.data.step_fraction >= 0.5
     assert cfg.model["preset"] == "demo"
 
 
