@@ -31,6 +31,12 @@ def test_run_all_smoke_goes_from_yaml_to_scores(tmp_path):
     assert (run / "best.pt").is_file() and (run / "metrics.jsonl").is_file()
     assert "hard match" in proc.stdout and "demo finished" in proc.stdout
 
+    exact = subprocess.run([sys.executable, str(tmp_path / "tinypy_code_tracing_demo" / "3_inference" / "eval.py"),
+                            "--limit", "4", "configs/smoke.yaml", "--window", "reference"],
+                           capture_output=True, text=True, timeout=300)
+    assert exact.returncode == 0, exact.stdout[-2000:] + exact.stderr[-2000:]
+    assert "4 test examples (reference window)" in exact.stdout
+
     sweep = subprocess.run([sys.executable, str(tmp_path / "tinypy_code_tracing_demo" / "3_inference" / "sweep.py"),
                             "configs/smoke.yaml", "--limit", "4"], capture_output=True, text=True, timeout=300)
     assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]

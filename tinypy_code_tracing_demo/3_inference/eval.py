@@ -27,11 +27,11 @@ REPO = HERE.parents[1]
 
 
 def evaluate(args: list[str]) -> int:
+    configs = [a for a in args if a.endswith((".yaml", ".yml"))]
     ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument("config", nargs="?", default="configs/cpu.yaml")
     ap.add_argument("--window", default="step-anchored")
-    known, options = ap.parse_known_args(args)
-    name, window = Path(known.config).stem, known.window
+    known, options = ap.parse_known_args([a for a in args if a not in configs])
+    name, window = Path(configs[0] if configs else "configs/cpu.yaml").stem, known.window
     checkpoint = HERE.parent / "2_model_training" / "runs" / name / "best.pt"
     out = HERE / "runs" / (name if window == "step-anchored" else f"{name}-{window}")
     defaults = ["--window", window] + (["--limit", "32"] if name == "smoke" else [])
