@@ -8,12 +8,13 @@ Both sides train the reference demo architecture (6 layers, 8 heads, width 128, 
   (the reference "fixed": its shipped loop also ran a second, discarded forward under autocast;
   `--as-shipped` times that too);
 - tinylm: `tinylm.train.train_step` on a `tinylm.model.GPT` with the same architecture (fused QKV
-  and scaled_dot_product_attention over all heads at once), fed by the real batch sampler.
+  and scaled_dot_product_attention over all heads at once), fed by the real batch sampler;
+  with `--muon`, also the same step with `optim.name: muon` (the optimizer's own cost).
 
 Each side runs `--warmup` untimed steps, then `--steps` timed ones, the sides taking turns so that
 load from other processes falls on all of them alike; the median step time gives tokens/s. Run it niced on a shared machine:
 
-    nice python benchmarks/bench_train.py [--threads 2] [--steps 8] [--as-shipped] [--compile]
+    nice python benchmarks/bench_train.py [--threads 2] [--steps 8] [--as-shipped] [--compile] [--muon]
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def synthetic_dataset(folder: Path, n_tokens: int) -> None:
         {"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "dtype": "uint8", "block_size": BLOCK}))
 
 
-def tinylm_step(folder: Path, batch: int, compile: bool):
+def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw"):
     """A closure running one `tinylm.train.train_step` on the demo architecture."""
     from tinylm import runtime
     from tinylm.config import from_dict
@@ -144,7 +145,7 @@ def tinylm_step(folder: Path, batch: int, compile: bool):
     cfg = from_dict(TrainConfig, {
         "model": {"preset": "demo"}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},
         "batch_size": batch, "max_steps": 1000, "device": "cpu", "dtype": "float32", "compile": compile,
-        "out_dir": str(folder / "run"), "log": {"progress": False, "tensorboard": False}})
+        "optim": {"name": optimizer}, "out_dir": str(folder / f"run-{optimizer}"), "log": {"progress": False, "tensorboard": False}})
     run = build(cfg, runtime.setup("cpu", "float32", cfg.seed), None)
     assert run.model_config.vocab_size == VOCAB, run.model_config
 
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--as-shipped", action="store_true", help="also time the reference's shipped loop")
     parser.add_argument("--compile", action="store_true", help="torch.compile the tinylm model")
+    parser.add_argument("--muon", action="store_true", help="also time tinylm's step with optim.name: muon")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -190,6 +192,8 @@ def main() -> None:
         steps = {BASE: lambda: reference_step(ref, ref_opt, data, args.batch, False), name: step}
         if args.as_shipped:
             steps[SHIPPED] = lambda: reference_step(ref, ref_opt, data, args.batch, True)
+        if args.muon:
+            steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon")
         results = interleaved_tokens_per_s(steps, tokens, args.warmup, args.steps)
 
     print(f"parameters: {params:,} (both sides)")

@@ -12,6 +12,8 @@ from test_data_batching import write_dataset
 
 from tinylm.cli import main
 from tinylm.config import load_config, write_yaml
+from tinylm.errors import ConfigError
+from tinylm.model import PRESETS
 from tinylm.train import OptimConfig, TrainConfig, lr_at, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,9 +105,21 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"} <= set(first)
 
 
-def test_resume_is_bit_exact(tmp_path):
+def tensors_equal(a, b) -> bool:
+    """Nested dicts/lists of tensors and plain values, compared exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_exact(tmp_path, optimizer):
     # dropout and two micro-batches: RNG states and the sampler position must both come back
-    changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2}
+    changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2, "optim.name": optimizer}
     straight = train(tmp_path / "a", **changes)
     train(tmp_path / "b", stop_at_step=3, **changes)
     assert not (tmp_path / "b" / "run" / "ckpt_00000006.pt").exists()
@@ -114,11 +128,67 @@ def test_resume_is_bit_exact(tmp_path):
     a, b = checkpoint(straight["out_dir"], 6), checkpoint(resumed["out_dir"], 6)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    for sa, sb in zip(a["train_state"]["optimizer"]["state"].values(),
-                      b["train_state"]["optimizer"]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert tensors_equal(a["train_state"]["optimizer"], b["train_state"]["optimizer"])
     losses = [[m["loss"] for m in metrics(r["out_dir"]) if "loss" in m] for r in (straight, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.optim import build_optimizer
+
+    shape = {k: v for k, v in TINY.items() if k != "preset"}
+    model = GPT(GPTConfig(**{**PRESETS["demo"], **shape, "vocab_size": 20}))
+    muon, adamw = build_optimizer(model, "muon", 1e-3, 0.1, (0.9, 0.95), 0.95, "cpu").optimizers
+    on_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    on_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in on_muon} == {n for n, p in model.named_parameters()
+                                          if n.startswith("blocks.") and p.dim() == 2}
+    assert not on_muon & on_adamw and on_muon | on_adamw == set(names)
+    assert "wte.weight" in {names[i] for i in on_adamw}
+
+    summary = train(tmp_path, max_steps=30, eval_interval=30, **{"optim.name": "muon"})
+    losses = [m["loss"] for m in metrics(summary["out_dir"]) if "loss" in m]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+
+
+def test_orthogonalize_flattens_the_spectrum():
+    from tinylm.optim import orthogonalize
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(32, 96), (96, 32)]:
+        # singular values spread over two orders of magnitude come out near one (0.5 to 1.5 by design)
+        u, _, v = torch.linalg.svd(torch.randn(*shape, generator=g), full_matrices=False)
+        m = u @ torch.diag(torch.logspace(-2, 0, 32)) @ v
+        s = torch.linalg.svdvals(orthogonalize(m))
+        assert s.min() > 0.5 and s.max() < 1.5 and orthogonalize(m).shape == shape
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+def test_muon_steps_like_torch_muon():
+    from tinylm.optim import Muon
+
+    gen = torch.Generator().manual_seed(0)
+    ours = torch.nn.Parameter(torch.randn(96, 32, generator=gen))
+    theirs = torch.nn.Parameter(ours.detach().clone())
+    a = Muon([ours], lr=1e-2, weight_decay=0.1, momentum=0.9)
+    b = torch.optim.Muon([theirs], lr=1e-2, weight_decay=0.1, momentum=0.9, adjust_lr_fn="match_rms_adamw")
+    start = ours.detach().clone()
+    for _ in range(3):
+        grad = torch.randn(96, 32, generator=gen)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        a.step()
+        b.step()
+    # torch iterates in bfloat16, this module in float32 on CPU: equal up to bfloat16 rounding
+    ours_moved, theirs_moved = ours - start, theirs - start
+    assert (ours_moved - theirs_moved).norm() < 0.03 * ours_moved.norm()
+
+
+def test_resume_refuses_another_optimizer(tmp_path):
+    train(tmp_path, max_steps=2, eval_interval=2)
+    with pytest.raises(ConfigError, match="optim.name: muon"):
+        train(tmp_path, resume=True, max_steps=4, eval_interval=2, **{"optim.name": "muon"})
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
@@ -181,7 +251,6 @@ def test_runtime_device_dtype_and_rng_state(tmp_path):
     import random
 
     from tinylm import runtime
-    from tinylm.errors import ConfigError
 
     assert runtime.autocast_dtype(torch.device("cpu"), "auto") == torch.float32
     assert runtime.autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16

@@ -50,6 +50,7 @@ from tinylm.data import (
 )
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
+from tinylm.optim import OptimizerGroup, build_optimizer
 
 # ----------------------------------------------------------------------------- config
 
@@ -91,12 +92,17 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "muon"] = "adamw"
+    """adamw: AdamW on every parameter; muon: Muon on the blocks' weight matrices, AdamW on the
+    rest (see tinylm.optim)."""
     lr: float = 1e-3
     """Peak learning rate."""
     min_lr: float = 1e-4
     """Floor of the cosine and wsd decays."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """AdamW betas."""
+    momentum: float = 0.95
+    """Muon's Nesterov momentum (optim.name: muon)."""
     weight_decay: float = 0.1
     """AdamW weight decay, on matrices and embeddings only."""
     grad_clip: float = 1.0
@@ -122,6 +128,8 @@ class OptimConfig:
             raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
         if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError("optim: warmup_fraction must be in [0, 1) and decay_fraction in (0, 1]")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass
@@ -266,7 +274,7 @@ class Run:
     rt: runtime.Runtime
     model: torch.nn.Module          # the plain model: saved, evaluated
     train_model: torch.nn.Module    # what the step calls: compiled and/or DDP-wrapped
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | OptimizerGroup
     batches: BatchStream
     stages: list[Stage]
     model_config: Any
@@ -295,8 +303,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     if init is not None:
         model.load_state_dict(init["model"])
     model.to(rt.device)
-    optimizer = model.configure_optimizer(cfg.optim.weight_decay, cfg.optim.lr, tuple(cfg.optim.betas),
-                                          rt.device_type)
+    optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay,
+                                tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
     tokens_per_step = cfg.batch_size * model_config.block_size
     steps = [s for s in (cfg.max_steps, cfg.max_tokens and -(-cfg.max_tokens // tokens_per_step)) if s]
     batches = BatchStream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum,
@@ -324,6 +332,7 @@ def save(run: Run, val_loss: float | None) -> None:
     train_state = {
         "step": run.step,
         "optimizer": run.optimizer.state_dict(),
+        "optimizer_name": run.cfg.optim.name,
         "scheduler": {"schedule": run.cfg.optim.schedule, "step": run.step, "max_steps": run.max_steps},
         "sampler": run.batches.state_dict(),
         "rng": rng,
@@ -355,6 +364,10 @@ def restore(run: Run) -> None:
         raise ConfigError(f"{found[-1]}: checkpoint is from another architecture "
                           f"({k}: checkpoint {theirs.get(k)!r}, config {ours.get(k)!r})")
     state = ckpt["train_state"]
+    saved_optim = state.get("optimizer_name", "adamw")
+    if saved_optim != run.cfg.optim.name:
+        raise ConfigError(f"{found[-1]}: optimizer state is {saved_optim}'s, config has optim.name: "
+                          f"{run.cfg.optim.name}")
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.batches.load_state_dict(state["sampler"])
