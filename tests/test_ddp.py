@@ -1,48 +1,20 @@
 """Two-process DDP (gloo, CPU) takes the same steps as one process on the same global batch.
 
-The two ranks are forked children given the environment torchrun would set (RANK, LOCAL_RANK,
-WORLD_SIZE, MASTER_ADDR, MASTER_PORT); forking spares each of them a fresh torch import.
-`TINYLM_TEST_TORCHRUN=1` launches them with `torchrun --standalone --nproc_per_node 2` instead.
-The Muon case always uses torchrun: forked ranks stall in Muon's Newton-Schulz matrix products once
-the parent process has run multi-threaded (fork after an OpenMP pool), fresh processes do not.
+The two ranks are launched with `torchrun --standalone --nproc_per_node 2`, as users launch them.
+Fresh processes, not forked children: ranks forked from a test process that had already run
+multi-threaded stalled now and then (fork after an OpenMP pool), with either optimizer.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 from test_train import checkpoint, tiny_config, train
 
-from tinylm.config import load_config, write_yaml
-from tinylm.train import TrainConfig, run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rank_main(rank: int, port: int, config: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    run(load_config(TrainConfig, config))
-
-
-def launch_forked(config: str) -> None:
-    ctx = multiprocessing.get_context("fork")
-    port = free_port()
-    procs = [ctx.Process(target=rank_main, args=(rank, port, config)) for rank in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-    assert [p.exitcode for p in procs] == [0, 0]
+from tinylm.config import write_yaml
 
 
 def launch_torchrun(config: str) -> None:
@@ -59,11 +31,10 @@ def launch_torchrun(config: str) -> None:
 def test_two_rank_ddp_equals_one_process(tmp_path, optimizer):
     # step masks give the ranks different token counts: the update must still be the global-batch mean
     changes = {"max_steps": 2, "eval_interval": 2, "data.mask": "step", "optim.name": optimizer}
-    single = train(tmp_path / "single", **changes)  # first: the forked ranks inherit a warmed-up torch
+    single = train(tmp_path / "single", **changes)
     config = tmp_path / "ddp.yaml"
     write_yaml(tiny_config(tmp_path / "ddp", **changes), config)
-    fresh = os.environ.get("TINYLM_TEST_TORCHRUN") or optimizer == "muon"
-    (launch_torchrun if fresh else launch_forked)(str(config))
+    launch_torchrun(str(config))
 
     ddp = checkpoint(tmp_path / "ddp" / "run", 2)
     one = checkpoint(single["out_dir"], 2)

@@ -14,7 +14,6 @@ has only the causal mask to go on.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -24,6 +23,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from tinylm.errors import ConfigError
+from tinylm.optim import adamw
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none")
 NORMS = ("rmsnorm", "layernorm")
@@ -504,13 +504,7 @@ class GPT(nn.Module):
     def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
                             device_type: str) -> torch.optim.AdamW:
         """AdamW; weight decay on matrices and embeddings (>= 2-D) only; fused kernel on CUDA."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **({"fused": True} if fused else {}))
+        return adamw([p for p in self.parameters() if p.requires_grad], lr, weight_decay, betas, device_type)
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L nh hs T."""

@@ -19,6 +19,7 @@ schedule sets `lr` on each) and a single state dict for checkpoints.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -101,6 +102,16 @@ class OptimizerGroup:
             opt.load_state_dict(opt_state)
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float],
+          device_type: str) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings (>= 2-D) only; fused kernel on CUDA."""
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas),
+                             **({"fused": True} if fused else {}))
+
+
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
                     betas: tuple[float, float], momentum: float, device_type: str):
     """The optimizer `name` ("adamw" or "muon") over the model's trainable parameters."""
@@ -112,7 +123,5 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
     hidden = [p for n, p in named if p.dim() == 2 and n.startswith("blocks.")]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for _, p in named if id(p) not in hidden_ids]
-    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
-    adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
-    return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum), adamw])
+    return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum),
+                           adamw(rest, lr, weight_decay, betas, device_type)])
