@@ -9,12 +9,15 @@ Both sides train the reference demo architecture (6 layers, 8 heads, width 128, 
   `--as-shipped` times that too);
 - tinylm: `tinylm.train.train_step` on a `tinylm.model.GPT` with the same architecture (fused QKV
   and scaled_dot_product_attention over all heads at once), fed by the real batch sampler;
-  with `--muon`, also the same step with `optim.name: muon` (the optimizer's own cost).
+  with `--muon`, also the same step with `optim.name: muon` (the optimizer's own cost); with
+  `--variant "pos_encoding=alibi mlp_ratio=2"` (repeatable), also the step of a model with those
+  GPTConfig fields changed (e.g. the demo's CPU model beside the reference architecture).
 
 Each side runs `--warmup` untimed steps, then `--steps` timed ones, the sides taking turns so that
 load from other processes falls on all of them alike; the median step time gives tokens/s. Run it niced on a shared machine:
 
     nice python benchmarks/bench_train.py [--threads 2] [--steps 8] [--as-shipped] [--compile] [--muon]
+        [--variant "KEY=VALUE ..."]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 VOCAB, BLOCK, N_LAYER, N_HEAD, N_EMBD = 77, 128, 6, 8, 128
 BASE = "reference (fixed: one fp32 forward)"
@@ -136,16 +140,17 @@ def synthetic_dataset(folder: Path, n_tokens: int) -> None:
         {"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "dtype": "uint8", "block_size": BLOCK}))
 
 
-def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw"):
-    """A closure running one `tinylm.train.train_step` on the demo architecture."""
+def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw", model: dict | None = None,
+                name: str = "adamw"):
+    """A closure running one `tinylm.train.train_step` on the demo architecture (with `model` changes)."""
     from tinylm import runtime
     from tinylm.config import from_dict
     from tinylm.train import TrainConfig, build, lr_at, train_step
 
     cfg = from_dict(TrainConfig, {
-        "model": {"preset": "demo"}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},
+        "model": {"preset": "demo", **(model or {})}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},
         "batch_size": batch, "max_steps": 1000, "device": "cpu", "dtype": "float32", "compile": compile,
-        "optim": {"name": optimizer}, "out_dir": str(folder / f"run-{optimizer}"), "log": {"progress": False, "tensorboard": False}})
+        "optim": {"name": optimizer}, "out_dir": str(folder / f"run-{name}"), "log": {"progress": False, "tensorboard": False}})
     run = build(cfg, runtime.setup("cpu", "float32", cfg.seed), None)
     assert run.model_config.vocab_size == VOCAB, run.model_config
 
@@ -158,6 +163,17 @@ def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw
     return step, run.model.num_params()
 
 
+def parse_fields(text: str) -> dict:
+    """'pos_encoding=alibi mlp_ratio=2' -> {'pos_encoding': 'alibi', 'mlp_ratio': 2} (YAML values)."""
+    fields = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant: '{item}' is not KEY=VALUE")
+        fields[key] = yaml.safe_load(value)
+    return fields
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -167,6 +183,8 @@ def main() -> None:
     parser.add_argument("--as-shipped", action="store_true", help="also time the reference's shipped loop")
     parser.add_argument("--compile", action="store_true", help="torch.compile the tinylm model")
     parser.add_argument("--muon", action="store_true", help="also time tinylm's step with optim.name: muon")
+    parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
+                        help="also time tinylm's step on a model with these GPTConfig fields changed")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,7 +211,12 @@ def main() -> None:
         if args.as_shipped:
             steps[SHIPPED] = lambda: reference_step(ref, ref_opt, data, args.batch, True)
         if args.muon:
-            steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon")
+            steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon", name="muon")
+        for i, variant in enumerate(args.variant):
+            fields = parse_fields(variant)
+            steps[f"{name}, {variant}"], n = tinylm_step(folder, args.batch, args.compile, model=fields,
+                                                        name=f"variant{i}")
+            print(f"variant {variant}: {n:,} parameters")
         results = interleaved_tokens_per_s(steps, tokens, args.warmup, args.steps)
 
     print(f"parameters: {params:,} (both sides)")
