@@ -50,3 +50,17 @@ def test_run_all_rejects_an_unknown_config(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "usage: run_all.py" in proc.stderr
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs")
+                                          .glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_committed_demo_config_loads_and_builds_its_model(config):
+    from tinylm.config import load_config
+    from tinylm.model import GPT
+    from tinylm.train import TrainConfig, resolve_model_config
+
+    cfg = load_config(TrainConfig, config, [])
+    cfg.validate()
+    model = GPT(resolve_model_config(cfg, vocab_size=77, where=str(config)))
+    if config.stem == "cpu":  # the model the demo README's numbers were measured with
+        assert (model.config.pos_encoding, model.config.mlp_ratio, model.num_params()) == ("alibi", 2, 808_653)
