@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 VOCAB, BLOCK, N_LAYER, N_HEAD, N_EMBD = 77, 128, 6, 8, 128
 BASE = "reference (fixed: one fp32 forward)"
@@ -163,17 +162,6 @@ def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw
     return step, run.model.num_params()
 
 
-def parse_fields(text: str) -> dict:
-    """'pos_encoding=alibi mlp_ratio=2' -> {'pos_encoding': 'alibi', 'mlp_ratio': 2} (YAML values)."""
-    fields = {}
-    for item in text.split():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--variant: '{item}' is not KEY=VALUE")
-        fields[key] = yaml.safe_load(value)
-    return fields
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -212,8 +200,10 @@ def main() -> None:
             steps[SHIPPED] = lambda: reference_step(ref, ref_opt, data, args.batch, True)
         if args.muon:
             steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon", name="muon")
+        from tinylm.config import parse_overrides
+
         for i, variant in enumerate(args.variant):
-            fields = parse_fields(variant)
+            fields = parse_overrides(variant.split())  # GPTConfig fields, values parsed as YAML
             steps[f"{name}, {variant}"], n = tinylm_step(folder, args.batch, args.compile, model=fields,
                                                         name=f"variant{i}")
             print(f"variant {variant}: {n:,} parameters")
