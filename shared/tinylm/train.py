@@ -572,9 +572,11 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = 
         rt.barrier()
         metrics = Metrics(r, r.step if resume else None)
         try:
-            return fit(r, metrics)
+            summary = fit(r, metrics)
         finally:
             metrics.close()
+        rt.barrier()  # ranks tear down together: gloo aborts a rank whose peer leaves mid-exchange
+        return summary
     finally:
         rt.close()
 
