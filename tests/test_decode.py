@@ -1,4 +1,4 @@
-"""Decoding: cached batched decoding == full recomputation under both window semantics, the golden
+"""Decoding: cached batched decoding == full recomputation under the three window semantics, the golden
 greedy generations of the reference model (with and without speculation), samplers, beam search,
 the command line. Speculative decoding itself: test_speculative.py."""
 
@@ -30,10 +30,10 @@ V, STEP, EOS = 24, 2, 11
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def sharp_model(pos: str = "learned", seed: int = 0, vocab: int = V, **kw) -> GPT:
+def sharp_model(pos: str = "learned", seed: int = 0, vocab: int = V, n_layer: int = 2, **kw) -> GPT:
     """A tiny model in eval mode with weights large enough that logits rarely tie."""
     torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=16, pos_encoding=pos,
+    cfg = GPTConfig(vocab_size=vocab, block_size=16, n_layer=n_layer, n_head=2, n_embd=16, pos_encoding=pos,
                     t5_num_buckets=8, t5_max_distance=16, **kw)
     model = GPT(cfg).eval()
     with torch.no_grad():
@@ -45,6 +45,16 @@ def sharp_model(pos: str = "learned", seed: int = 0, vocab: int = V, **kw) -> GP
 def prompts(lengths, seed=0, vocab=V):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+@torch.no_grad()
+def naive_rolling(model, prompt, n_new):
+    """Decode one row by full recomputation with sliding-window attention over the whole row."""
+    seq = list(prompt)
+    for _ in range(n_new):
+        logits, _ = model(torch.tensor([seq]), window=model.config.block_size)
+        seq.append(int(torch.softmax(logits[0, -1], -1).argmax()))
+    return seq[len(prompt):]
 
 
 @torch.no_grad()
@@ -111,6 +121,38 @@ def test_step_anchored_window_equals_its_full_recomputation(pos):
     assert generate(model, ps + ps[:1], cfg, step_id=STEP, max_new_tokens=[40, 40, 40, 9], rows=2).ids == \
         want + [want[0][:9]]
     assert sum(t == STEP for row in got for t in row) >= 3  # the anchors were exercised
+
+
+@pytest.mark.parametrize("pos", ["rope", "alibi", "t5", "relative", "none"])
+def test_rolling_window_equals_full_sliding_window_recomputation(pos):
+    model = sharp_model(pos, seed=2)
+    ps = prompts([3, 9, 20, 31], seed=8)  # two prompts longer than the window (16)
+    budgets = [50, 7, 41, 30]  # several times the window: the cache drops its oldest slots again and again
+    want = [naive_rolling(model, p, n) for p, n in zip(ps, budgets)]
+    for speculate in (0, 4):
+        cfg = GenerateConfig(window="rolling", speculate=speculate)
+        assert generate(model, ps, cfg, max_new_tokens=budgets).ids == want
+        assert generate(model, ps, cfg, max_new_tokens=budgets, rows=2).ids == want
+
+
+def test_sliding_window_mask_limits_what_each_position_sees():
+    ids = torch.tensor(prompts([40], seed=9))
+    with torch.no_grad():
+        one_layer = sharp_model("alibi", seed=3, n_layer=1)  # one layer: position i sees tokens i-15..i
+        banded = one_layer(ids, window=16)[0]
+        for i in (0, 15, 16, 39):
+            torch.testing.assert_close(banded[0, i], one_layer(ids[:, max(0, i - 15):i + 1])[0][0, -1])
+        model = sharp_model("alibi", seed=3)
+        torch.testing.assert_close(model(ids[:, :16], window=16)[0], model(ids[:, :16])[0])
+        # two layers: position 16 reaches token 0 through position 1's first layer, so a rolling
+        # window is not the reference's truncated window
+        assert not torch.allclose(model(ids[:, :17], window=16)[0][0, -1], model(ids[:, 1:17])[0][0, -1])
+
+
+def test_rolling_window_refuses_absolute_positions():
+    for pos in ("learned", "sinusoidal"):
+        with pytest.raises(ConfigError, match="rolling.*relative"):
+            Decoder(sharp_model(pos), window="rolling")
 
 
 def test_rows_stop_at_the_terminator_and_their_budget():

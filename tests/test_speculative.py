@@ -114,7 +114,7 @@ def test_speculation_equals_plain_greedy_and_accepts_drafts(pos, window, block_s
     assert both(model, ps, window, max_new_tokens=budgets, rows=2)[1].ids == plain.ids
 
 
-@pytest.mark.parametrize("window,block_size", [("reference", 40), ("step-anchored", 16)])
+@pytest.mark.parametrize("window,block_size", [("reference", 40), ("step-anchored", 16), ("rolling", 16)])
 @pytest.mark.parametrize("speculate", [1, 3, 8])
 def test_speculation_equals_plain_greedy_on_random_prompts(window, block_size, speculate):
     model = random_model("rope", block_size, seed=4)

@@ -25,6 +25,11 @@ semantics for sequences longer than that:
   keeps only traces whose consecutive steps fit in W together, so the model always sees the step it
   is copying from. If even that does not fit (a runaway generation), the anchor falls back to the
   start of the current step, then to the last W/2 tokens.
+- `window="rolling"` (fast, not the reference's semantics; relative encodings only): sliding-window
+  attention, every token attends to the last W slots (itself included) in every layer, through a
+  cache that drops its oldest slots when full. No prefill ever repeats, but a deep layer's key
+  carries information from up to n_layer * (W - 1) tokens back, a context the model never saw in
+  training; on the demo model it scores below step-anchored (BENCHMARKS.md).
 
 Batching. Rows of different prompt lengths are left-padded in one `KVCache` (its `pad`); each row
 stops at the terminator `eos_id` or at its own budget. With more prompts than rows, a finished row
@@ -67,7 +72,7 @@ from torch.nn import functional as F
 
 from tinylm.errors import ConfigError
 
-WINDOWS = ("reference", "step-anchored")
+WINDOWS = ("reference", "step-anchored", "rolling")
 SPECULATE = 4  # default draft length of greedy decoding (module docstring)
 STEP_TOKEN = "\n#STEP\n"
 
@@ -213,12 +218,17 @@ class Decoder:
             raise ConfigError(f"window must be one of {list(WINDOWS)}, got {window!r}")
         if window == "step-anchored" and step_id is None:
             raise ConfigError("window='step-anchored' needs the id of the \"\\n#STEP\\n\" token (step_id)")
+        if window == "rolling" and model.config.pos_encoding in ("learned", "sinusoidal"):
+            raise ConfigError(f"window='rolling' needs a relative positional encoding; this model has "
+                              f"{model.config.pos_encoding} positions, which stop at block_size: use "
+                              f"'reference' or 'step-anchored'")
         self.model = model
         self.window = window
         self.step_id = step_id
         self.W = int(window_size or model.config.block_size)
         if self.W < 2:
             raise ConfigError(f"window size must be at least 2, got {self.W}")
+        self.band = self.W if window == "rolling" else None  # sliding-window attention
         if not 0 <= speculate < self.W:
             raise ConfigError(f"speculate must be in [0, {self.W}) (the window size), got {speculate}")
         self.speculate = speculate
@@ -273,7 +283,7 @@ class Decoder:
         over = rows[length > self.W]
         if self.window == "reference":
             state.recompute[over] = True
-        else:
+        elif self.window == "step-anchored":
             for b in over.tolist():
                 state.start[b] = self._anchor(state, b)
         cached = rows[~state.recompute[rows]]
@@ -293,7 +303,7 @@ class Decoder:
         live rows past the window in reference mode."""
         live = ~state.done
         over = live & ~state.recompute & (state.length - state.start > self.W)
-        if over.any():
+        if self.window != "rolling" and over.any():
             if self.window == "reference":
                 state.recompute |= over
             else:
@@ -318,7 +328,7 @@ class Decoder:
         last = state.tokens.gather(1, (state.length - 1)[:, None])  # (B, 1)
         idx = torch.where(cached[:, None], last, torch.zeros_like(last))
         cache.pad = torch.where(cached, cache.pad, cache.length)  # a dummy sees only itself, at position 0
-        logits, _ = self.model(idx, cache=cache)
+        logits, _ = self.model(idx, cache=cache, window=self.band)
         self.positions += state.batch_size
         return logits[:, -1]
 
@@ -343,7 +353,7 @@ class Decoder:
         semantics' switch to recomputation, or the step-anchored re-anchor) and leave the bonus
         token within the row's budget."""
         drafts, n_draft = draft_tokens(state.tokens, state.length, self.speculate)
-        room = self.W - (state.length - state.start)
+        room = self._room(state)
         left = state.budget - (state.length - state.prompt_len)
         n_draft = torch.minimum(n_draft, torch.minimum(room, left - 1)).clamp(min=0)
         return drafts, torch.where(cached, n_draft, 0)
@@ -361,13 +371,13 @@ class Decoder:
         T = 1 + int(n_draft.max())
         if cache.length + T > cache.max_len:
             self._shift_slots(state, cached)
-        room = self.W - (state.length - state.start)
+        room = self._room(state)
         fillers = torch.minimum(T - 1 - n_draft, room - n_draft)
         again = torch.where(cached, T - 1 - n_draft - fillers, 0)  # consumed tokens fed again
         self._shift_rows(cache, again)
         block = self._block(state, cached, drafts, n_draft, again, T)
         cache.pad = torch.where(cached, cache.pad, cache.length)  # a dummy row sees only itself
-        logits, _ = self.model(block, cache=cache)
+        logits, _ = self.model(block, cache=cache, window=self.band)
         self.positions += block.numel()
         offsets = torch.arange(T, device=self.device)
         choice = greedy(logits.flatten(0, 1)).view(-1, T)
@@ -392,13 +402,22 @@ class Decoder:
         block = torch.where(offsets <= again[:, None], known, torch.where(is_draft, guessed, 0))
         return block.masked_fill(~cached[:, None], 0)
 
+    def _room(self, state: DecodeState) -> torch.Tensor:
+        """(B,) tokens each row may still take before its window semantics change (recomputation
+        or a re-anchor); the rolling window never changes."""
+        if self.window == "rolling":
+            return torch.full_like(state.length, self.speculate + 1)
+        return self.W - (state.length - state.start)
+
     @staticmethod
     def _shift_rows(cache, by: torch.Tensor) -> None:
         """Move each row's filled slots right by by[b], dropping its last by[b] slots; positions
-        (slot - pad) of the kept slots do not change."""
+        (slot - pad) of the kept slots do not change. (A rolling cache's row may have pad < 0: the
+        first by[b] slots then keep stale keys, but they lie more than W slots before any later
+        query, outside its sliding window.)"""
         for n in by[by > 0].unique().tolist():
             rows = (by == n).nonzero().flatten()
-            lo, end = int(cache.pad[rows].min()), cache.length
+            lo, end = max(int(cache.pad[rows].min()), 0), cache.length
             for buf in (*cache.k, *cache.v):
                 buf[rows, :, lo + n:end] = buf[rows, :, lo:end - n]
         cache.pad = cache.pad + by
@@ -414,15 +433,18 @@ class Decoder:
         return torch.cat(outs)
 
     def _shift_slots(self, state: DecodeState, cached: torch.Tensor) -> None:
-        """The cache is full: drop the leading slots no cached row can see (positions unchanged)."""
+        """The cache is full: drop the leading slots no cached row can see (positions unchanged;
+        in a rolling window the slots before the last W - 1, so pad may become negative)."""
         cache = state.cache
         m = int(cache.pad[cached].min())
-        if m == 0:
+        if self.window == "rolling":
+            m = max(m, cache.length - (self.W - 1))
+        if m <= 0:
             raise RuntimeError("KV cache full although every row fits in the window")  # a bug, not an input
         n = cache.length - m
         for buf in (*cache.k, *cache.v):
             buf[:, :, :n] = buf[:, :, m:cache.length].clone()
-        cache.pad = (cache.pad - m).clamp(min=0)
+        cache.pad = cache.pad - m
         cache.length = n
 
     def _anchor(self, state: DecodeState, b: int) -> int:
@@ -447,21 +469,22 @@ class Decoder:
         cache = state.cache
         n = state.length[rows] - 1 - state.start[rows]
         n_max = int(n.max())
-        if n_max > cache.length:  # make room on the left; positions (slot - pad) do not change
-            d = n_max - cache.length
+        keep = n_max if self.band is None else min(n_max, self.W - 1)  # a rolling window needs the last W - 1
+        if keep > cache.length:  # make room on the left; positions (slot - pad) do not change
+            d = keep - cache.length
             for buf in (*cache.k, *cache.v):
                 buf[:, :, d:d + cache.length] = buf[:, :, :cache.length].clone()
             cache.pad = cache.pad + d
-            cache.length = n_max
+            cache.length = keep
         small = self.model.new_cache(len(rows), max(n_max, 1))
         small.pad = n_max - n
         if n_max > 0:
             offs = state.start[rows][:, None] + torch.arange(n_max, device=self.device)[None] - small.pad[:, None]
-            self.model(state.tokens[rows].gather(1, offs.clamp(min=0)), cache=small, last=True)
+            self.model(state.tokens[rows].gather(1, offs.clamp(min=0)), cache=small, last=True, window=self.band)
             self.positions += len(rows) * n_max
         end = cache.length
         for dst, src in zip((*cache.k, *cache.v), (*small.k, *small.v)):
-            dst[rows, :, end - n_max:end] = src[:, :, :n_max]
+            dst[rows, :, end - keep:end] = src[:, :, n_max - keep:n_max]
         cache.pad[rows] = end - n_max + small.pad
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -510,7 +533,7 @@ class GenerateConfig:
     length_penalty: float = 1.0
     """Beam search ranks finished hypotheses by sum of log-probabilities / length ** length_penalty."""
     window: str = "reference"
-    """'reference' (exact reference semantics) or 'step-anchored' (fast); see the module docstring."""
+    """'reference' (exact reference semantics), 'step-anchored' or 'rolling' (fast); see the module docstring."""
     seed: int | None = None
     """Seed of the sampler's random stream."""
     stop_at_eos: bool = True

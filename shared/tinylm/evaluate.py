@@ -189,7 +189,7 @@ class EvalConfig:
     slack: int = 16
     """Each row may generate its target's token count + slack tokens."""
     window: str = "reference"
-    """Decoding window semantics: 'reference' (exact) or 'step-anchored' (fast)."""
+    """Decoding window semantics: 'reference' (exact), 'step-anchored' or 'rolling' (fast)."""
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None

@@ -424,13 +424,16 @@ class GPT(nn.Module):
                        device=p.device if device is None else device, dtype=p.dtype if dtype is None else dtype)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None, last: bool = False):
+                loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None, last: bool = False,
+                window: int | None = None):
         """idx (B, T) -> logits (B, T, V) and the mean cross-entropy over the kept targets (or None).
 
         A target is kept unless it is -100 or loss_mask (B, T) is false there. With a cache, idx
         fills slots [cache.length, cache.length + T) and cache.length advances by T. `last`
         (decoding): logits (B, 1, V) of the last position only; the final block computes keys and
         values for every position (and caches them) but queries, MLP and output layer for the last.
+        `window`: sliding-window attention, every query sees only the last `window` slots (itself
+        included), in every layer.
         """
         B, T = idx.size()
         start = 0 if cache is None else cache.length
@@ -447,7 +450,7 @@ class GPT(nn.Module):
             x = x + sinusoidal_embedding(pos, self.config.n_embd).to(x.dtype)
         x = self.drop(x)
 
-        ctx = self.attention_inputs(slots, start + T, pos, cache)
+        ctx = self.attention_inputs(slots, start + T, pos, cache, window)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, cache, last=last and i == len(self.blocks) - 1)
         if cache is not None:
@@ -473,17 +476,20 @@ class GPT(nn.Module):
             )
 
     def attention_inputs(self, slots: torch.Tensor, S: int, pos: torch.Tensor,
-                         cache: KVCache | None) -> AttnInputs:
+                         cache: KVCache | None, window: int | None = None) -> AttnInputs:
         """Mask, RoPE angles and slot distances for this forward (S keys), shared by all layers."""
         c = self.config
         keys = torch.arange(S, device=slots.device)  # (S,)
         dist = slots[:, None] - keys[None, :]  # (T, S) query slot - key slot
         mask = None
+        causal = dist >= 0 if window is None else (dist >= 0) & (dist < window)  # (T, S)
         if cache is not None:
             # visible: not in the future, and not padding (a padding slot sees itself, to keep softmax finite)
             not_pad = keys[None, :] >= cache.pad[:, None]  # (B, S)
-            mask = (dist >= 0)[None] & (not_pad[:, None, :] | (dist == 0)[None])  # (B, T, S)
+            mask = causal[None] & (not_pad[:, None, :] | (dist == 0)[None])  # (B, T, S)
             mask = mask[:, None]  # (B, 1, T, S)
+        elif window is not None:
+            mask = causal[None, None]  # (1, 1, T, S)
         rope = rope_angles(pos, c.hs, c.rope_theta) if c.pos_encoding == "rope" else None
         if c.pos_encoding in ("alibi", "t5"):
             if c.pos_encoding == "alibi":
@@ -492,7 +498,7 @@ class GPT(nn.Module):
             else:
                 buckets = t5_buckets(dist, c.t5_num_buckets, c.t5_max_distance)  # (T, S)
                 bias = self.rel_bias(buckets).permute(2, 0, 1)  # (nh, T, S)
-            visible = (dist >= 0)[None, None] if mask is None else mask
+            visible = causal[None, None] if mask is None else mask
             mask = bias[None].masked_fill(~visible, float("-inf"))  # (1|B, nh, T, S)
         if c.pos_encoding == "relative":
             return AttnInputs(mask, None, dist, skew=cache is None)
