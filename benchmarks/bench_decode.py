@@ -3,10 +3,12 @@
     nice python benchmarks/bench_decode.py                     # 100 demo test examples, 1 thread
     nice python benchmarks/bench_decode.py --limit 256 --threads 2
     nice python benchmarks/bench_decode.py --random-weights    # without the golden checkpoint
+    nice python benchmarks/bench_decode.py --checkpoint tinypy_code_tracing_demo/2_model_training/runs/cpu/best.pt
 
 Model: the golden reference checkpoint imported (or random weights of the same demo architecture:
-learned positions, block_size 128, 1.2M parameters). Examples: the first --limit of
-datasets/demo/test.txt; prompt = up to the first #STEP line.
+learned positions, block_size 128, 1.2M parameters), or a tinylm checkpoint (--checkpoint, e.g.
+the trained demo model). Examples: the first --limit of datasets/demo/test.txt; prompt = up to the
+first #STEP line.
 
 - baseline, the reference's way: examples sorted by target length (longest first), batches of 10,
   every row fed as a fixed 128-token window (right-padded, or the last 128 tokens) through a full
@@ -15,8 +17,9 @@ datasets/demo/test.txt; prompt = up to the first #STEP line.
   and its time for all examples is steps x measured seconds per step.
 - reference mode: `generate(window="reference")`, --rows rows at a time (a finished row takes the
   next example), per-row budget target + 5, stop at the terminator. Its tokens must equal the baseline's on the timed batches.
-- fast mode: `generate(window="step-anchored")`, same batch; it differs from the reference semantics
-  past the window, so the hard-match rate and agreement with reference mode are printed.
+- fast modes: `generate(window="step-anchored")` and, for a model with relative positions,
+  `generate(window="rolling")`, same batch; they differ from the reference semantics past the
+  window, so the hard-match rate and agreement with reference mode are printed.
 - each mode with and without prompt-lookup speculative decoding (`speculate` = --speculate draft
   tokens, 0 = off); the speculative tokens must equal the one-token ones, and the draft tokens
   accepted per verified draft are printed.
@@ -90,17 +93,22 @@ def main() -> None:
     ap.add_argument("--speculate", type=int, default=SPECULATE, help="draft tokens per step of the speculative runs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--random-weights", action="store_true")
+    ap.add_argument("--checkpoint", help="a tinylm checkpoint instead of the golden reference model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    if GOLDEN.is_file() and not args.random_weights:
+    tok = keyword_tokenizer("demo")
+    if args.checkpoint:
+        from tinylm.checkpoint import load_model
+        model, tok, _ = load_model(args.checkpoint)
+        source = f"{args.checkpoint} ({model.config.pos_encoding} positions)"
+    elif GOLDEN.is_file() and not args.random_weights:
         from tinylm.reference import import_reference_checkpoint
         model, _ = import_reference_checkpoint(GOLDEN)
         source = "golden reference checkpoint"
     else:
         torch.manual_seed(0)
         model, source = GPT(GPTConfig()).eval(), "random weights, demo architecture"
-    tok = keyword_tokenizer("demo")
     examples = read_suite(args.suite, tok, args.limit)
     n = len(examples)
     print(f"model: {source}; {n} examples of {args.suite}; {args.threads} thread(s)")
@@ -119,7 +127,10 @@ def main() -> None:
           f"{steps} steps for all {n} examples")
 
     gens = {}
-    for window in ("reference", "step-anchored"):
+    windows = ["reference", "step-anchored"]
+    if model.config.pos_encoding not in ("learned", "sinusoidal"):
+        windows.append("rolling")
+    for window in windows:
         for speculate in (0, args.speculate):
             tick, cpu = time.time(), time.process_time()
             gens[window, speculate], res = run_ours(model, examples, window, speculate, tok.token_id(STEP_TOKEN),
@@ -131,13 +142,14 @@ def main() -> None:
                 print(f"{window}, speculate={speculate}: {res.steps} steps; {res.accepted} of {res.drafted} draft "
                       f"tokens accepted, {res.accepted / max(res.verified, 1):.2f} per verified draft "
                       f"({res.verified} row-steps)")
-    ref, fast = gens["reference", 0], gens["step-anchored", 0]
+    ref = gens["reference", 0]
     same = all(ref[i] == base[i][:len(ref[i])] for i in base)
     print(f"reference mode == reference way, token for token, on the timed batches: {same}")
-    exact = {w: gens[w, 0] == gens[w, args.speculate] for w in ("reference", "step-anchored")}
+    exact = {w: gens[w, 0] == gens[w, args.speculate] for w in windows}
     print(f"speculative == one-token decoding, token for token, all {n} examples: {exact}")
-    agree = sum(ref[e.id] == fast[e.id] for e in examples)
-    print(f"fast mode generates the same tokens as reference mode for {agree}/{n} examples")
+    for window in windows[1:]:
+        agree = sum(ref[e.id] == gens[window, 0][e.id] for e in examples)
+        print(f"{window} generates the same tokens as reference mode for {agree}/{n} examples")
 
     print(f"\n{'decoder':<50} {'positions/s':>12} {'examples/s':>11} {'speed-up':>9} {'CPU s':>8} "
           f"{'CPU speed-up':>13} {'hard %':>7}")
