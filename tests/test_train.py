@@ -133,6 +133,28 @@ def test_resume_is_bit_exact(tmp_path, optimizer):
     assert losses[0] == losses[1] and len(losses[0]) == 6
 
 
+def test_schedule_minutes_sizes_the_run_and_max_steps_reruns_it(tmp_path):
+    # a budget of ~0.3 s fits far fewer than the 400 steps allowed: the run is sized at the end of warmup
+    sized = train(tmp_path / "a", max_steps=400, schedule_minutes=0.005, eval_interval=1000,
+                  **{"optim.warmup_steps": 6})
+    info = json.loads((tmp_path / "a" / "run" / "run.json").read_text())
+    n = info["max_steps"]
+    assert 6 < n < 400 and sized["step"] == n
+    assert info["sizing"]["sized_at_step"] == 6 and info["sizing"]["seconds_per_step"] > 0
+    lrs = [m["lr"] for m in metrics(tmp_path / "a" / "run") if "lr" in m]
+    optim = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=6)
+    assert lrs == [lr_at(step, optim, n) for step in range(n)]  # the whole cosine of an n-step run
+    again = train(tmp_path / "b", max_steps=n, eval_interval=1000, **{"optim.warmup_steps": 6})
+    assert again["step"] == n
+    a, b = checkpoint(tmp_path / "a" / "run", n)["model"], checkpoint(tmp_path / "b" / "run", n)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run, bit for bit
+
+
+def test_schedule_minutes_needs_a_fixed_warmup(tmp_path):
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_config(TrainConfig, base=tiny_config(tmp_path, schedule_minutes=1.0, **{"optim.warmup_steps": None}))
+
+
 def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
     from tinylm.model import GPT, GPTConfig
     from tinylm.optim import build_optimizer

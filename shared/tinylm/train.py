@@ -170,6 +170,11 @@ class TrainConfig:
     """Alternative length in tokens (batch_size * block_size per step); the smaller of the two wins."""
     max_minutes: float | None = None
     """Wall-clock budget of one invocation; stops early (with a checkpoint) without changing the schedule."""
+    schedule_minutes: float | None = None
+    """Size the run to the machine: at the end of warmup, max_steps becomes the number of steps that
+    fit in this many minutes of training at the rate of the warmup's second half (never more than
+    max_steps/max_tokens). The length chosen is recorded in run.json and the checkpoints; a resumed
+    run keeps it, and max_steps=N without schedule_minutes reruns the same run."""
     stop_at_step: int | None = None
     """Stop (with a checkpoint) after this step without changing the schedule; resume later."""
     eval_interval: int = 500
@@ -201,6 +206,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.schedule_minutes is not None:
+            if self.schedule_minutes <= 0:
+                raise ConfigError(f"schedule_minutes must be > 0, got {self.schedule_minutes}")
+            if self.optim.warmup_steps is None or self.optim.warmup_steps < 4:
+                raise ConfigError("schedule_minutes needs optim.warmup_steps >= 4: the warmup is timed to "
+                                  "size the run, so its length must not depend on the run's length")
 
 
 # ----------------------------------------------------------------------------- learning rate
@@ -283,6 +294,7 @@ class Run:
     step: int = 0
     best_val_loss: float = math.inf
     tokens_per_step: int = 0
+    sized: bool = True  # False until schedule_minutes has fixed max_steps
 
 
 def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
@@ -313,7 +325,7 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     out_dir = run_dir(cfg, config_file)
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
                batches=batches, stages=stages, model_config=model_config, max_steps=min(steps),
-               out_dir=out_dir, tokens_per_step=tokens_per_step)
+               out_dir=out_dir, tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -333,7 +345,8 @@ def save(run: Run, val_loss: float | None) -> None:
         "step": run.step,
         "optimizer": run.optimizer.state_dict(),
         "optimizer_name": run.cfg.optim.name,
-        "scheduler": {"schedule": run.cfg.optim.schedule, "step": run.step, "max_steps": run.max_steps},
+        "scheduler": {"schedule": run.cfg.optim.schedule, "step": run.step, "max_steps": run.max_steps,
+                      "sized": run.sized},
         "sampler": run.batches.state_dict(),
         "rng": rng,
         "world_size": run.rt.world_size,
@@ -373,6 +386,8 @@ def restore(run: Run) -> None:
     run.batches.load_state_dict(state["sampler"])
     run.step = state["step"]
     run.best_val_loss = state["best_val_loss"]
+    if run.cfg.schedule_minutes is not None and state["scheduler"].get("sized"):
+        run.max_steps, run.sized = state["scheduler"]["max_steps"], True
     rng = state["rng"]
     runtime.set_rng_state(rng[run.rt.rank % len(rng)])
 
@@ -499,11 +514,36 @@ def out_of_time(run: Run, started: float) -> bool:
     return bool(spent.item())
 
 
+SIZING_MARGIN = 0.95  # of the measured step rate: leaves time for the evaluations and checkpoints
+
+
+def size_schedule(run: Run, started: float, timed_from: tuple[int, float]) -> None:
+    """Fix max_steps to what fits in schedule_minutes at the rate measured since `timed_from`
+    (step, time); the main process decides for every rank."""
+    step0, time0 = timed_from
+    now = time.time()
+    seconds_per_step = (now - time0) / max(run.step - step0, 1)
+    left = 60 * run.cfg.schedule_minutes - (now - started)
+    fits = run.step + int(SIZING_MARGIN * left / seconds_per_step)
+    total = torch.tensor(max(run.step + 1, min(fits, run.max_steps)), device=run.rt.device)
+    if run.rt.distributed:
+        torch.distributed.broadcast(total, src=0)
+    run.max_steps, run.sized = int(total.item()), True
+    if run.rt.is_main:
+        write_run_info(run, None, resumed=False, sizing={
+            "schedule_minutes": run.cfg.schedule_minutes, "sized_at_step": run.step,
+            "seconds_per_step": round(seconds_per_step, 5)})
+        print(f"step {run.step}: {seconds_per_step:.3f} s per step; the run is sized to {run.max_steps} steps "
+              f"({run.cfg.schedule_minutes:g} min of training)")
+
+
 def fit(run: Run, metrics: Metrics) -> dict:
     """The training loop: set the rate, step, log; evaluate and checkpoint at intervals; stop."""
     cfg, rt = run.cfg, run.rt
     started = time.time()
     stop = min(run.max_steps, cfg.stop_at_step or run.max_steps)
+    warmup = cfg.optim.warmup_steps or 0
+    timed_from = (run.step, started)
     bar = None
     if rt.is_main and cfg.log.progress:
         from tqdm import tqdm
@@ -527,6 +567,14 @@ def fit(run: Run, metrics: Metrics) -> dict:
             bar.set_postfix(loss=f"{stats['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         if not math.isfinite(stats["loss"]):
             raise DataError(f"step {run.step}: loss is {stats['loss']}; lower optim.lr or check the data")
+        if not run.sized:
+            if run.step == warmup // 2:  # the first steps (compilation, warm caches) are not timed
+                timed_from = (run.step, time.time())
+            elif run.step >= warmup:
+                size_schedule(run, started, timed_from)
+                stop = min(run.max_steps, cfg.stop_at_step or run.max_steps)
+                if bar is not None:
+                    bar.total = run.max_steps
         timed_out = out_of_time(run, started)
         if run.step % cfg.eval_interval == 0 or run.step == stop or timed_out:
             val_loss = evaluate(run)
@@ -543,16 +591,26 @@ def fit(run: Run, metrics: Metrics) -> dict:
             "out_dir": str(run.out_dir), "is_main": rt.is_main}
 
 
-def write_run_info(run: Run, config_file, resumed: bool) -> None:
+def write_run_info(run: Run, config_file, resumed: bool, sizing: dict | None = None) -> None:
+    """config.yaml (resolved) and run.json; called again with `sizing` once schedule_minutes has
+    fixed max_steps (run.json then keeps its other fields)."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    resolved = to_dict(run.cfg)
-    resolved["model"] = to_dict(run.model_config)
-    write_yaml(resolved, run.out_dir / "config.yaml")
-    atomic_write_json(run.out_dir / "run.json", {
-        **run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
-        "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
-        "parameters": run.model.num_params(), "max_steps": run.max_steps, "resumed_at_step": run.step
-        if resumed else None})
+    info_path = run.out_dir / "run.json"
+    if sizing is not None:
+        info = {**json.loads(info_path.read_text()), "max_steps": run.max_steps, "sizing": sizing}
+    else:
+        resolved = to_dict(run.cfg)
+        resolved["model"] = to_dict(run.model_config)
+        write_yaml(resolved, run.out_dir / "config.yaml")
+        info = {**run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
+                "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
+                "parameters": run.model.num_params(), "max_steps": run.max_steps,
+                "resumed_at_step": run.step if resumed else None}
+        if run.cfg.schedule_minutes is not None and not run.sized:
+            info["max_steps"] = None  # fixed at the end of warmup
+        elif resumed and info_path.exists():
+            info["sizing"] = json.loads(info_path.read_text()).get("sizing")
+    atomic_write_json(info_path, info)
 
 
 def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = False) -> dict:
@@ -566,7 +624,8 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = 
             restore(r)
         if rt.is_main:
             write_run_info(r, config_file, resume)
-            print(f"model: {r.model.num_params():,} parameters; {r.max_steps} steps of "
+            steps = f"{r.max_steps}" if r.sized else f"up to {r.max_steps} (sized after warmup)"
+            print(f"model: {r.model.num_params():,} parameters; {steps} steps of "
                   f"{r.tokens_per_step:,} tokens on {rt.world_size} x {rt.device} ({rt.dtype}); "
                   f"run folder {r.out_dir}")
         rt.barrier()
