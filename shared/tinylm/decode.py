@@ -4,7 +4,7 @@ Read top to bottom: samplers (functions of logits only), drafting, the decoding 
 that turns a state into next-token logits (or verifies drafts), the three strategies, the command
 line.
 
-Windows. A model trained on `block_size` tokens sees at most W = block_size of them. Two
+Windows. A model trained on `block_size` tokens sees at most W = block_size of them. Three
 semantics for sequences longer than that:
 
 - `window="reference"` (default) reproduces the reference evaluator exactly: to predict token
