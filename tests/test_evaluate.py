@@ -184,6 +184,13 @@ def test_checkpoint_tokenizer_mismatch(tmp_path):
         evaluate_suite(tiny_model(vocab=40), TOK, suite, tmp_path / "out")
 
 
+def test_rolling_window_on_absolute_positions_is_refused_before_anything_is_written(tmp_path):
+    suite = make_suite(tmp_path / "test.txt", 1)
+    with pytest.raises(ConfigError, match="rolling.*learned"):
+        evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(window="rolling"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from tinylm.cli import main
 

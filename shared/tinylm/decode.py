@@ -208,6 +208,14 @@ class DecodeState:
 # The decoder: state -> next-token logits, with the cache and the window
 
 
+def check_window(model, window: str) -> None:
+    """The rolling window needs positions that go on past block_size (a relative encoding)."""
+    if window == "rolling" and model.config.pos_encoding in ("learned", "sinusoidal"):
+        raise ConfigError(f"window='rolling' needs a relative positional encoding; this model has "
+                          f"{model.config.pos_encoding} positions, which stop at block_size: use "
+                          f"'reference' or 'step-anchored'")
+
+
 class Decoder:
     """Turns a `DecodeState` into next-token logits for each row, or verifies drafts of the next
     tokens (`speculative_step`), under one window semantics."""
@@ -218,10 +226,7 @@ class Decoder:
             raise ConfigError(f"window must be one of {list(WINDOWS)}, got {window!r}")
         if window == "step-anchored" and step_id is None:
             raise ConfigError("window='step-anchored' needs the id of the \"\\n#STEP\\n\" token (step_id)")
-        if window == "rolling" and model.config.pos_encoding in ("learned", "sinusoidal"):
-            raise ConfigError(f"window='rolling' needs a relative positional encoding; this model has "
-                              f"{model.config.pos_encoding} positions, which stop at block_size: use "
-                              f"'reference' or 'step-anchored'")
+        check_window(model, window)
         self.model = model
         self.window = window
         self.step_id = step_id

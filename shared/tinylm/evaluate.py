@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, generate
+from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, check_window, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
 
@@ -314,6 +314,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     if tokenizer.vocab_size > model.config.vocab_size:
         raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
                         f"{model.config.vocab_size}: checkpoint and tokenizer do not match")
+    check_window(model, cfg.window)
     step_id = None
     if cfg.window == "step-anchored":
         from tinylm.decode import step_token_id
