@@ -1,6 +1,6 @@
 """Stage 5: train the demo model on datasets/demo.
 
-    python train.py                      # configs/cpu.yaml: a 2-core CPU run of about 28 minutes
+    python train.py                      # configs/cpu.yaml: sized to 25 minutes of training on this CPU
     python train.py configs/smoke.yaml   # seconds; checks the pipeline
     python train.py configs/gpu.yaml     # the reference recipe on a GPU
     python train.py configs/cpu.yaml optim.lr=1e-3 max_steps=3000
