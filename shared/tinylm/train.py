@@ -530,7 +530,7 @@ def size_schedule(run: Run, started: float, timed_from: tuple[int, float]) -> No
         torch.distributed.broadcast(total, src=0)
     run.max_steps, run.sized = int(total.item()), True
     if run.rt.is_main:
-        write_run_info(run, None, resumed=False, sizing={
+        record_sizing(run, {
             "schedule_minutes": run.cfg.schedule_minutes, "sized_at_step": run.step,
             "seconds_per_step": round(seconds_per_step, 5)})
         print(f"step {run.step}: {seconds_per_step:.3f} s per step; the run is sized to {run.max_steps} steps "
@@ -591,26 +591,24 @@ def fit(run: Run, metrics: Metrics) -> dict:
             "out_dir": str(run.out_dir), "is_main": rt.is_main}
 
 
-def write_run_info(run: Run, config_file, resumed: bool, sizing: dict | None = None) -> None:
-    """config.yaml (resolved) and run.json; called again with `sizing` once schedule_minutes has
-    fixed max_steps (run.json then keeps its other fields)."""
+def write_run_info(run: Run, config_file, resumed: bool) -> None:
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(run.cfg)
+    resolved["model"] = to_dict(run.model_config)
+    write_yaml(resolved, run.out_dir / "config.yaml")
     info_path = run.out_dir / "run.json"
-    if sizing is not None:
-        info = {**json.loads(info_path.read_text()), "max_steps": run.max_steps, "sizing": sizing}
-    else:
-        resolved = to_dict(run.cfg)
-        resolved["model"] = to_dict(run.model_config)
-        write_yaml(resolved, run.out_dir / "config.yaml")
-        info = {**run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
-                "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
-                "parameters": run.model.num_params(), "max_steps": run.max_steps,
-                "resumed_at_step": run.step if resumed else None}
-        if run.cfg.schedule_minutes is not None and not run.sized:
-            info["max_steps"] = None  # fixed at the end of warmup
-        elif resumed and info_path.exists():
-            info["sizing"] = json.loads(info_path.read_text()).get("sizing")
-    atomic_write_json(info_path, info)
+    sizing = json.loads(info_path.read_text()).get("sizing") if resumed and info_path.exists() else None
+    atomic_write_json(info_path, {
+        **run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
+        "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
+        "parameters": run.model.num_params(), "max_steps": run.max_steps if run.sized else None,
+        "sizing": sizing, "resumed_at_step": run.step if resumed else None})
+
+
+def record_sizing(run: Run, sizing: dict) -> None:
+    """Add the length schedule_minutes chose to run.json."""
+    info_path = run.out_dir / "run.json"
+    atomic_write_json(info_path, {**json.loads(info_path.read_text()), "max_steps": run.max_steps, "sizing": sizing})
 
 
 def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = False) -> dict:
