@@ -4,6 +4,9 @@ sweeps, reports and clear errors on bad input."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 
 import pytest
@@ -147,6 +150,55 @@ def test_killed_evaluation_resumes_to_identical_files(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "generate", real)
     evaluate_suite(tiny_model(), TOK, suite, tmp_path / "killed", cfg, **quiet)
     assert _files(tmp_path / "killed") == _files(tmp_path / "whole")
+
+
+def test_batches_go_costliest_first_to_the_least_loaded_process():
+    assert ev.share_batches({0: 10, 1: 7, 2: 5, 3: 4, 4: 1}, 2) == [[0, 3], [1, 2, 4]]
+    assert ev.share_batches({3: 1, 5: 2}, 1) == [[5, 3]]
+    assert ev.share_batches({}, 3) == [[], [], []]
+
+
+def test_decode_cost_counts_a_full_window_for_each_token_past_it():
+    # prompt 2, window 4: lengths 2..7 predict the 6 new tokens; lengths 5, 6, 7 recompute the window
+    assert ev.decode_cost(2, 6, "reference", 4) == 2 + 3 + 3 * 4
+    assert ev.decode_cost(2, 6, "step-anchored", 4) == 8
+    assert ev.decode_cost(2, 2, "reference", 4) == 4
+
+
+@pytest.mark.slow
+def test_two_processes_resume_a_killed_run_to_the_files_of_one(tmp_path, monkeypatch):
+    from tinylm.cli import main
+
+    model = tiny_model()
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, model_config=asdict(model.config), model_state=model.state_dict(),
+                    tokenizer=TOK.to_dict(), train_state={"step": 1})
+    suite = make_suite(tmp_path / "test.txt", 8)
+    args = ["eval", "--checkpoint", str(ckpt), "--suite", f"demo={suite}", "--batch-size", "2",
+            "--window", "step-anchored", "--temperature", "0.8", "--seed", "5", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+
+    real, calls = ev.generate, []
+
+    def dies_on_second_batch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ev, "generate", dies_on_second_batch)
+    assert main([*args, "--out", str(tmp_path / "two")]) == 130
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "tinylm.cli", *args, "--out", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming after 2 of 8 examples" in done.stdout
+    one, two = tmp_path / "one" / "demo", tmp_path / "two" / "demo"
+    assert [len(p.read_text().splitlines()) for p in sorted(two.glob("progress*.jsonl"))] == [6, 2]
+    for name in ("results.jsonl", "results.csv", "settings.json"):
+        assert (two / name).read_bytes() == (one / name).read_bytes()
+    assert _files(two)[1] == _files(one)[1]
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

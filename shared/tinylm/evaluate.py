@@ -22,15 +22,28 @@ The reference gave every row of a batch the longest target of the batch + 5 (202
 a per-row budget makes the scores independent of batching.
 
 Files, per suite, in OUT/<suite>/: `settings.json`; `progress.jsonl`, the finished examples batch
-by batch in evaluation order (append-only: a killed run resumes after the last complete batch
-and ends with the same files); `timing.jsonl`; then, written atomically at the end,
+by batch (append-only: a killed run resumes with the batches it had not finished and ends with
+the same files); `timing.jsonl`; then, written atomically at the end,
 `results.jsonl` and `results.csv` (one row per example, in file order) and `summary.json`
-(counts, percentages, tokens/s, wall time). With several suites, OUT/summary.json and
+(counts, percentages, tokens/s, wall time: the batches' seconds, each divided by the number
+of processes that decoded side by side). With several suites, OUT/summary.json and
 OUT/table.md gather them; a sweep (`--sweep RUN_DIR`) evaluates every ckpt_*.pt of a run folder
 into OUT/<checkpoint>/ and writes OUT/sweep.json and OUT/sweep.md.
 
+Processes. Under torchrun the processes (one per GPU, or on a CPU one per core, one thread each)
+share each suite's batches: rank 0 reads what earlier runs finished and deals out the rest,
+costliest first to the least loaded process (`share_batches`, with `decode_cost`); at the end
+it gathers the records and writes the files. A batch decodes the same whichever process takes
+it (its rows and its sampling seed depend on the batch alone), so the results do not depend on
+the number of processes, and a run killed under one number resumes under another. Rank r > 0
+appends to progress.rank{r}.jsonl and timing.rank{r}.jsonl. Small batches share out evenly: a
+batch of the longest targets can hold most of the work, so `--batch-size 32` suits a few
+processes.
+
     tinylm eval --checkpoint runs/cpu/best.pt --suite datasets/demo/test.txt --out evals/cpu
     tinylm eval --sweep runs/cpu --suite datasets/demo/test.txt --suite ood=datasets/x/test.txt --out evals/sweep
+    torchrun --standalone --nproc_per_node 2 -m tinylm.cli eval --checkpoint runs/cpu/best.pt \\
+        --suite datasets/demo/test.txt --batch-size 32 --out evals/cpu
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinylm import runtime
 from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, check_window, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
@@ -215,46 +229,66 @@ class EvalConfig:
                               window=self.window, seed=self.seed + batch, speculate=self.speculate)
 
 
-def _read_progress(path: Path, order: list[int], batch_size: int) -> list[dict]:
-    """Records of the complete batches in progress.jsonl; a torn tail is cut off the file."""
+def _log_paths(out_dir: Path, rank: int) -> tuple[Path, Path]:
+    """This process's progress and timing files: rank 0 (or a single process) writes
+    progress.jsonl and timing.jsonl, rank r of a torchrun evaluation progress.rank{r}.jsonl, ..."""
+    suffix = "" if rank == 0 else f".rank{rank}"
+    return out_dir / f"progress{suffix}.jsonl", out_dir / f"timing{suffix}.jsonl"
+
+
+def _read_progress(path: Path, batches: list[list[int]]) -> tuple[dict[int, list[dict]], int]:
+    """The complete batches of one progress file (batch -> its records) and the bytes they fill.
+
+    A file holds whole batches, each appended at once, then at most a torn or unfinished tail."""
     if not path.exists():
-        return []
-    raw = path.read_bytes()
-    records, ends, pos = [], [], 0
-    for line in raw.split(b"\n")[:-1]:  # the piece after the last newline is empty or torn
+        return {}, 0
+    done, group, pos, good = {}, [], 0, 0
+    for n, line in enumerate(path.read_bytes().split(b"\n")[:-1]):  # after the last newline: empty or torn
         try:
-            records.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             break
+        b = rec.get("batch")
+        if group and b != group[0]["batch"]:
+            break  # the batch before was never finished: nothing after it is trusted
+        if not (isinstance(b, int) and 0 <= b < len(batches)) or rec.get("id") != batches[b][len(group)]:
+            raise DataError(f"{path}: line {n + 1} is not the expected example; delete the folder to start over")
+        group.append(rec)
         pos += len(line) + 1
-        ends.append(pos)
-    keep = len(records) if len(records) == len(order) else len(records) - len(records) % batch_size
-    records = records[:keep]
-    for i, r in enumerate(records):
-        if i >= len(order) or r.get("id") != order[i]:
-            raise DataError(f"{path}: record {i} is not the expected example; delete the folder to start over")
-    good = ends[keep - 1] if keep else 0
-    if good != len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return records
+        if len(group) == len(batches[b]):
+            done[b], group, good = group, [], pos
+    return done, good
 
 
-def _read_timing(path: Path, n_batches: int) -> list[dict]:
-    """Timing lines of the first n_batches batches (rewritten without the others)."""
-    if not path.exists():
-        return []
+def _read_timing(paths) -> dict[int, dict]:
+    """batch -> its timing line, from every process's timing file."""
     timing = {}
-    for line in path.read_text().splitlines():
-        try:
-            t = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if t["batch"] < n_batches:
+    for path in paths:
+        for line in path.read_text().splitlines():
+            try:
+                t = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
             timing[t["batch"]] = t
-    timing = [timing[k] for k in sorted(timing)]
-    atomic_write_text(path, "".join(json.dumps(t) + "\n" for t in timing))
     return timing
+
+
+def decode_cost(prompt_len: int, new_tokens: int, window: str, W: int) -> int:
+    """Token positions the model runs to prefill a prompt and decode `new_tokens` after it: one
+    per token, and in reference mode W for each token predicted from a full window (a row of
+    length L > W, see `tinylm.decode`)."""
+    past = max(0, prompt_len + new_tokens - 1 - max(prompt_len - 1, W)) if window == "reference" else 0
+    return prompt_len + new_tokens + (W - 1) * past
+
+
+def share_batches(costs: dict[int, int], processes: int) -> list[list[int]]:
+    """Batches -> one list per process: costliest first, each to the least loaded process."""
+    plan, loads = [[] for _ in range(processes)], [0] * processes
+    for b in sorted(costs, key=lambda b: (-costs[b], b)):
+        r = min(range(processes), key=lambda r: (loads[r], r))
+        plan[r].append(b)
+        loads[r] += costs[b]
+    return plan
 
 
 def _append_lines(path: Path, lines: list[str]) -> None:
@@ -278,7 +312,7 @@ def _summarize(name: str, path: Path, records: list[dict], timing: list[dict], s
     n = len(records)
     counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
     outputs = [r["output_correct"] for r in records if r["output_correct"] is not None]
-    wall = sum(t["wall_s"] for t in timing)
+    wall = sum(t["wall_s"] / t["processes"] for t in timing)  # processes decode batches side by side
     generated = sum(t["generated_tokens"] for t in timing)
     return {
         "suite": name,
@@ -302,12 +336,16 @@ def _summarize(name: str, path: Path, records: list[dict], timing: list[dict], s
 
 
 def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg: EvalConfig | None = None, *,
-                   name: str | None = None, checkpoint: dict | None = None, log=print) -> dict:
-    """Evaluate `model` on one test file into `out_dir`, resuming what a previous run left there."""
+                   name: str | None = None, checkpoint: dict | None = None, log=print, rt=None) -> dict:
+    """Evaluate `model` on one test file into `out_dir`, resuming what a previous run left there.
+
+    `rt`: a `tinylm.runtime.Runtime`; under torchrun its processes share the batches and every
+    one of them returns the summary."""
     cfg = cfg or EvalConfig()
     cfg.validate()
     suite, out_dir = Path(suite), Path(out_dir)
     name = name or suite_name(str(suite))[0]
+    rank, processes = (rt.rank, rt.world_size) if rt else (0, 1)
     eos = tokenizer.eos_id
     if eos is None:
         raise DataError(f"tokenizer {tokenizer.name} has no \"\\n\\n\" terminator token; cannot score traces")
@@ -323,6 +361,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     by_id = {e.id: e for e in examples}
     # longest targets first, so that the rows of a batch finish together
     order = [e.id for e in sorted(examples, key=lambda e: (-len(e.target_ids), e.id))]
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
 
     settings = {"suite": str(suite), "suite_sha256": hashlib.sha256(suite.read_bytes()).hexdigest(),
                 "n_examples": len(examples), "tokenizer": tokenizer.name, **(checkpoint or {}),
@@ -335,17 +374,32 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ConfigError(f"{out_dir} holds an evaluation with other settings ({', '.join(diff)}); "
                               f"use another --out folder or delete it")
-    else:
+    elif rank == 0:
         atomic_write_json(settings_path, settings)
 
-    progress, timing_path = out_dir / "progress.jsonl", out_dir / "timing.jsonl"
-    records = _read_progress(progress, order, cfg.batch_size)
-    timing = _read_timing(timing_path, -(-len(records) // cfg.batch_size))
-    if records:
-        log(f"{name}: resuming after {len(records)} of {len(order)} examples")
-    for first in range(len(records), len(order), cfg.batch_size):
-        batch = first // cfg.batch_size
-        ids = order[first:first + cfg.batch_size]
+    done, timing, plan = {}, {}, None
+    if rank == 0:  # reads every process's files before any of them writes
+        for path in sorted(out_dir.glob("progress*.jsonl")):
+            for b, recs in _read_progress(path, batches)[0].items():
+                done.setdefault(b, recs)
+        timing = _read_timing(sorted(out_dir.glob("timing*.jsonl")))
+        W = model.config.block_size
+        costs = {b: sum(decode_cost(len(by_id[i].prompt_ids), len(by_id[i].target_ids) + cfg.slack, cfg.window, W)
+                        for i in ids) for b, ids in enumerate(batches) if b not in done}
+        plan = share_batches(costs, processes)
+        if done:
+            log(f"{name}: resuming after {sum(map(len, done.values()))} of {len(order)} examples")
+    plan = rt.broadcast_object(plan) if rt else plan
+    progress, timing_path = _log_paths(out_dir, rank)
+    good = _read_progress(progress, batches)[1]
+    if progress.exists() and progress.stat().st_size != good:
+        with open(progress, "r+b") as f:  # cut a torn or unfinished batch
+            f.truncate(good)
+
+    tag = f"[{rank + 1}/{processes}] " if processes > 1 else ""
+    mine, mine_timing = [], []
+    for batch in plan[rank]:
+        ids = batches[batch]
         tick = time.time()
         result = generate(model, [by_id[i].prompt_ids for i in ids], cfg.generate_config(batch), eos_id=eos,
                           step_id=step_id, max_new_tokens=[len(by_id[i].target_ids) + cfg.slack for i in ids])
@@ -357,24 +411,29 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
                    "generated": tokenizer.decode(gen[:gen.index(eos)] if eos in gen else gen),
                    **score(tokenizer.token_strings(ex.target_ids), tokenizer.token_strings(gen),
                            tokenizer.token_strings([eos])[0])}
-            records.append(rec)
+            mine.append(rec)
             lines.append(json.dumps(rec))
         _append_lines(progress, lines)
         t = {"batch": batch, "wall_s": wall, "generated_tokens": sum(len(g) for g in result.ids),
-             "positions": result.positions}
-        timing.append(t)
+             "positions": result.positions, "processes": processes}
+        mine_timing.append(t)
         _append_lines(timing_path, [json.dumps(t)])
-        done = len(records)
-        hard = sum(r["class"] == "hard" for r in records)
-        log(f"{name}: {done}/{len(order)} examples, hard {100 * hard / done:.1f}%, "
-            f"{t['generated_tokens'] / max(wall, 1e-9):.0f} tokens/s")
+        hard = sum(r["class"] == "hard" for r in mine)
+        log(f"{tag}{name}: {len(mine)}/{sum(len(batches[b]) for b in plan[rank])} examples, "
+            f"hard {100 * hard / len(mine):.1f}%, {t['generated_tokens'] / max(wall, 1e-9):.0f} tokens/s")
 
-    final = sorted(records, key=lambda r: r["id"])
-    atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in final))
-    atomic_write_text(out_dir / "results.csv", _csv_text(final))
-    summary = _summarize(name, suite, final, timing, settings)
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
+    gathered = rt.gather_objects((mine, mine_timing)) if rt else [(mine, mine_timing)]
+    summary = None
+    if rank == 0:
+        records = [r for recs in done.values() for r in recs] + [r for recs, _ in gathered for r in recs]
+        timing.update({t["batch"]: t for _, ts in gathered for t in ts})
+        final = sorted(records, key=lambda r: r["id"])
+        atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in final))
+        atomic_write_text(out_dir / "results.csv", _csv_text(final))
+        finished = {r["batch"] for r in final}
+        summary = _summarize(name, suite, final, [timing[b] for b in sorted(timing) if b in finished], settings)
+        atomic_write_json(out_dir / "summary.json", summary)
+    return rt.broadcast_object(summary) if rt else summary
 
 
 # -----------------------------------------------------------------------------
@@ -390,26 +449,29 @@ def checkpoint_info(path: str | Path, ckpt: dict) -> dict:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str | Path,
-                        cfg: EvalConfig | None = None, device: str = "cpu", log=print) -> dict:
-    """Evaluate one checkpoint on several suites; OUT/summary.json and OUT/table.md gather them."""
+                        cfg: EvalConfig | None = None, device: str = "cpu", log=print, rt=None) -> dict:
+    """Evaluate one checkpoint on several suites; OUT/summary.json and OUT/table.md gather them.
+
+    `rt` (torchrun): its processes share each suite's batches; its device wins over `device`."""
     from tinylm.checkpoint import load_model
     from tinylm.report import suites_table
 
     if not suites:
         raise ConfigError("no test suite given (--suite PATH, repeatable)")
     out_dir = Path(out_dir)
-    model, tokenizer, ckpt = load_model(checkpoint, device)
+    model, tokenizer, ckpt = load_model(checkpoint, rt.device if rt else device)
     info = checkpoint_info(checkpoint, ckpt)
     summaries = []
     for spec in suites:
         name, path = suite_name(spec)
         summaries.append(evaluate_suite(model, tokenizer, path, out_dir / name, cfg, name=name,
-                                        checkpoint=info, log=log))
+                                        checkpoint=info, log=log, rt=rt))
     if len({s["suite"] for s in summaries}) != len(summaries):
         raise ConfigError("two suites have the same name; name them with --suite NAME=PATH")
     combined = {**info, "suites": summaries, "meta": run_metadata()}
-    atomic_write_json(out_dir / "summary.json", combined)
-    atomic_write_text(out_dir / "table.md", suites_table(summaries) + "\n")
+    if not rt or rt.is_main:
+        atomic_write_json(out_dir / "summary.json", combined)
+        atomic_write_text(out_dir / "table.md", suites_table(summaries) + "\n")
     return combined
 
 
@@ -429,7 +491,7 @@ def training_times(run_dir: Path) -> dict[int, float]:
 
 
 def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: EvalConfig | None = None,
-          device: str = "cpu", log=print) -> list[dict]:
+          device: str = "cpu", log=print, rt=None) -> list[dict]:
     """Evaluate every ckpt_*.pt of a run folder; one row per checkpoint in OUT/sweep.json and sweep.md."""
     from tinylm.report import sweep_report
 
@@ -440,15 +502,17 @@ def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: Eval
     times = training_times(run_dir)
     rows = []
     for path in paths:
-        log(f"== {path.name}")
-        res = evaluate_checkpoint(path, suites, out_dir / path.stem, cfg, device, log)
+        if not rt or rt.is_main:
+            log(f"== {path.name}")
+        res = evaluate_checkpoint(path, suites, out_dir / path.stem, cfg, device, log, rt)
         step = res.get("step")
         rows.append({"checkpoint": path.name, "step": step, "elapsed_s": times.get(step),
                      "suites": {s["suite"]: {k: s[k] for k in ("n", "hard_pct", "soft_pct", "failure_pct",
                                                               "steps_correct_frac_mean")}
                                 for s in res["suites"]}})
-    atomic_write_json(out_dir / "sweep.json", {"run": str(run_dir), "rows": rows})
-    atomic_write_text(out_dir / "sweep.md", sweep_report(rows) + "\n")
+    if not rt or rt.is_main:
+        atomic_write_json(out_dir / "sweep.json", {"run": str(run_dir), "rows": rows})
+        atomic_write_text(out_dir / "sweep.md", sweep_report(rows) + "\n")
     return rows
 
 
@@ -466,7 +530,8 @@ def cli(argv: list[str]) -> int:
                     help="test file, examples separated by blank lines (repeatable)")
     ap.add_argument("--out", required=True, help="output folder (resumed if it holds a killed evaluation)")
     ap.add_argument("--limit", type=int, default=None, help="first N examples of each suite")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=128,
+                    help="examples decoded together; under torchrun 16-32 share out more evenly")
     ap.add_argument("--slack", type=int, default=16, help="tokens allowed beyond each target's length")
     ap.add_argument("--window", choices=WINDOWS, default="reference")
     ap.add_argument("--temperature", type=float, default=0.0)
@@ -476,7 +541,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
                     help="greedy: verify up to K tokens copied from earlier in the trace per step (0 = off)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto: this process's GPU if there is one, else cpu")
     args = ap.parse_args(argv)
     cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
@@ -484,13 +549,19 @@ def cli(argv: list[str]) -> int:
     cfg.validate()
     if not args.suite:
         raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    # under torchrun: joins the process group; full float32 products, as the reference scored
+    rt = runtime.setup(args.device, "float32", args.seed, tf32=False)
     with torch.no_grad():
         if args.sweep:
-            rows = sweep(args.sweep, args.suite, args.out, cfg, args.device)
+            rows = sweep(args.sweep, args.suite, args.out, cfg, log=print, rt=rt)
             from tinylm.report import sweep_report
-            print(sweep_report(rows))
+            table = sweep_report(rows)
         else:
-            res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, args.device)
+            res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, log=print, rt=rt)
             from tinylm.report import suites_table
-            print(suites_table(res["suites"]))
+            table = suites_table(res["suites"])
+    if rt.is_main:
+        print(table)
+    rt.barrier()  # the processes leave together
+    rt.close()
     return 0

@@ -174,6 +174,14 @@ class Runtime:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast_object(self, obj):
+        """Rank 0's `obj` on every rank; identity in a single process."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
@@ -184,8 +192,11 @@ class Runtime:
             dist.destroy_process_group()
 
 
-def setup(device: str = "auto", dtype: str = "auto", seed: int = 0) -> Runtime:
+def setup(device: str = "auto", dtype: str = "auto", seed: int = 0, tf32: bool = True) -> Runtime:
     """Read torchrun's environment, join the process group if there is one, pick device and dtype.
+
+    `tf32`: float32 matrix products on CUDA may round their inputs to TF32 (faster; training wants
+    it, exact evaluation does not).
 
     Each rank is seeded with `seed + rank`; data order does not depend on these seeds (the
     batch sampler is seeded explicitly), only dropout and other in-model randomness do.
@@ -201,8 +212,8 @@ def setup(device: str = "auto", dtype: str = "auto", seed: int = 0) -> Runtime:
         dist.init_process_group(backend=backend, init_method="env://",
                                 **({"device_id": dev} if dev.type == "cuda" else {}))
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True   # fp32 matmuls (outside autocast) use TF32
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = tf32   # fp32 matmuls (outside autocast)
+        torch.backends.cudnn.allow_tf32 = tf32
     seed_everything(seed + rank)
     return Runtime(device=dev, dtype=autocast_dtype(dev, dtype), rank=rank,
                    local_rank=local_rank, world_size=world_size)
