@@ -4,16 +4,19 @@
     nice python benchmarks/bench_decode.py --limit 256 --threads 2
     nice python benchmarks/bench_decode.py --random-weights    # without the golden checkpoint
     nice python benchmarks/bench_decode.py --checkpoint tinypy_code_tracing_demo/2_model_training/runs/cpu/best.pt
+    python benchmarks/bench_decode.py --preset main2025 --vocab m2 --device cuda --rows 256 --speculate 0 \
+        --suite datasets/main2025-small/test.txt --limit 1024     # the 62M model on a GPU
 
 Model: the golden reference checkpoint imported (or random weights of the same demo architecture:
-learned positions, block_size 128, 1.2M parameters), or a tinylm checkpoint (--checkpoint, e.g.
-the trained demo model). Examples: the first --limit of datasets/demo/test.txt; prompt = up to the
-first #STEP line.
+learned positions, block_size 128, 1.2M parameters), a tinylm checkpoint (--checkpoint, e.g. the
+trained demo model), or random weights of a model preset (--preset, tokenizer --vocab; such a model
+never stops early, so every row runs to its budget). Examples: the first --limit of --suite
+(datasets/demo/test.txt); prompt = up to the first #STEP line.
 
 - baseline, the reference's way: examples sorted by target length (longest first), batches of 10,
-  every row fed as a fixed 128-token window (right-padded, or the last 128 tokens) through a full
-  forward for every new token, budget = longest target of the batch + 5, no early stop. Every step
-  of it is the same (10, 128) forward, so it is timed on --baseline-batches batches (the shortest)
+  every row fed as a fixed block_size window (right-padded, or the last block_size tokens) through a
+  full forward for every new token, budget = longest target of the batch + 5, no early stop. Every
+  step of it is the same (10, block_size) forward, so it is timed on --baseline-batches batches (the shortest full ones)
   and its time for all examples is steps x measured seconds per step.
 - reference mode: `generate(window="reference")`, --rows rows at a time (a finished row takes the
   next example), per-row budget target + 5, stop at the terminator. Its tokens must equal the baseline's on the timed batches.
@@ -39,7 +42,8 @@ import torch
 
 from tinylm.decode import SPECULATE, STEP_TOKEN, GenerateConfig, generate
 from tinylm.evaluate import read_suite, score
-from tinylm.model import GPT, GPTConfig
+from tinylm.model import GPT, GPTConfig, model_preset
+from tinylm.runtime import select_device
 from tinylm.tokenizer import keyword_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,13 +61,14 @@ def reference_batches(examples, batch_size: int = 10):
 def reference_way(model, batch, budget):
     """The reference evaluator's decoding loop for one batch, vectorised but otherwise unchanged."""
     W = model.config.block_size
+    device = model.wte.weight.device
     seqs = [list(e.prompt_ids) for e in batch]
     for _ in range(budget):
         lens = [min(len(s), W) for s in seqs]
         window = torch.zeros(len(batch), W, dtype=torch.long)
         for b, s in enumerate(seqs):
             window[b, :lens[b]] = torch.tensor(s[-W:])
-        logits, _ = model(window)
+        logits, _ = model(window.to(device))
         last = logits[torch.arange(len(batch)), torch.tensor(lens) - 1]
         for s, t in zip(seqs, torch.softmax(last, -1).argmax(-1).tolist()):
             s.append(t)
@@ -94,11 +99,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--checkpoint", help="a tinylm checkpoint instead of the golden reference model")
+    ap.add_argument("--preset", help="random weights of this model preset (e.g. main2025, the 62M model)")
+    ap.add_argument("--vocab", default="demo", help="keyword vocabulary of --preset's examples")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = select_device(args.device)
 
-    tok = keyword_tokenizer("demo")
-    if args.checkpoint:
+    tok = keyword_tokenizer(args.vocab)
+    if args.preset:
+        torch.manual_seed(0)
+        config = GPTConfig(**{**model_preset(args.preset), "vocab_size": tok.vocab_size})
+        model = GPT(config).eval()
+        source = f"random weights, preset {args.preset} ({model.num_params() / 1e6:.1f}M parameters)"
+    elif args.checkpoint:
         from tinylm.checkpoint import load_model
         model, tok, _ = load_model(args.checkpoint)
         source = f"{args.checkpoint} ({model.config.pos_encoding} positions)"
@@ -109,12 +123,15 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, source = GPT(GPTConfig()).eval(), "random weights, demo architecture"
+    model = model.to(device)
     examples = read_suite(args.suite, tok, args.limit)
     n = len(examples)
-    print(f"model: {source}; {n} examples of {args.suite}; {args.threads} thread(s)")
+    where = f"{args.threads} thread(s)" if device.type == "cpu" else str(device)
+    print(f"model: {source}; {n} examples of {args.suite}; {where}")
 
     batches = reference_batches(examples)
-    timed = batches[-args.baseline_batches:]
+    full = [b for b in batches if len(b[0]) == 10] or batches  # a short last batch would time fewer rows
+    timed = full[-args.baseline_batches:]
     tick, cpu = time.time(), time.process_time()
     base = {}
     for batch, budget in timed:
@@ -122,7 +139,9 @@ def main() -> None:
     timed_steps = sum(budget for _, budget in timed)
     per_step, cpu_per_step = (time.time() - tick) / timed_steps, (time.process_time() - cpu) / timed_steps
     steps = sum(budget for _, budget in batches)
-    rows = [("reference way (batch 10, 128-token window)", steps * 10, steps * per_step, steps * cpu_per_step, None)]
+    W = model.config.block_size
+    positions = sum(budget * len(batch) for batch, budget in batches)
+    rows = [(f"reference way (batch 10, {W}-token window)", positions, steps * per_step, steps * cpu_per_step, None)]
     print(f"baseline: {per_step * 1000:.0f} ms per step of 10 rows, timed on {len(timed)} batches; "
           f"{steps} steps for all {n} examples")
 
