@@ -5,7 +5,7 @@
     nice python benchmarks/bench_decode.py --random-weights    # without the golden checkpoint
     nice python benchmarks/bench_decode.py --checkpoint tinypy_code_tracing_demo/2_model_training/runs/cpu/best.pt
     python benchmarks/bench_decode.py --preset main2025 --vocab m2 --device cuda --rows 256 --speculate 0 \
-        --suite datasets/main2025-small/test.txt --limit 1024     # the 62M model on a GPU
+        --suite test.txt --limit 512 --windows step-anchored     # the 62M model on a GPU (BENCHMARKS.md)
 
 Model: the golden reference checkpoint imported (or random weights of the same demo architecture:
 learned positions, block_size 128, 1.2M parameters), a tinylm checkpoint (--checkpoint, e.g. the
