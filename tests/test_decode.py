@@ -4,6 +4,7 @@ the command line. Speculative decoding itself: test_speculative.py."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from tinylm.decode import (
     beam_search,
     filter_logits,
     generate,
+    on_threads,
 )
 from tinylm.errors import ConfigError
 from tinylm.model import GPT, GPTConfig
@@ -91,6 +93,39 @@ def test_reference_window_equals_full_recomputation(pos):
     assert generate(model, ps, max_new_tokens=budgets).ids == want
     # two rows at a time: finished rows take the waiting prompts mid-decode (continuous batching)
     assert generate(model, ps, max_new_tokens=budgets, rows=2).ids == want
+    with torch_threads(2):  # the recomputed windows split between two threads
+        assert generate(model, ps, max_new_tokens=budgets).ids == want
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_on_threads_computes_slices_side_by_side_and_restores_torch_threads():
+    model = sharp_model("alibi", seed=2)
+    x = torch.tensor(prompts([16] * 5, seed=3))
+
+    @torch.inference_mode()
+    def last_logits(rows):
+        return model(rows, last=True)[0]
+
+    with torch_threads(2):
+        torch.testing.assert_close(on_threads(last_logits, x, 3), last_logits(x))
+        torch.testing.assert_close(on_threads(last_logits, x[:1], 4), last_logits(x[:1]))
+        assert torch.get_num_threads() == 2
+
+        def fails(rows):
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            on_threads(fails, x, 2)
+        assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"])
@@ -186,16 +221,17 @@ def test_decoder_rejects_unknown_window_and_missing_step_token():
 # The reference model's greedy generations
 
 
-@pytest.mark.parametrize("speculate", [0, 4])
-def test_golden_greedy_generations_are_reproduced(speculate):
+@pytest.mark.parametrize("speculate,threads", [(0, 1), (4, 1), (0, 2)])
+def test_golden_greedy_generations_are_reproduced(speculate, threads):
     from tinylm.reference import import_reference_checkpoint
 
     folder = golden_dir("reference_checkpoint")
     model, _ = import_reference_checkpoint(folder / "best-model.pth")
     golden = json.loads((folder / "greedy_generations.json").read_text())
     n = 160  # 21-token prompts: the last 53 tokens are decoded past the 128-token window
-    got = generate(model, [g["prompt_ids"] for g in golden], GenerateConfig(speculate=speculate),
-                   max_new_tokens=n, eos_id=EOS)
+    with torch_threads(threads):  # 2: the recomputed windows split between two threads
+        got = generate(model, [g["prompt_ids"] for g in golden], GenerateConfig(speculate=speculate),
+                       max_new_tokens=n, eos_id=EOS)
     assert got.ids == [g["generated_ids"][:n] for g in golden]
     if speculate:  # inside the window, drafts copied from the prompt and earlier steps were accepted
         assert got.accepted > 0
