@@ -126,21 +126,27 @@ def _files(folder):
     return out, summary
 
 
+def die_on_second_batch(monkeypatch) -> None:
+    """Make the evaluation die (as if killed) when it starts its second batch."""
+    real, calls = ev.generate, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "generate", dies)
+
+
 def test_killed_evaluation_resumes_to_identical_files(tmp_path, monkeypatch):
     suite = make_suite(tmp_path / "test.txt", 8)
     cfg = EvalConfig(batch_size=3, window="step-anchored", temperature=0.8, seed=5)  # sampling: seeds per batch
     quiet = dict(log=lambda s: None)
     evaluate_suite(tiny_model(), TOK, suite, tmp_path / "whole", cfg, **quiet)
 
-    real, calls = ev.generate, []
-
-    def dies_on_second_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ev, "generate", dies_on_second_batch)
+    real = ev.generate
+    die_on_second_batch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         evaluate_suite(tiny_model(), TOK, suite, tmp_path / "killed", cfg, **quiet)
     progress = tmp_path / "killed" / "progress.jsonl"
@@ -178,15 +184,7 @@ def test_two_processes_resume_a_killed_run_to_the_files_of_one(tmp_path, monkeyp
             "--window", "step-anchored", "--temperature", "0.8", "--seed", "5", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
 
-    real, calls = ev.generate, []
-
-    def dies_on_second_batch(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(ev, "generate", dies_on_second_batch)
+    die_on_second_batch(monkeypatch)
     assert main([*args, "--out", str(tmp_path / "two")]) == 130
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
