@@ -273,6 +273,16 @@ def _read_timing(paths) -> dict[int, dict]:
     return timing
 
 
+def _finished(out_dir: Path, batches: list[list[int]]) -> tuple[dict[int, list[dict]], dict[int, dict]]:
+    """The batches earlier runs finished, in any process's progress file (batch -> records), and
+    the timing lines of every process."""
+    done = {}
+    for path in sorted(out_dir.glob("progress*.jsonl")):
+        for b, recs in _read_progress(path, batches)[0].items():
+            done.setdefault(b, recs)
+    return done, _read_timing(sorted(out_dir.glob("timing*.jsonl")))
+
+
 def decode_cost(prompt_len: int, new_tokens: int, window: str, W: int) -> int:
     """Token positions the model runs to prefill a prompt and decode `new_tokens` after it: one
     per token, and in reference mode W for each token predicted from a full window (a row of
@@ -379,10 +389,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
 
     done, timing, plan = {}, {}, None
     if rank == 0:  # reads every process's files before any of them writes
-        for path in sorted(out_dir.glob("progress*.jsonl")):
-            for b, recs in _read_progress(path, batches)[0].items():
-                done.setdefault(b, recs)
-        timing = _read_timing(sorted(out_dir.glob("timing*.jsonl")))
+        done, timing = _finished(out_dir, batches)
         W = model.config.block_size
         costs = {b: sum(decode_cost(len(by_id[i].prompt_ids), len(by_id[i].target_ids) + cfg.slack, cfg.window, W)
                         for i in ids) for b, ids in enumerate(batches) if b not in done}
