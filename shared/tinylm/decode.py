@@ -248,8 +248,7 @@ class Decoder:
     tokens (`speculative_step`), under one window semantics."""
 
     def __init__(self, model, *, window: str = "reference", step_id: int | None = None,
-                 window_size: int | None = None, chunk_tokens: int = 16384, speculate: int = 0,
-                 workers: int | None = None):
+                 window_size: int | None = None, chunk_tokens: int = 16384, speculate: int = 0):
         if window not in WINDOWS:
             raise ConfigError(f"window must be one of {list(WINDOWS)}, got {window!r}")
         if window == "step-anchored" and step_id is None:
@@ -267,7 +266,7 @@ class Decoder:
         self.speculate = speculate
         self.chunk_tokens = chunk_tokens
         self.device = model.wte.weight.device
-        self.workers = workers or (torch.get_num_threads() if self.device.type == "cpu" else 1)
+        self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1  # see `on_threads`
         self.positions = 0  # token positions run through the model (prefill + steps + recomputation)
         self.verified = 0  # speculative forwards of rows that had a draft
         self.drafted = 0  # draft tokens those rows fed

@@ -355,7 +355,8 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     cfg.validate()
     suite, out_dir = Path(suite), Path(out_dir)
     name = name or suite_name(str(suite))[0]
-    rank, processes = (rt.rank, rt.world_size) if rt else (0, 1)
+    rt = rt or runtime.Runtime(device=model.wte.weight.device, dtype=torch.float32)  # one process
+    rank, processes = rt.rank, rt.world_size
     eos = tokenizer.eos_id
     if eos is None:
         raise DataError(f"tokenizer {tokenizer.name} has no \"\\n\\n\" terminator token; cannot score traces")
@@ -396,7 +397,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         plan = share_batches(costs, processes)
         if done:
             log(f"{name}: resuming after {sum(map(len, done.values()))} of {len(order)} examples")
-    plan = rt.broadcast_object(plan) if rt else plan
+    plan = rt.broadcast_object(plan)
     progress, timing_path = _log_paths(out_dir, rank)
     good = _read_progress(progress, batches)[1]
     if progress.exists() and progress.stat().st_size != good:
@@ -429,7 +430,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         log(f"{tag}{name}: {len(mine)}/{sum(len(batches[b]) for b in plan[rank])} examples, "
             f"hard {100 * hard / len(mine):.1f}%, {t['generated_tokens'] / max(wall, 1e-9):.0f} tokens/s")
 
-    gathered = rt.gather_objects((mine, mine_timing)) if rt else [(mine, mine_timing)]
+    gathered = rt.gather_objects((mine, mine_timing))
     summary = None
     if rank == 0:
         records = [r for recs in done.values() for r in recs] + [r for recs, _ in gathered for r in recs]
@@ -440,7 +441,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         finished = {r["batch"] for r in final}
         summary = _summarize(name, suite, final, [timing[b] for b in sorted(timing) if b in finished], settings)
         atomic_write_json(out_dir / "summary.json", summary)
-    return rt.broadcast_object(summary) if rt else summary
+    return rt.broadcast_object(summary)
 
 
 # -----------------------------------------------------------------------------
