@@ -1,0 +1,516 @@
+"""Research projects: one YAML per size describes a project's datasets, runs, evaluation and report.
+
+A project folder holds `configs/{smoke,cpu,paper}.yaml` (each an `Experiment`) and four stage
+scripts that call `stage_main`, plus `run_all.py` (`run_all`):
+
+    1_data.py    build every dataset under `datasets`
+    2_train.py   train every run under `runs` (a run is the shared `train` section plus its overrides)
+    3_eval.py    evaluate every run's best checkpoint (a `sweep` run: every checkpoint) on every suite
+    4_report.py  the tables and plots under `report`, into results/<config>/
+
+Where things go (PROJECT/runs/ is git-ignored):
+- a dataset without overrides is built in its own folder (`datasets/NAME`, shared by every project);
+  one with overrides (the smoke sizes) is built from a copy of its spec under
+  PROJECT/runs/<config>/datasets/NAME, so it never overwrites the full-size build;
+- run R trains into PROJECT/runs/<config>/train/R and is evaluated into PROJECT/runs/<config>/eval/R/<window>;
+- derived suites (renamed variables) are written to PROJECT/runs/<config>/suites/NAME.txt;
+- the report goes to PROJECT/results/<config>/ (committed for the configs whose numbers a README quotes).
+
+Names. In the `train` section and in a run's overrides, `data.dataset` and `data.stages[i].dataset`
+may name a dataset of the experiment instead of giving a path; a suite is `DATASET/FILE`
+(`nightly-cpu/test.txt`) or a path from the repository root; `init_run: R` starts a run from run
+R's best checkpoint (R must come earlier). Every stage resumes: a dataset whose manifest holds its
+spec is not rebuilt, a run continues from its newest checkpoint (a finished one does nothing), an
+evaluation reads back what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tinylm.config import deep_merge, from_dict, load_config, parse_overrides, read_yaml, to_dict, write_yaml
+from tinylm.errors import ConfigError, DataError, TinylmError
+from tinylm.files import find_repo_root, resolve_path
+
+STAGES = ("data", "train", "eval", "report")
+CHECKPOINT = "best.pt"
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class DatasetEntry:
+    spec: str
+    """Dataset folder holding the committed dataset.yaml, from the repository root."""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted dataset.yaml overrides (e.g. splits.train=500); the dataset is then built in the run folder."""
+    ood_count: int | None = None
+    """Examples of every OOD suite (smoke sizes); like an override, moves the build to the run folder."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.overrides) or self.ood_count is not None
+
+
+@dataclass
+class RunEntry:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig keys (dotted or nested) merged over the experiment's `train` section."""
+    init_run: str | None = None
+    """Start from this earlier run's best checkpoint (sets init_from)."""
+    sweep: bool = False
+    """Evaluate every kept checkpoint of the run, not only best.pt."""
+    checkpoint: str | None = None
+    """Not trained here: evaluate this existing checkpoint (e.g. another project's model) as the run."""
+
+
+@dataclass
+class DerivedSuite:
+    """A suite made from an evaluation: the examples run `run` solved on `suite`, variables renamed."""
+
+    name: str
+    run: str
+    suite: str
+    dataset: str
+    """Experiment dataset whose training programs the new names must avoid (and whose format re-traces)."""
+    kind: Literal["renamed-variables"] = "renamed-variables"
+    seed: int = 0
+
+
+@dataclass
+class EvalSection:
+    suites: dict[str, str] = field(default_factory=dict)
+    """Suite name -> DATASET/FILE or a path."""
+    derived: list[DerivedSuite] = field(default_factory=list)
+    limit: int | None = None
+    """First N examples of each suite."""
+    sweep_limit: int | None = None
+    """First N examples of each suite for every checkpoint of a sweep run (default: limit)."""
+    window: str = "step-anchored"
+    """Decoding window of the main evaluation (see tinylm.decode)."""
+    extra_windows: list[str] = field(default_factory=list)
+    """Windows also evaluated for every run whose positional encoding allows them."""
+    batch_size: int = 128
+    runs: list[str] | None = None
+    """Runs to evaluate (default: all)."""
+
+
+@dataclass
+class ReportItem:
+    kind: Literal["table", "scaling", "bars", "sweep"]
+    file: str
+    """Output file name under results/<config>/ (.md for a table, .png for a plot)."""
+    runs: list[str] = field(default_factory=list)
+    """Runs shown (default: all evaluated runs)."""
+    suites: list[str] = field(default_factory=list)
+    """Suites shown (default: all)."""
+    x: Literal["parameters", "train_examples", "tokens"] = "parameters"
+    """scaling: the horizontal axis."""
+    title: str = ""
+
+
+@dataclass
+class Experiment:
+    datasets: dict[str, DatasetEntry] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig fields shared by every run."""
+    runs: dict[str, RunEntry] = field(default_factory=dict)
+    eval: EvalSection = field(default_factory=EvalSection)
+    report: list[ReportItem] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.runs:
+            raise ConfigError("'runs' must name at least one run")
+        order = list(self.runs)
+        for name, run in self.runs.items():
+            if run.checkpoint is not None and (run.overrides or run.init_run or run.sweep):
+                raise ConfigError(f"runs.{name}: a run given by 'checkpoint' is not trained here; "
+                                  f"it takes no overrides, init_run or sweep")
+            if run.init_run is not None and (run.init_run not in order or order.index(run.init_run) >= order.index(name)):
+                raise ConfigError(f"runs.{name}.init_run: '{run.init_run}' is not a run listed before '{name}'")
+        for name in self.eval.runs or []:
+            if name not in self.runs:
+                raise ConfigError(f"eval.runs: unknown run '{name}' (runs: {', '.join(order)})")
+        suites = set(self.eval.suites)
+        for i, d in enumerate(self.eval.derived):
+            where = f"eval.derived[{i}]"
+            if d.name in suites:
+                raise ConfigError(f"{where}.name: suite '{d.name}' is defined twice")
+            if d.run not in self.runs:
+                raise ConfigError(f"{where}.run: unknown run '{d.run}'")
+            if d.suite not in self.eval.suites:
+                raise ConfigError(f"{where}.suite: unknown suite '{d.suite}' (suites: {', '.join(self.eval.suites)})")
+            if d.dataset not in self.datasets:
+                raise ConfigError(f"{where}.dataset: unknown dataset '{d.dataset}'")
+            suites.add(d.name)
+        for i, item in enumerate(self.report):
+            for name in item.runs:
+                if name not in self.runs:
+                    raise ConfigError(f"report[{i}].runs: unknown run '{name}'")
+            for name in item.suites:
+                if name not in suites:
+                    raise ConfigError(f"report[{i}].suites: unknown suite '{name}'")
+            if item.kind == "sweep" and len(item.runs) != 1:
+                raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
+            suffix = ".md" if item.kind == "table" else ".png"
+            if not item.file.endswith(suffix) or "/" in item.file:
+                raise ConfigError(f"report[{i}].file: expected a file name ending in {suffix}, got {item.file!r}")
+
+
+# ----------------------------------------------------------------------------- a loaded project
+
+
+class Project:
+    """An experiment config with the folders it works in."""
+
+    def __init__(self, project_dir: str | Path, config: str):
+        self.dir = Path(project_dir).resolve()
+        path = Path(config)
+        if not path.suffix:
+            path = self.dir / "configs" / f"{config}.yaml"
+        elif not path.is_absolute() and not path.exists():
+            path = self.dir / path
+        if not path.is_file():
+            known = sorted(p.stem for p in (self.dir / "configs").glob("*.yaml"))
+            raise ConfigError(f"{path}: no such config (configs here: {', '.join(known)})")
+        self.config_file = path
+        self.name = path.stem
+        self.cfg: Experiment = load_config(Experiment, path)
+        self.root = find_repo_root(self.dir) or self.dir.parent
+        self.work = self.dir / "runs" / self.name
+        self.results = self.dir / "results" / self.name
+
+    # -- datasets
+
+    def dataset_dir(self, name: str) -> Path:
+        entry = self.cfg.datasets[name]
+        if entry.changed:
+            return self.work / "datasets" / name
+        return resolve_path(entry.spec, self.config_file)
+
+    def suite_path(self, suite: str) -> Path:
+        """A suite's test file: DATASET/FILE or a path; derived suites live in the run folder."""
+        if suite in {d.name for d in self.cfg.eval.derived}:
+            return self.work / "suites" / f"{suite}.txt"
+        value = self.cfg.eval.suites[suite]
+        head, _, rest = value.partition("/")
+        if head in self.cfg.datasets and rest:
+            return self.dataset_dir(head) / rest
+        return resolve_path(value, self.config_file)
+
+    def suites(self) -> list[str]:
+        return list(self.cfg.eval.suites) + [d.name for d in self.cfg.eval.derived]
+
+    # -- runs
+
+    def run_dir(self, run: str) -> Path:
+        return self.work / "train" / run
+
+    def checkpoint(self, run: str) -> Path:
+        """The checkpoint a run is evaluated with (and later runs start from)."""
+        given = self.cfg.runs[run].checkpoint
+        return resolve_path(given, self.config_file) if given else self.run_dir(run) / CHECKPOINT
+
+    def eval_dir(self, run: str, window: str | None = None) -> Path:
+        return self.work / "eval" / run / (window or self.cfg.eval.window)
+
+    def train_config(self, run: str):
+        """The TrainConfig of a run: `train` <- run overrides, dataset names resolved, out_dir set."""
+        from tinylm.train import TrainConfig
+
+        entry = self.cfg.runs[run]
+        overrides = parse_overrides([f"{k}={json.dumps(v)}" for k, v in entry.overrides.items() if "." in k])
+        nested = {k: v for k, v in entry.overrides.items() if "." not in k}
+        data = deep_merge(deep_merge(self.cfg.train, nested), overrides)
+        data = self._resolve_datasets(data)
+        data["out_dir"] = str(self.run_dir(run))
+        if entry.init_run is not None:
+            data["init_from"] = str(self.checkpoint(entry.init_run))
+        return from_dict(TrainConfig, data, where=f"{self.config_file} (run '{run}')")
+
+    def _resolve_datasets(self, data: dict) -> dict:
+        section = dict(data.get("data") or {})
+        if section.get("dataset") in self.cfg.datasets:
+            section["dataset"] = str(self.dataset_dir(section["dataset"]))
+        stages = []
+        for stage in section.get("stages") or []:
+            stage = dict(stage)
+            if stage.get("dataset") in self.cfg.datasets:
+                stage["dataset"] = str(self.dataset_dir(stage["dataset"]))
+            stages.append(stage)
+        if stages:
+            section["stages"] = stages
+        return {**data, "data": section} if section else data
+
+    def eval_runs(self) -> list[str]:
+        return self.cfg.eval.runs or list(self.cfg.runs)
+
+
+# ----------------------------------------------------------------------------- stage 1: data
+
+
+def _spec_copy(project: Project, name: str) -> Path:
+    """The dataset.yaml an overridden dataset is built from: the committed spec with the overrides applied."""
+    from tinylm.datasets import load_spec, spec_file
+
+    entry = project.cfg.datasets[name]
+    source = spec_file(resolve_path(entry.spec, project.config_file))
+    spec = load_spec(source, entry.overrides)
+    folder = project.dataset_dir(name)
+    data = to_dict(spec)
+    for suite in data["ood"] if entry.ood_count is not None else []:
+        suite["count"] = entry.ood_count
+    # a folder that is another dataset of this experiment means that dataset as built here
+    built = {resolve_path(e.spec, project.config_file).resolve(): other
+             for other, e in project.cfg.datasets.items()}
+    data["decontaminate"] = [str(project.dataset_dir(built[p]) if p in built else p)
+                             for p in (resolve_path(d, source).resolve() for d in spec.decontaminate)]
+    target = folder / "dataset.yaml"
+    if not target.exists() or read_yaml(target) != data:
+        write_yaml(data, target)
+    return folder
+
+
+def build_datasets(project: Project, workers: int | None = None, log=print) -> None:
+    from tinylm.datasets import build, load_spec
+
+    for name, entry in project.cfg.datasets.items():
+        folder = _spec_copy(project, name) if entry.changed else project.dataset_dir(name)
+        manifest = folder / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("config") == to_dict(load_spec(folder)):
+            log(f"dataset {name}: {folder} is built")
+            continue
+        log(f"dataset {name}: building {folder}")
+        built = build(folder, workers)
+        splits = ", ".join(f"{k} {v['examples']}" for k, v in built["splits"].items())
+        log(f"dataset {name}: {splits} in {built['timings']['wall_seconds']:.1f} s")
+
+
+# ----------------------------------------------------------------------------- stage 2: train
+
+
+def train_runs(project: Project, only: list[str] | None = None, log=print) -> None:
+    from tinylm.train import checkpoint_paths, run
+
+    for name in only or list(project.cfg.runs):
+        if name not in project.cfg.runs:
+            raise ConfigError(f"--run: unknown run '{name}' (runs: {', '.join(project.cfg.runs)})")
+        if project.cfg.runs[name].checkpoint is not None:
+            log(f"run {name}: not trained here, evaluated from {project.checkpoint(name)}")
+            continue
+        cfg = project.train_config(name)
+        if cfg.init_from and not Path(cfg.init_from).is_file():
+            raise DataError(f"run '{name}' starts from {cfg.init_from}, which does not exist: train run "
+                            f"'{project.cfg.runs[name].init_run}' first")
+        for stage in [s.dataset for s in cfg.data.stages] or [cfg.data.dataset]:
+            if not (Path(stage) / "manifest.json").is_file():
+                raise DataError(f"run '{name}': dataset {stage} is not built (run stage 1, 1_data.py)")
+        resume = bool(checkpoint_paths(project.run_dir(name)))
+        log(f"\n== run {name} ({'resuming' if resume else 'new'}): {project.run_dir(name)}")
+        summary = run(cfg, project.config_file, resume=resume)
+        if summary["val_loss"] is not None:
+            log(f"run {name}: step {summary['step']}, val loss {summary['val_loss']:.4f}")
+
+
+# ----------------------------------------------------------------------------- stage 3: eval
+
+
+def _eval_config(project: Project, window: str, limit: int | None):
+    from tinylm.evaluate import EvalConfig
+
+    cfg = EvalConfig(batch_size=project.cfg.eval.batch_size, limit=limit, window=window)
+    cfg.validate()
+    return cfg
+
+
+def _windows(project: Project, run: str) -> list[str]:
+    """The main window, then every extra one the run's positional encoding allows."""
+    from tinylm.checkpoint import load_checkpoint
+
+    extra = project.cfg.eval.extra_windows
+    if not extra:
+        return [project.cfg.eval.window]
+    pos = load_checkpoint(project.checkpoint(run))["model_config"]["pos_encoding"]
+    absolute = pos in ("learned", "sinusoidal")
+    return [project.cfg.eval.window] + [w for w in extra if w != project.cfg.eval.window
+                                        and not (w == "rolling" and absolute)]
+
+
+def _suite_args(project: Project, names: list[str]) -> list[str]:
+    return [f"{name}={project.suite_path(name)}" for name in names]
+
+
+def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
+    from tinylm.datasets import stage_rename
+
+    results = project.eval_dir(derived.run) / derived.suite / "results.jsonl"
+    if not results.is_file():
+        raise DataError(f"{results}: the evaluation that suite '{derived.name}' is made from is missing")
+    out = project.suite_path(derived.name)
+    log(stage_rename(results, project.suite_path(derived.suite), out,
+                     project.dataset_dir(derived.dataset), derived.seed))
+
+
+def evaluate_runs(project: Project, only: list[str] | None = None, log=print) -> None:
+    from tinylm.evaluate import evaluate_checkpoint, sweep
+
+    ev = project.cfg.eval
+    runs = only or project.eval_runs()
+    plain = list(ev.suites)
+    # runs whose results derived suites are made from go first, on the plain suites
+    sources = {d.run for d in ev.derived}
+    for name in [r for r in runs if r in sources] + [r for r in runs if r not in sources]:
+        checkpoint = project.checkpoint(name)
+        if not checkpoint.is_file():
+            raise DataError(f"run '{name}': {checkpoint} is missing (train it first)")
+        for d in ev.derived:
+            if d.run == name:
+                evaluate_checkpoint(checkpoint, _suite_args(project, [d.suite]), project.eval_dir(name),
+                                    _eval_config(project, ev.window, ev.limit), log=log)
+                derive_suite(project, d, log)
+        for window in _windows(project, name):
+            log(f"\n== evaluating run {name}, {window} window")
+            evaluate_checkpoint(checkpoint, _suite_args(project, plain + [d.name for d in ev.derived]),
+                                project.eval_dir(name, window), _eval_config(project, window, ev.limit), log=log)
+        if project.cfg.runs[name].sweep:
+            log(f"\n== sweeping every checkpoint of run {name}")
+            sweep(project.run_dir(name), _suite_args(project, plain), project.work / "sweep" / name,
+                  _eval_config(project, ev.window, ev.sweep_limit or ev.limit), log=log)
+
+
+# ----------------------------------------------------------------------------- stage 4: report
+
+
+def run_row(project: Project, run: str) -> dict:
+    """What the report shows of a run: size, data, tokens seen, and every suite's summary per window."""
+    from tinylm.checkpoint import load_checkpoint
+
+    path = project.checkpoint(run)
+    ckpt = load_checkpoint(path)
+    info = json.loads((path.parent / "run.json").read_text())
+    trained = ckpt["config"]
+    step = ckpt["train_state"]["step"]
+    suites = {}
+    for i, window in enumerate(_windows(project, run)):
+        summary_path = project.eval_dir(run, window) / "summary.json"
+        if not summary_path.is_file():
+            raise DataError(f"{summary_path}: run '{run}' is not evaluated (run stage 3, 3_eval.py)")
+        for s in json.loads(summary_path.read_text())["suites"]:
+            suites[s["suite"] if i == 0 else f"{s['suite']} [{window}]"] = s
+    return {"run": run, "parameters": info["parameters"], "train_examples": _train_examples(trained["data"]),
+            "tokens": step * trained["batch_size"] * ckpt["model_config"]["block_size"], "step": step,
+            "suites": suites}
+
+
+def _train_examples(data: dict) -> int:
+    """Training examples a run drew from: its cap, else every example of its datasets' train splits."""
+    from tinylm.data import read_manifest
+
+    if data.get("train_examples"):
+        return data["train_examples"]
+    folders = [s["dataset"] for s in data.get("stages") or []] or [data["dataset"]]
+    return sum(read_manifest(f)["splits"]["train"]["examples"] for f in folders)
+
+
+def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:
+    path = project.work / "sweep" / run / "sweep.json"
+    if not path.is_file():
+        raise DataError(f"{path}: run '{run}' has no sweep (set sweep: true for it and run stage 3)")
+    from tinylm.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(project.checkpoint(run))
+    return json.loads(path.read_text())["rows"], ckpt["config"]["batch_size"] * ckpt["model_config"]["block_size"]
+
+
+def write_report(project: Project, log=print) -> list[Path]:
+    from tinylm import report
+    from tinylm.files import atomic_write_text
+
+    rows = {name: run_row(project, name) for name in project.eval_runs()}
+    written = []
+    for item in project.cfg.report:
+        chosen = [rows[r] for r in (item.runs or rows) if r in rows]
+        if item.suites:
+            chosen = [{**r, "suites": {k: v for k, v in r["suites"].items()
+                                       if k in item.suites or k.split(" [")[0] in item.suites}} for r in chosen]
+        path = project.results / item.file
+        title = item.title or None
+        if item.kind == "table":
+            atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.runs_table(chosen) + "\n")
+        elif item.kind == "scaling":
+            report.plot_scaling(chosen, item.x, path, title=title)
+        elif item.kind == "bars":
+            report.plot_bars(chosen, path, title=title)
+        else:
+            sweep_rows, tokens_per_step = _sweep_rows(project, item.runs[0])
+            if item.suites:
+                sweep_rows = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}}
+                              for r in sweep_rows]
+            report.plot_sweep_tokens(sweep_rows, tokens_per_step, path, title=title)
+            atomic_write_text(path.with_suffix(".md"), report.sweep_report(sweep_rows) + "\n")
+            written.append(path.with_suffix(".md"))
+        written.append(path)
+        log(f"wrote {path}")
+    return written
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def stage_main(stage: str, project_dir: str | Path, argv: list[str]) -> int:
+    """A project's stage script: `python N_STAGE.py [CONFIG] [options]`; exit status 2 on bad input."""
+    project_dir = Path(project_dir)
+    ap = _Parser(prog=f"{project_dir.name} {stage}",
+                 description=f"Stage '{stage}' of {project_dir.name} (see its README).")
+    ap.add_argument("config", nargs="?", default="cpu", help="smoke, cpu, paper, or a config file (default: cpu)")
+    if stage == "data":
+        ap.add_argument("--workers", type=int, default=None, help="build processes (default: all cores)")
+    if stage in ("train", "eval"):
+        ap.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
+    try:
+        args = ap.parse_args(argv)
+        if getattr(args, "workers", None) is not None and args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+        project = Project(project_dir, args.config)
+        if stage == "data":
+            build_datasets(project, args.workers)
+        elif stage == "train":
+            train_runs(project, args.run)
+        elif stage == "eval":
+            evaluate_runs(project, args.run)
+        else:
+            write_report(project)
+    except TinylmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_all(project_dir: str | Path, argv: list[str]) -> int:
+    """Every stage script of a project in order, each its own process; the first failure stops the chain."""
+    project_dir = Path(project_dir)
+    scripts = sorted(p for p in project_dir.glob("[1-9]_*.py"))
+    if len(argv) > 1:
+        print(f"usage: run_all.py [CONFIG]  (a name in {project_dir / 'configs'}, e.g. smoke or cpu)", file=sys.stderr)
+        return 2
+    start = time.time()
+    for script in scripts:
+        print(f"\n=== {script.name} ===", flush=True)
+        status = subprocess.call([sys.executable, str(script), *argv])
+        if status != 0:
+            print(f"stage {script.name} failed with exit status {status}", file=sys.stderr)
+            return status
+    print(f"\n{project_dir.name} finished in {(time.time() - start) / 60:.1f} min")
+    return 0
