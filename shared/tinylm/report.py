@@ -1,24 +1,58 @@
 """Scores -> tables and plots: markdown tables and PNG figures from evaluation summaries.
 
 Inputs are the files `tinylm eval` writes: a checkpoint's OUT/summary.json (several suites) or a
-sweep's OUT/sweep.json (one row per checkpoint).
+sweep's OUT/sweep.json (one row per checkpoint); `report compare` sets several checkpoints'
+evaluations side by side.
 
-    tinylm report evals/cpu            # table.md from summary.json
-    tinylm report evals/sweep          # sweep.md, hard_match.png (hard match vs step and vs time)
+    tinylm report evals/cpu            # table.md, classes.png from summary.json
+    tinylm report evals/sweep          # sweep.md, hard_match.png (vs step and time), hard_match_tokens.png
+    tinylm report compare --run small=evals/small --run big=evals/big --x parameters --out reports/size
+
+Cross-run functions take plain rows, one per run, so that project scripts can build them too:
+
+    {"run": "small", "parameters": 1234567, "train_examples": 20000, "tokens": 5242880,
+     "suites": {"demo-test": {"n": 1000, "hard_pct": 97.1, "soft_pct": 1.2, "failure_pct": 1.7,
+                              "steps_correct_frac_mean": 0.991}, ...}}
+
+`report compare` reads each evaluation folder's summary.json and, for the other numbers, the run
+folder that holds the checkpoint summary.json names (a relative path is taken from the working
+directory, as `tinylm eval` was given it; see `run_facts`):
+
+- parameters: that folder's run.json `parameters` (the model's parameter count, tied weights once);
+- tokens seen: the checkpoint's step x config.yaml's `batch_size` x `model.block_size` (what
+  metrics.jsonl logs as `tokens`);
+- train examples: the training examples of config.yaml's `data.dataset` (its manifest.json,
+  summed over `data.stages` for a curriculum; not counting an `init_from` checkpoint's training).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from tinylm.errors import DataError
-from tinylm.files import atomic_path, atomic_write_text
+from tinylm.config import read_yaml
+from tinylm.errors import ConfigError, DataError
+from tinylm.files import atomic_path, atomic_write_json, atomic_write_text, resolve_path
+
+SUITE_KEYS = ("n", "hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean")
+SCALING_X = {"parameters": "parameters", "train_examples": "training examples", "tokens": "training tokens seen"}
+FACTS = ("parameters", "tokens_per_step", "train_examples")
+METRICS = {"hard_pct": "hard match %", "soft_pct": "soft match %", "failure_pct": "failure %",
+           "steps_correct_frac_mean": "mean fraction of correct steps"}
+
+
+# -----------------------------------------------------------------------------
+# Tables
 
 
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.1f}"
+
+
+def _count(x) -> str:
+    return "-" if x is None else f"{x:,}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -75,16 +109,77 @@ def sweep_report(rows: list[dict]) -> str:
     return "\n".join([sweep_table(rows), ""] + [line for name in suites for line in time_to_thresholds(rows, name)])
 
 
-def plot_sweep(rows: list[dict], path: str | Path) -> None:
+def check_runs(rows: list[dict]) -> list[str]:
+    """Validate cross-run rows (a DataError naming the run and key); returns the suite names in
+    order of first appearance."""
+    if not rows:
+        raise DataError("no runs to compare")
+    seen, suites = set(), []
+    for i, r in enumerate(rows):
+        label = r.get("run") if isinstance(r, dict) else None
+        if not isinstance(label, str) or not label:
+            raise DataError(f"run {i}: needs a 'run' label")
+        if label in seen:
+            raise DataError(f"run '{label}' appears twice; give each run its own label")
+        seen.add(label)
+        for key in ("parameters", "train_examples", "tokens"):
+            value = r.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise DataError(f"run '{label}': {key} must be a count or None, got {value!r}")
+        if not isinstance(r.get("suites"), dict):
+            raise DataError(f"run '{label}': needs a 'suites' mapping of suite summaries")
+        for name, s in r["suites"].items():
+            missing = [k for k in SUITE_KEYS if not isinstance(s, dict) or not isinstance(s.get(k), (int, float))]
+            if missing:
+                raise DataError(f"run '{label}', suite '{name}': no number for {missing[0]}")
+            if name not in suites:
+                suites.append(name)
+    return suites
+
+
+def runs_table(rows: list[dict]) -> str:
+    """One line per run: parameters, training examples, tokens seen, then each suite's hard match %
+    ('-' where a number or a suite is missing)."""
+    suites = check_runs(rows)
+    header = ["run", "parameters", "train examples", "tokens seen"] + [f"{name} hard %" for name in suites]
+    lines = [[r["run"], _count(r.get("parameters")), _count(r.get("train_examples")), _count(r.get("tokens"))]
+             + [_pct(r["suites"].get(name, {}).get("hard_pct")) for name in suites] for r in rows]
+    return markdown_table(header, lines)
+
+
+# -----------------------------------------------------------------------------
+# Figures (matplotlib's Figure without pyplot: no global state; each function returns its Figure)
+
+
+def _figure(width: float, height: float, title: str | None = None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _save(fig, path: str | Path):
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return fig
+
+
+def _hard_axis(ax, xlabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("hard match %")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+
+
+def plot_sweep(rows: list[dict], path: str | Path):
     """hard match % against training step and against training time, one line per suite."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     suites = sorted({name for r in rows for name in r["suites"]})
     xs = [("step", "training step"), ("elapsed_s", "training time (min)")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(10, 4)
+    axes = fig.subplots(1, 2)
     for ax, (key, label) in zip(axes, xs):
         for name in suites:
             pts = [(r[key], r["suites"][name]["hard_pct"]) for r in rows
@@ -94,26 +189,33 @@ def plot_sweep(rows: list[dict], path: str | Path) -> None:
                 pts = [(x / 60, y) for x, y in pts]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_xlabel(label)
-        ax.set_ylabel("hard match %")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
+        _hard_axis(ax, label)
     axes[0].legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def plot_suites(summaries: list[dict], path: str | Path) -> None:
+def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, title: str | None = None):
+    """hard match % against training tokens seen (step x tokens_per_step), one line per suite."""
+    if tokens_per_step < 1:
+        raise DataError(f"tokens_per_step must be >= 1, got {tokens_per_step}")
+    stepped = sorted((r for r in rows if r.get("step") is not None), key=lambda r: r["step"])
+    if not stepped:
+        raise DataError("no sweep row has a training step to place it on a token axis")
+    fig = _figure(6, 4, title)
+    ax = fig.subplots()
+    for name in sorted({name for r in stepped for name in r["suites"]}):
+        pts = [(r["step"] * tokens_per_step, r["suites"][name]["hard_pct"]) for r in stepped if name in r["suites"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    _hard_axis(ax, "training tokens seen")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_suites(summaries: list[dict], path: str | Path):
     """Stacked bars of hard / soft / failure % per suite."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [s["suite"] for s in summaries]
-    fig, ax = plt.subplots(figsize=(max(4, 1.5 * len(names)), 4))
+    fig = _figure(max(4, 1.5 * len(names)), 4)
+    ax = fig.subplots()
     bottom = [0.0] * len(names)
     for cls, color in (("hard", "tab:green"), ("soft", "tab:orange"), ("failure", "tab:red")):
         vals = [s[f"{cls}_pct"] for s in summaries]
@@ -121,10 +223,148 @@ def plot_suites(summaries: list[dict], path: str | Path) -> None:
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("% of examples")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    return _save(fig, path)
+
+
+def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None = None):
+    """hard match % against parameters, training examples or tokens seen (log scale), one line per
+    suite, each point labelled with its run."""
+    if x not in SCALING_X:
+        raise ConfigError(f"x must be one of {list(SCALING_X)}, got {x!r}")
+    suites = check_runs(rows)
+    for r in rows:
+        if not r.get(x):
+            raise DataError(f"run '{r['run']}': no {x} to place it on the x axis")
+    fig = _figure(7, 4.5, title)
+    ax = fig.subplots()
+    for name in suites:
+        pts = sorted((r[x], r["suites"][name]["hard_pct"], r["run"]) for r in rows if name in r["suites"])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        for px, py, label in pts:
+            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
+    ax.margins(x=0.1)
+    _hard_axis(ax, SCALING_X[x])
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
+    """Grouped bars: one group per suite, one bar per run, of `metric` (a suite summary key)."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    suites = check_runs(rows)
+    fig = _figure(max(5, 0.6 * len(suites) * (len(rows) + 1)), 4.5, title)
+    ax = fig.subplots()
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        heights = [r["suites"][name][metric] if name in r["suites"] else math.nan for name in suites]
+        ax.bar([g + (i - (len(rows) - 1) / 2) * width for g in range(len(suites))], heights, width, label=r["run"])
+    ax.set_xticks(range(len(suites)), suites)
+    ax.set_ylabel(METRICS[metric])
+    ax.set_ylim(0, 1.05 if metric == "steps_correct_frac_mean" else 105)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, path)
+
+
+# -----------------------------------------------------------------------------
+# Where the numbers come from: evaluation folders and the run folders of their checkpoints
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def _train_examples(config: dict, config_path: Path) -> int | None:
+    """Training examples of the run's dataset (summed over curriculum stages), from their manifests."""
+    data = config.get("data") or {}
+    folders = [s["dataset"] for s in data.get("stages") or []] or [data.get("dataset")]
+    total = 0
+    for folder in folders:
+        if not folder:
+            return None
+        # the path as written in the config: from the repository holding the run folder, else the working directory
+        found = [p for p in (resolve_path(folder, config_path), Path(folder)) if (p / "manifest.json").is_file()]
+        if not found:
+            return None
+        examples = _read_json(found[0] / "manifest.json").get("splits", {}).get("train", {}).get("examples")
+        if not isinstance(examples, int):
+            return None
+        total += examples
+    return total
+
+
+def run_facts(run_dir: str | Path) -> dict:
+    """What a run folder says about its run: `parameters` (run.json), `tokens_per_step` and
+    `train_examples` (config.yaml and its datasets' manifests); None where a file is missing."""
+    run_dir = Path(run_dir)
+    facts = dict.fromkeys(FACTS)
+    if (run_dir / "run.json").is_file():
+        facts["parameters"] = _read_json(run_dir / "run.json").get("parameters")
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        config = read_yaml(config_path)
+        block_size = (config.get("model") or {}).get("block_size")
+        if config.get("batch_size") and block_size:
+            facts["tokens_per_step"] = config["batch_size"] * block_size
+        facts["train_examples"] = _train_examples(config, config_path)
+    return facts
+
+
+def compare_row(label: str, eval_dir: str | Path) -> dict:
+    """The cross-run row of one evaluation folder (`tinylm eval --checkpoint ... --out EVAL_DIR`)."""
+    eval_dir = Path(eval_dir)
+    path = eval_dir / "summary.json"
+    if not path.is_file():
+        hint = ("it holds a sweep; compare single-checkpoint evaluations" if (eval_dir / "sweep.json").is_file()
+                else f"run `tinylm eval --checkpoint CKPT --suite ... --out {eval_dir}` first")
+        raise DataError(f"{eval_dir}: no summary.json ({hint})")
+    summary = _read_json(path)
+    suites = {}
+    for s in summary.get("suites", [summary]):
+        missing = [k for k in ("suite", *SUITE_KEYS) if k not in s]
+        if missing:
+            raise DataError(f"{path}: a suite summary without {missing[0]}")
+        suites[s["suite"]] = {k: s[k] for k in SUITE_KEYS}
+    checkpoint, step = summary.get("checkpoint"), summary.get("step")
+    facts = run_facts(Path(checkpoint).parent) if checkpoint else dict.fromkeys(FACTS)
+    tokens = step * facts["tokens_per_step"] if step is not None and facts["tokens_per_step"] else None
+    return {"run": label, "parameters": facts["parameters"], "train_examples": facts["train_examples"],
+            "tokens": tokens, "suites": suites, "eval_dir": str(eval_dir), "checkpoint": checkpoint, "step": step}
+
+
+def compare(runs: list[tuple[str, str | Path]], out_dir: str | Path, x: str = "none",
+            title: str | None = None, metric: str = "hard_pct") -> list[Path]:
+    """table.md, runs.json and scaling.png (x: parameters, train_examples, tokens) or bars.png
+    (x: none) in out_dir, from several evaluation folders; checks everything before writing."""
+    if x != "none" and x not in SCALING_X:
+        raise ConfigError(f"--x must be one of {[*SCALING_X, 'none']}, got {x!r}")
+    rows = [compare_row(label, folder) for label, folder in runs]
+    check_runs(rows)
+    if x != "none":
+        for r in rows:
+            if r[x] is None:
+                where = f"the run folder of {r['checkpoint']}" if r["checkpoint"] else "summary.json (no checkpoint named)"
+                raise DataError(f"{r['eval_dir']}: no {x} for --x {x} (not found in {where}); use --x none")
+    out_dir = Path(out_dir)
+    plot = out_dir / ("bars.png" if x == "none" else "scaling.png")
+    if x == "none":
+        plot_bars(rows, plot, title, metric)
+    else:
+        plot_scaling(rows, x, plot, title)
+    atomic_write_text(out_dir / "table.md", runs_table(rows) + "\n")
+    atomic_write_json(out_dir / "runs.json", {"x": x, "rows": rows})
+    return [out_dir / "table.md", out_dir / "runs.json", plot]
 
 
 def report(folder: str | Path) -> list[Path]:
@@ -132,12 +372,17 @@ def report(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     written = []
     if (folder / "sweep.json").exists():
-        rows = json.loads((folder / "sweep.json").read_text())["rows"]
+        sweep = _read_json(folder / "sweep.json")
+        rows = sweep["rows"]
         atomic_write_text(folder / "sweep.md", sweep_report(rows) + "\n")
         plot_sweep(rows, folder / "hard_match.png")
         written += [folder / "sweep.md", folder / "hard_match.png"]
+        tokens_per_step = run_facts(sweep["run"])["tokens_per_step"]
+        if tokens_per_step and any(r.get("step") is not None for r in rows):
+            plot_sweep_tokens(rows, folder / "hard_match_tokens.png", tokens_per_step)
+            written.append(folder / "hard_match_tokens.png")
     elif (folder / "summary.json").exists():
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = _read_json(folder / "summary.json")
         suites = summary.get("suites", [summary])
         atomic_write_text(folder / "table.md", suites_table(suites) + "\n")
         plot_suites(suites, folder / "classes.png")
@@ -147,8 +392,44 @@ def report(folder: str | Path) -> list[Path]:
     return written
 
 
+# -----------------------------------------------------------------------------
+# Command line
+
+
+def _run_spec(spec: str) -> tuple[str, str]:
+    label, sep, folder = spec.partition("=")
+    if not sep or not label or not folder:
+        raise ConfigError(f"--run {spec!r}: expected LABEL=EVAL_DIR")
+    return label, folder
+
+
+def compare_cli(argv: list[str]) -> int:
+    """tinylm report compare: one table and one plot over several runs' evaluations on the same suites."""
+    ap = argparse.ArgumentParser(
+        prog="tinylm report compare", description=compare_cli.__doc__,
+        epilog="Numbers: suites from EVAL_DIR/summary.json; parameters from run.json, and tokens seen "
+               "(step x batch_size x block_size) and train examples (the dataset's manifest.json) from "
+               "config.yaml, in the run folder holding the evaluated checkpoint.")
+    ap.add_argument("--run", action="append", default=[], required=True, metavar="LABEL=EVAL_DIR",
+                    help="a run's label and its `tinylm eval --out` folder (repeatable)")
+    ap.add_argument("--x", choices=[*SCALING_X, "none"], default="none",
+                    help="scaling.png: hard match against this (log scale); none: bars.png, grouped bars")
+    ap.add_argument("--metric", choices=list(METRICS), default="hard_pct", help="the bars' metric (--x none)")
+    ap.add_argument("--title", default=None, help="figure title")
+    ap.add_argument("--out", required=True, help="output folder: table.md, runs.json and the plot")
+    args = ap.parse_args(argv)
+    written = compare([_run_spec(s) for s in args.run], args.out, args.x, args.title, args.metric)
+    print(written[0].read_text(), end="")
+    for path in written:
+        print(path)
+    return 0
+
+
 def cli(argv: list[str]) -> int:
-    """tinylm report DIR: markdown tables and PNG plots from an evaluation or sweep folder."""
+    """tinylm report DIR: markdown tables and PNG plots from an evaluation or sweep folder
+    (`tinylm report compare --help`: several runs side by side)."""
+    if argv[:1] == ["compare"]:
+        return compare_cli(argv[1:])
     ap = argparse.ArgumentParser(prog="tinylm report", description=cli.__doc__)
     ap.add_argument("folder", help="an evaluation output folder (--out of tinylm eval)")
     args = ap.parse_args(argv)

@@ -1,0 +1,187 @@
+"""Reports: cross-run tables and plots from fake evaluation summaries, `tinylm report compare` reading
+evaluation and run folders, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from tinylm.cli import main
+from tinylm.errors import DataError
+from tinylm.report import compare_row, plot_bars, plot_scaling, plot_sweep_tokens, report, runs_table
+
+
+def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:
+    return {"n": n, "hard_pct": hard, "soft_pct": soft, "failure_pct": 100.0 - hard - soft,
+            "steps_correct_frac_mean": hard / 100}
+
+
+def rows() -> list[dict]:
+    return [{"run": "small", "parameters": 120_000, "train_examples": 2_000, "tokens": 1_048_576,
+             "suites": {"id": suite(61.5), "ood": suite(12.25)}},
+            {"run": "big", "parameters": 4_500_000, "train_examples": 20_000, "tokens": None,
+             "suites": {"id": suite(97.0)}}]
+
+
+def png(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return matplotlib.image.imread(path)
+
+
+# -----------------------------------------------------------------------------
+# Tables and plots from rows
+
+
+def test_runs_table_takes_its_numbers_from_the_rows_and_dashes_what_is_missing():
+    lines = runs_table(rows()).splitlines()
+    assert lines[0] == "| run | parameters | train examples | tokens seen | id hard % | ood hard % |"
+    assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 61.5 | 12.2 |"
+    assert lines[3] == "| big | 4,500,000 | 20,000 | - | 97.0 | - |"
+
+
+def test_scaling_plot_draws_each_suite_against_x_on_a_log_axis(tmp_path):
+    fig = plot_scaling(rows(), "parameters", tmp_path / "a.png", title="size")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    assert lines == {"id": ([120_000, 4_500_000], [61.5, 97.0]), "ood": ([120_000], [12.25])}
+    assert sorted(t.get_text() for t in ax.texts) == ["big", "small", "small"]
+    a = png(tmp_path / "a.png")
+    changed = rows()
+    changed[1]["suites"]["id"]["hard_pct"] = 20.0
+    plot_scaling(changed, "parameters", tmp_path / "b.png", title="size")
+    b = png(tmp_path / "b.png")
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    by_examples = plot_scaling(rows(), "train_examples", tmp_path / "c.png").axes[0]
+    assert list(by_examples.get_lines()[0].get_xdata()) == [2_000, 20_000]
+
+
+def test_scaling_plot_needs_x_for_every_run(tmp_path):
+    with pytest.raises(DataError, match="run 'big': no tokens"):
+        plot_scaling(rows(), "tokens", tmp_path / "t.png")
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_bars_one_group_per_suite_one_bar_per_run(tmp_path):
+    fig = plot_bars(rows(), tmp_path / "bars.png", metric="soft_pct")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["id", "ood"]
+    small, big = ax.containers
+    assert [p.get_height() for p in small] == [1.0, 1.0]
+    assert big[0].get_height() == 1.0 and math.isnan(big[1].get_height())  # big has no ood suite
+    hard = plot_bars(rows(), tmp_path / "hard.png").axes[0]
+    assert [p.get_height() for p in hard.containers[0]] == [61.5, 12.25]
+    assert not np.array_equal(png(tmp_path / "bars.png"), png(tmp_path / "hard.png"))
+
+
+def test_sweep_against_tokens_multiplies_steps(tmp_path):
+    sweep = [{"checkpoint": "ckpt_2.pt", "step": 200, "suites": {"id": {"hard_pct": 80.0}}},
+             {"checkpoint": "ckpt_1.pt", "step": 100, "suites": {"id": {"hard_pct": 40.0}}}]
+    line = plot_sweep_tokens(sweep, tmp_path / "s.png", tokens_per_step=4096).axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [409_600, 819_200] and list(line.get_ydata()) == [40.0, 80.0]
+    png(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r[1].update(run="small"), "run 'small' appears twice"),
+    (lambda r: r[0]["suites"]["ood"].pop("hard_pct"), "run 'small', suite 'ood': no number for hard_pct"),
+    (lambda r: r[0].update(parameters="1M"), "run 'small': parameters must be a count"),
+    (lambda r: r[1].pop("suites"), "run 'big': needs a 'suites' mapping"),
+])
+def test_bad_rows_name_the_run(change, message, tmp_path):
+    bad = rows()
+    change(bad)
+    with pytest.raises(DataError, match=message):
+        runs_table(bad)
+    with pytest.raises(DataError, match=message):
+        plot_bars(bad, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+# -----------------------------------------------------------------------------
+# tinylm report compare: evaluation folders and the run folders of their checkpoints
+
+
+def fake_run(tmp_path: Path, name: str, parameters: int, train_examples: int, step: int, hard: dict) -> Path:
+    """A run folder (run.json, config.yaml, its dataset's manifest) and an evaluation of its best.pt."""
+    dataset = tmp_path / f"data_{name}"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text(json.dumps({"splits": {"train": {"examples": train_examples}}}))
+    run = tmp_path / f"run_{name}"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"parameters": parameters, "seed": 1}))
+    (run / "config.yaml").write_text(f"data:\n  dataset: {dataset}\nbatch_size: 8\nmodel:\n  block_size: 64\n")
+    out = tmp_path / f"eval_{name}"
+    out.mkdir()
+    suites = [{"suite": s, **suite(h), "timing": {}} for s, h in hard.items()]
+    (out / "summary.json").write_text(json.dumps({"checkpoint": str(run / "best.pt"), "step": step,
+                                                  "suites": suites}))
+    return out
+
+
+def test_compare_reads_eval_and_run_folders(tmp_path, capsys):
+    a = fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0, "ood": 5.0})
+    b = fake_run(tmp_path, "b", 800_000, 9_000, 100, {"id": 90.0})
+    out = tmp_path / "cmp"
+    assert main(["report", "compare", "--run", f"A={a}", "--run", f"B={b}", "--x", "parameters",
+                 "--out", str(out)]) == 0
+    table = (out / "table.md").read_text().splitlines()
+    assert table[2] == "| A | 50,000 | 1,000 | 15,360 | 40.0 | 5.0 |"   # 30 steps x 8 rows x 64 tokens
+    assert table[3] == "| B | 800,000 | 9,000 | 51,200 | 90.0 | - |"
+    assert "| A | 50,000" in capsys.readouterr().out
+    png(out / "scaling.png")
+    saved = json.loads((out / "runs.json").read_text())
+    assert saved["x"] == "parameters" and saved["rows"][1]["step"] == 100
+    assert main(["report", "compare", "--run", f"A={a}", "--run", f"B={b}", "--out", str(out)]) == 0
+    png(out / "bars.png")
+
+
+def test_compare_without_a_run_folder_dashes_its_numbers(tmp_path):
+    a = fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0})
+    (tmp_path / "run_a" / "run.json").unlink()
+    (tmp_path / "run_a" / "config.yaml").unlink()
+    row = compare_row("A", a)
+    assert (row["parameters"], row["train_examples"], row["tokens"]) == (None, None, None)
+    assert row["suites"]["id"]["hard_pct"] == 40.0
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    return err
+
+
+def test_compare_errors_name_the_folder_and_write_nothing(tmp_path, capsys):
+    a = fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0})
+    out = tmp_path / "cmp"
+    missing = tmp_path / "nowhere"
+    assert f"{missing}: no summary.json" in cli_error(capsys, ["report", "compare", "--run", f"A={a}",
+                                                                "--run", f"B={missing}", "--out", str(out)])
+    (tmp_path / "run_a" / "run.json").unlink()
+    err = cli_error(capsys, ["report", "compare", "--run", f"A={a}", "--x", "parameters", "--out", str(out)])
+    assert f"{a}: no parameters" in err
+    assert "LABEL=EVAL_DIR" in cli_error(capsys, ["report", "compare", "--run", str(a), "--out", str(out)])
+    assert "appears twice" in cli_error(capsys, ["report", "compare", "--run", f"A={a}", "--run", f"A={a}",
+                                                 "--out", str(out)])
+    (a / "summary.json").write_text("{not json")
+    assert "summary.json: cannot read JSON" in cli_error(capsys, ["report", "compare", "--run", f"A={a}",
+                                                                  "--out", str(out)])
+    assert not out.exists()
+
+
+def test_sweep_report_adds_tokens_from_the_run_folder(tmp_path):
+    fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0})
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    rows_ = [{"checkpoint": f"ckpt_{s}.pt", "step": s, "elapsed_s": None, "suites": {"id": {"hard_pct": h}}}
+             for s, h in ((10, 20.0), (20, 60.0))]
+    (sweep / "sweep.json").write_text(json.dumps({"run": str(tmp_path / "run_a"), "rows": rows_}))
+    written = report(sweep)
+    assert sweep / "hard_match_tokens.png" in written
+    png(sweep / "hard_match_tokens.png")
