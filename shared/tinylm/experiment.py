@@ -155,8 +155,10 @@ class Experiment:
                 if name not in self.runs:
                     raise ConfigError(f"report[{i}].runs: unknown run '{name}'")
             for name in item.suites:
-                if name not in suites:
-                    raise ConfigError(f"report[{i}].suites: unknown suite '{name}'")
+                suite, _, window = name.partition(" [")
+                if suite not in suites or (window and window.rstrip("]") not in self.eval.extra_windows):
+                    raise ConfigError(f"report[{i}].suites: unknown suite '{name}' (suites: {', '.join(sorted(suites))}; "
+                                      f"'SUITE [WINDOW]' for an extra window)")
             if item.kind == "sweep" and len(item.runs) != 1:
                 raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
             suffix = ".md" if item.kind == "table" else ".png"
@@ -389,44 +391,27 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
 
 
 def run_row(project: Project, run: str) -> dict:
-    """What the report shows of a run: size, data, tokens seen, and every suite's summary per window."""
-    from tinylm.checkpoint import load_checkpoint
+    """A run's row for the report (size, data, tokens seen, every suite's summary); suites of an
+    extra window are keyed 'SUITE [WINDOW]'."""
+    from tinylm.report import compare_row
 
-    path = project.checkpoint(run)
-    ckpt = load_checkpoint(path)
-    info = json.loads((path.parent / "run.json").read_text())
-    trained = ckpt["config"]
-    step = ckpt["train_state"]["step"]
-    suites = {}
-    for i, window in enumerate(_windows(project, run)):
-        summary_path = project.eval_dir(run, window) / "summary.json"
-        if not summary_path.is_file():
-            raise DataError(f"{summary_path}: run '{run}' is not evaluated (run stage 3, 3_eval.py)")
-        for s in json.loads(summary_path.read_text())["suites"]:
-            suites[s["suite"] if i == 0 else f"{s['suite']} [{window}]"] = s
-    return {"run": run, "parameters": info["parameters"], "train_examples": _train_examples(trained["data"]),
-            "tokens": step * trained["batch_size"] * ckpt["model_config"]["block_size"], "step": step,
-            "suites": suites}
-
-
-def _train_examples(data: dict) -> int:
-    """Training examples a run drew from: its cap, else every example of its datasets' train splits."""
-    from tinylm.data import read_manifest
-
-    if data.get("train_examples"):
-        return data["train_examples"]
-    folders = [s["dataset"] for s in data.get("stages") or []] or [data["dataset"]]
-    return sum(read_manifest(f)["splits"]["train"]["examples"] for f in folders)
+    windows = _windows(project, run)
+    for window in windows:
+        if not (project.eval_dir(run, window) / "summary.json").is_file():
+            raise DataError(f"{project.eval_dir(run, window)}: run '{run}' is not evaluated (run stage 3, 3_eval.py)")
+    row, *extra = [compare_row(run, project.eval_dir(run, window)) for window in windows]
+    for window, other in zip(windows[1:], extra):
+        row["suites"].update({f"{name} [{window}]": s for name, s in other["suites"].items()})
+    return row
 
 
 def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:
+    from tinylm.report import run_facts
+
     path = project.work / "sweep" / run / "sweep.json"
     if not path.is_file():
         raise DataError(f"{path}: run '{run}' has no sweep (set sweep: true for it and run stage 3)")
-    from tinylm.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(project.checkpoint(run))
-    return json.loads(path.read_text())["rows"], ckpt["config"]["batch_size"] * ckpt["model_config"]["block_size"]
+    return json.loads(path.read_text())["rows"], run_facts(project.run_dir(run))["tokens_per_step"]
 
 
 def write_report(project: Project, log=print) -> list[Path]:
@@ -438,8 +423,7 @@ def write_report(project: Project, log=print) -> list[Path]:
     for item in project.cfg.report:
         chosen = [rows[r] for r in (item.runs or rows) if r in rows]
         if item.suites:
-            chosen = [{**r, "suites": {k: v for k, v in r["suites"].items()
-                                       if k in item.suites or k.split(" [")[0] in item.suites}} for r in chosen]
+            chosen = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}} for r in chosen]
         path = project.results / item.file
         title = item.title or None
         if item.kind == "table":
@@ -453,7 +437,7 @@ def write_report(project: Project, log=print) -> list[Path]:
             if item.suites:
                 sweep_rows = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}}
                               for r in sweep_rows]
-            report.plot_sweep_tokens(sweep_rows, tokens_per_step, path, title=title)
+            report.plot_sweep_tokens(sweep_rows, path, tokens_per_step, title=title)
             atomic_write_text(path.with_suffix(".md"), report.sweep_report(sweep_rows) + "\n")
             written.append(path.with_suffix(".md"))
         written.append(path)

@@ -1,0 +1,130 @@
+"""The research projects: every committed config loads, and every project runs end to end under `smoke`.
+
+The end-to-end runs work in a copy of the project and of the dataset specs, so the checkout stays
+clean; they check what the stages produced, not only that they finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
+CONFIGS = [(p, c.stem) for p in PROJECTS for c in sorted((REPO / p / "configs").glob("*.yaml"))]
+
+
+def test_there_are_four_projects_with_three_sizes_each():
+    assert PROJECTS == [f"research_project_{i}" for i in range(1, 5)]
+    for project in PROJECTS:
+        assert {c for p, c in CONFIGS if p == project} >= {"smoke", "cpu", "paper"}
+        for script in ("1_data.py", "2_train.py", "3_eval.py", "4_report.py", "run_all.py", "README.md"):
+            assert (REPO / project / script).is_file(), f"{project}/{script}"
+
+
+@pytest.mark.parametrize("project,config", CONFIGS, ids=[f"{p[-1]}-{c}" for p, c in CONFIGS])
+def test_every_committed_config_resolves_its_datasets_runs_and_models(project, config):
+    import torch
+
+    from tinylm.datasets import load_spec
+    from tinylm.experiment import Project
+    from tinylm.model import GPT
+    from tinylm.train import resolve_model_config
+
+    p = Project(REPO / project, config)
+    for name, entry in p.cfg.datasets.items():
+        load_spec(REPO / entry.spec, entry.overrides)
+    for name, run in p.cfg.runs.items():
+        if run.checkpoint is not None:
+            continue
+        cfg = p.train_config(name)
+        if cfg.init_from is None:
+            with torch.device("meta"):  # the paper models are large: shapes only
+                GPT(resolve_model_config(cfg, vocab_size=77, where=name))
+    for suite in p.cfg.eval.suites.values():
+        head = suite.split("/")[0]
+        assert head in p.cfg.datasets, f"suite {suite} names no dataset of the config"
+
+
+def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "research_project_1" / "1_data.py"), "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "smoke" in proc.stderr  # names the configs that exist
+
+
+def _copy_repo(tmp_path: Path, project: str) -> Path:
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    for spec in REPO.glob("datasets/*/dataset.yaml"):
+        (tmp_path / spec.parent.relative_to(REPO)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(spec, tmp_path / spec.relative_to(REPO))
+    shutil.copytree(REPO / project, tmp_path / project, ignore=shutil.ignore_patterns("runs", "results", "__pycache__"))
+    return tmp_path / project
+
+
+def _table_hard(path: Path) -> dict[tuple[str, str], float]:
+    """(run, column) -> number, from a markdown table written by the report stage."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = {}
+    for line in lines[2:]:
+        row = [c.strip() for c in line.strip("|").split("|")]
+        for col, value in zip(header[1:], row[1:]):
+            if col.endswith("hard %") and value != "-":
+                cells[(row[0], col[: -len(" hard %")])] = float(value)
+    return cells
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("project", PROJECTS)
+def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path, project):
+    from tinylm.experiment import Project
+
+    folder = _copy_repo(tmp_path, project)
+    proc = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    p = Project(folder, "smoke")
+    for run in p.cfg.runs:
+        assert p.checkpoint(run).is_file(), run
+    # every table cell is the hard match its evaluation's summary holds
+    tables = [item for item in p.cfg.report if item.kind == "table"]
+    assert tables
+    for item in tables:
+        cells = _table_hard(p.results / item.file)
+        assert cells
+        for (run, suite), value in cells.items():
+            window = p.cfg.eval.window
+            if suite.endswith("]"):
+                suite, window = suite[:-1].split(" [")
+            summary = json.loads((p.eval_dir(run, window) / "summary.json").read_text())
+            scored = {s["suite"]: s["hard_pct"] for s in summary["suites"]}
+            assert value == pytest.approx(scored[suite], abs=0.05), (item.file, run, suite)
+    for item in p.cfg.report:
+        if item.kind != "table":
+            import matplotlib.image
+
+            assert matplotlib.image.imread(p.results / item.file).ndim == 3, item.file
+    # a run started from another ends up with that run's architecture, and was trained from its weights
+    for name, run in p.cfg.runs.items():
+        if run.init_run:
+            cfg = p.train_config(name)
+            assert Path(cfg.init_from) == p.checkpoint(run.init_run)
+    # a sweep run is scored at every checkpoint it kept
+    for name, run in p.cfg.runs.items():
+        if run.sweep:
+            rows = json.loads((p.work / "sweep" / name / "sweep.json").read_text())["rows"]
+            assert len(rows) == len(list(p.run_dir(name).glob("ckpt_*.pt"))) >= 2
+    # a second run of every stage finds everything done and changes nothing
+    before = {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")}
+    again = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")} == before
