@@ -43,6 +43,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import sys
@@ -74,18 +75,54 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass
-class GeneratorConfig:
-    """Which generator preset produces a stream's programs."""
+class MixComponent:
+    """One generator of a mixture, and its share of the stream."""
 
     preset: str = "demo"
     """A name from `tinylm.lang.spec.PRESETS`."""
+    weight: float = 1.0
+    """Relative share of the stream's programs (> 0)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Knobs changed on top of the preset (nested mappings or dotted keys)."""
 
-    def resolve(self):
-        from tinylm.lang.spec import preset
 
-        return preset(self.preset, **self.overrides)
+@dataclass
+class GeneratorConfig:
+    """Which generator produces a stream's programs: one preset, or a mixture of several."""
+
+    preset: str = "demo"
+    """A name from `tinylm.lang.spec.PRESETS` (not read with `mix`)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Knobs changed on top of the preset (nested mappings or dotted keys; not read with `mix`)."""
+    mix: list[MixComponent] | None = None
+    """Generators drawn in proportion to their weights instead of one preset (see `Mixture`)."""
+
+    def resolve(self, where: str = "generator"):
+        """The validated `GeneratorSpec`, or a `Mixture` of them; errors name `where`'s keys."""
+        if self.mix is None:
+            return _resolve_preset(self.preset, self.overrides, where)
+        if self.preset != GeneratorConfig.preset or self.overrides:
+            raise ConfigError(f"'{where}': give either 'preset' (with 'overrides') or 'mix', not both")
+        if not self.mix:
+            raise ConfigError(f"'{where}.mix' must list at least one generator")
+        generators = []
+        for k, part in enumerate(self.mix):
+            if not (math.isfinite(part.weight) and part.weight > 0):
+                raise ConfigError(f"'{where}.mix[{k}].weight' must be a number > 0, got {part.weight}")
+            generators.append(_resolve_preset(part.preset, part.overrides, f"{where}.mix[{k}]"))
+            if generators[-1].header != generators[0].header:
+                raise ConfigError(f"'{where}.mix[{k}].preset': its header line {generators[-1].header!r} differs "
+                                  f"from {generators[0].header!r} of '{where}.mix[0]' (components share one)")
+        return Mixture([p.preset for p in self.mix], [p.weight for p in self.mix], generators)
+
+
+def _resolve_preset(name: str, overrides: dict, where: str):
+    from tinylm.lang.spec import preset
+
+    try:
+        return preset(name, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"'{where}': {exc}") from None
 
 
 @dataclass
@@ -158,12 +195,9 @@ class DatasetSpec:
                 raise ConfigError(f"'ood[{i}].name' must be a unique lower-case name, got {suite.name!r}")
             if suite.count < 1:
                 raise ConfigError(f"'ood[{i}].count' must be >= 1, got {suite.count}")
-        for where, gen in [("generator", self.generator)] + [(f"ood[{i}].generator", s.generator)
-                                                              for i, s in enumerate(self.ood)]:
-            try:
-                gen.resolve()
-            except ConfigError as exc:
-                raise ConfigError(f"'{where}': {exc}") from None
+        self.generator.resolve("generator")
+        for i, suite in enumerate(self.ood):
+            suite.generator.resolve(f"ood[{i}].generator")
         if self.tokenizer.kind == "keyword":
             from tinylm.tokenizer import keyword_tokenizer
 
@@ -206,6 +240,69 @@ def stream_seed(seed: int, suite: str) -> int:
     """An OOD suite's seed: a 31-bit hash of the dataset seed and the suite name."""
     digest = hashlib.blake2b(f"{seed}:{suite}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+MIX_BLOCK = 256
+"""Programs per mixture block; part of the determinism contract (changing it changes every mixture)."""
+
+
+@dataclass
+class Mixture:
+    """Generators sharing one stream in proportion to their weights (a `generator.mix` section).
+
+    The stream is cut into blocks of `MIX_BLOCK` program indices. The programs of component k in
+    blocks 0..b-1 number floor(b * MIX_BLOCK * F[k]) - floor(b * MIX_BLOCK * F[k-1]), F being the
+    cumulative share of the weights, so every block holds each component's share (rounded, the
+    rounding carried to later blocks); a hash of (seed, block) shuffles which index gets which
+    component. Component k's programs are consecutive programs of its own stream, seeded by
+    `stream_seed(seed, "mix[k]")`: program i depends only on (mixture, seed, i), every component's
+    program is generated once, and any range of a stream holds the weights' proportions to
+    within one program per component and block.
+    """
+
+    presets: list[str]
+    weights: list[float]
+    generators: list[Any]      # tinylm.lang.spec.GeneratorSpec, one per component
+
+    def _drawn_before(self, block: int) -> np.ndarray:
+        """(K,) programs of each component in blocks [0, block)."""
+        total = sum(self.weights)
+        shares = [sum(self.weights[:k + 1]) / total for k in range(len(self.weights) - 1)] + [1.0]
+        return np.diff([0] + [math.floor(block * MIX_BLOCK * f) for f in shares])
+
+    def _block_order(self, seed: int, block: int) -> np.ndarray:
+        """(MIX_BLOCK,) the component of each index of a block."""
+        counts = self._drawn_before(block + 1) - self._drawn_before(block)
+        order = [k for k, n in enumerate(counts) for _ in range(n)]
+        digest = hashlib.blake2b(f"mix:{seed}:{block}".encode(), digest_size=16).digest()
+        random.Random(int.from_bytes(digest, "little")).shuffle(order)
+        return np.asarray(order, dtype=np.int64)
+
+    def programs(self, seed: int, start: int, count: int) -> tuple[list[str], list[int]]:
+        """Programs start..start+count-1 of the stream and how many came from each component."""
+        from tinylm.lang.generate import generate_programs
+
+        first, end = start // MIX_BLOCK, start + count
+        blocks = range(first, -(-end // MIX_BLOCK))
+        order = np.concatenate([np.zeros(0, np.int64), *(self._block_order(seed, b) for b in blocks)])
+        before = self._drawn_before(first) + np.bincount(order[:start - first * MIX_BLOCK], minlength=len(self.weights))
+        order = order[start - first * MIX_BLOCK:end - first * MIX_BLOCK]
+        parts, drawn = [], []
+        for k, generator in enumerate(self.generators):
+            n = int((order == k).sum())
+            parts.append(iter(generate_programs(generator, stream_seed(seed, f"mix[{k}]"), int(before[k]), n)))
+            drawn.append(n)
+        return [next(parts[k]) for k in order], drawn
+
+
+def stream_programs(generator, seed: int, start: int, count: int) -> tuple[list[str], list[int]]:
+    """Programs start..start+count-1 of a stream (one generator or a `Mixture`), and how many
+    came from each of its components."""
+    if isinstance(generator, Mixture):
+        return generator.programs(seed, start, count)
+    from tinylm.lang.generate import generate_programs
+
+    return generate_programs(generator, seed, start, count), [count]
 
 
 def streams_of(spec: DatasetSpec) -> list[Stream]:
@@ -363,17 +460,16 @@ def _worker_tokenizer(data: dict):
 
 def run_shard(job: ShardJob) -> str:
     """Compute one shard and write it atomically; returns its path."""
-    from tinylm.lang.generate import generate_programs
-
     try:
         clock = time.process_time()
-        programs = generate_programs(job.generator, job.seed, job.start, job.count)
+        programs, drawn = stream_programs(job.generator, job.seed, job.start, job.count)
         seconds = time.process_time() - clock
         chunk = process_programs(programs, job.trace_format, _worker_tokenizer(job.tokenizer), job.block_size,
                                  where=f"programs {job.start}..{job.start + job.count - 1}")
     except TinylmError as exc:  # re-raised as a DataError, which pickles back to the main process
         raise DataError(str(exc)) from None
     chunk.stats["seconds"] = {"generate": seconds, **chunk.stats["seconds"]}
+    chunk.stats["components"] = drawn
     save_chunk(job.path, chunk)
     return job.path
 
@@ -615,14 +711,12 @@ def shard_dir(folder: Path, stream: Stream, spec: DatasetSpec, tokenizer: dict, 
 
 def sample_traces(stream: Stream, spec: DatasetSpec, count: int) -> list[str]:
     """The first `count` traces of a stream (programs that fail to trace are skipped)."""
-    from tinylm.lang.generate import generate_programs
-
     traces: list[str] = []
     start = 0
     while len(traces) < count:
         if start >= count * spec.max_oversample:
             raise DataError(f"only {len(traces)} of {count} programs traced to learn the tokenizer from")
-        traces += trace_chunk(generate_programs(stream.generator, stream.seed, start, spec.shard_size),
+        traces += trace_chunk(stream_programs(stream.generator, stream.seed, start, spec.shard_size)[0],
                               spec.trace_format)[0]
         start += spec.shard_size
     return traces[:count]
@@ -653,9 +747,11 @@ class StreamRun:
     trace_errors: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)
     bytes: Counter = field(default_factory=Counter)
+    drawn: Counter = field(default_factory=Counter)     # programs generated per mixture component
 
     def add(self, stats: dict) -> None:
         self.shards += 1
+        self.drawn.update(dict(enumerate(stats["components"])))
         self.counts["generated"] += stats["programs"]
         self.counts["filtered_out"] += stats["filtered_out"]
         self.trace_errors.update(stats["trace_errors"])
@@ -781,7 +877,7 @@ def _manifest(folder: Path, spec: DatasetSpec, streams: list[Stream], tokenizer,
         "seed": spec.seed,
         "splits": {out.name: out.summary() for outs in outputs.values() for out in outs},
         "stages": {name: run.summary() for name, run in runs.items()},
-        "streams": {s.name: {"seed": s.seed, "generator": to_dict(s.generator)} for s in streams},
+        "streams": {s.name: _stream_entry(s, runs[s.name]) for s in streams},
         "decontaminated_against": sources,
         "keys": ["keys_train.npy", "keys_heldout.npy"],
         "config": to_dict(spec),
@@ -789,6 +885,18 @@ def _manifest(folder: Path, spec: DatasetSpec, streams: list[Stream], tokenizer,
                     "cpu_seconds": {k: round(v, 3) for k, v in seconds.items()}},
         "meta": run_metadata(),
     }
+
+
+def _stream_entry(stream: Stream, run: StreamRun) -> dict:
+    """A stream's generator in the manifest; a mixture lists its components, with the programs
+    drawn from each when the build generated them."""
+    mix = stream.generator
+    if not isinstance(mix, Mixture):
+        return {"seed": stream.seed, "generator": to_dict(mix)}
+    return {"seed": stream.seed, "mix": [
+        {"preset": name, "weight": weight, "seed": stream_seed(stream.seed, f"mix[{k}]"),
+         **({"drawn": run.drawn[k]} if run.shards else {}), "generator": to_dict(generator)}
+        for k, (name, weight, generator) in enumerate(zip(mix.presets, mix.weights, mix.generators))]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -822,10 +930,9 @@ def run_stage_job(job: StageJob):
     """One batch of a stage, in a worker."""
     spec = job.spec
     if job.kind == "generate":
-        from tinylm.lang.generate import generate_programs
-
         seed, start, count = job.items
-        return "".join(p.strip("\n") + SEPARATOR for p in generate_programs(job.generator, seed, start, count))
+        programs = stream_programs(job.generator, seed, start, count)[0]
+        return "".join(p.strip("\n") + SEPARATOR for p in programs)
     if job.kind == "trace":
         traces, errors = trace_chunk(job.items, spec.trace_format)
         return "".join(t + SEPARATOR for t in traces), errors
