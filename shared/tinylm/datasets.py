@@ -670,13 +670,14 @@ class Assigner:
         stats["surplus"] += len(chunk) - position
 
 
-def load_banned(spec: DatasetSpec, yaml_path: Path, folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
-    """Union of the train keys and of the held-out keys of every folder in `decontaminate`."""
+def load_banned(spec: DatasetSpec, yaml_path: Path | None, own: list[Path]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Union of the train keys and of the held-out keys of every folder in `decontaminate`
+    (paths resolved from `yaml_path`); listing one of the dataset's `own` folders is an error."""
     train, heldout, sources = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], []
     for entry in spec.decontaminate:
         other = resolve_path(entry, yaml_path)
-        if other.resolve() == folder.resolve():
-            raise ConfigError(f"{yaml_path}: 'decontaminate' lists the dataset itself ({entry})")
+        if other.resolve() in {folder.resolve() for folder in own}:
+            raise ConfigError(f"{yaml_path or 'config'}: 'decontaminate' lists the dataset itself ({entry})")
         for role, found in [("train", train), ("heldout", heldout)]:
             path = other / f"keys_{role}.npy"
             if not path.is_file():
@@ -827,7 +828,7 @@ def build(folder: str | Path, workers: int | None = None, keep_shards: bool = Fa
     yaml_path = spec_file(folder)
     spec = load_spec(folder, overrides)
     folder = yaml_path.parent
-    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, folder)
+    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, [folder])
     streams = streams_of(spec)
     code = code_fingerprint()
     tokenizer = build_tokenizer(folder, spec, streams[0], code)
@@ -975,8 +976,11 @@ def _text_jobs(kind: str, src: Path, spec: DatasetSpec, tokenizer: dict | None =
         yield StageJob(kind, batch, spec, tokenizer=tokenizer, where=f"{src}, batch of examples from {i * spec.shard_size}")
 
 
-def _stage_spec(spec_path: str | None, overrides: list[str]) -> DatasetSpec:
-    return load_spec(spec_path, overrides) if spec_path else load_config(DatasetSpec, None, overrides)
+def _stage_spec(spec_path: str | None, overrides: list[str]) -> tuple[DatasetSpec, Path | None]:
+    """The settings of `--spec` (or the defaults) with overrides, and the dataset.yaml they came from."""
+    if spec_path is None:
+        return load_config(DatasetSpec, None, overrides), None
+    return load_spec(spec_path, overrides), spec_file(spec_path)
 
 
 def stage_trace(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
@@ -1007,15 +1011,19 @@ def stage_filter(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
     return f"kept {kept} traces, dropped {dropped} (block_size {spec.block_size}) to {out}"
 
 
-def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int) -> str:
-    """Dedup, split and tokenize kept traces into a dataset folder (main splits only; no OOD)."""
+def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int, yaml_path: Path | None = None) -> str:
+    """Dedup, decontaminate, split and tokenize kept traces into a dataset folder (main splits
+    only; no OOD). `yaml_path` is the dataset.yaml `spec` came from: `decontaminate` paths are
+    read from there, and may name neither its folder nor `folder`."""
     clock = time.time()
+    own = [folder] if yaml_path is None else [folder, yaml_path.parent]
+    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, own)
     tokenizer = make_tokenizer(spec.tokenizer, lambda n: _sample_file(src, n))
     tok = tokenizer.to_dict()
     main = streams_of(spec)[0]
     outputs = [SplitOutput(name, folder / _file_name(name), count, heldout=name != "train")
                for name, count in main.splits]
-    assigner, counts = Assigner(), Counter()
+    assigner, counts = Assigner(banned_train=banned_train, banned_heldout=banned_heldout), Counter()
     with contextlib.ExitStack() as stack:
         for o in outputs:
             o.file = stack.enter_context(open(stack.enter_context(atomic_path(o.path)), "wb"))
@@ -1026,7 +1034,7 @@ def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int) -> s
             assigner.assign(chunk, outputs, counts)
         assigner.save_keys(folder)
     stats = StreamRun(counts=counts)
-    manifest = _manifest(folder, spec, [main], tokenizer, {"main": outputs}, {"main": stats}, [], workers,
+    manifest = _manifest(folder, spec, [main], tokenizer, {"main": outputs}, {"main": stats}, sources, workers,
                          time.time() - clock)
     atomic_write_json(folder / "manifest.json", manifest)
     short = [f"{o.name} {o.examples}/{o.need}" for o in outputs if o.remaining > 0]
@@ -1090,7 +1098,10 @@ def cli(argv: list[str]) -> int:
     if command == "generate":
         print(stage_generate(args.spec, Path(args.out), args.count, args.seed, args.start, workers))
         return 0
-    spec = _stage_spec(args.spec, args.overrides)
-    stage = {"trace": stage_trace, "filter": stage_filter, "prepare": stage_prepare}[command]
+    spec, yaml_path = _stage_spec(args.spec, args.overrides)
+    if command == "prepare":
+        print(stage_prepare(Path(args.src), Path(args.out), spec, workers, yaml_path))
+        return 0
+    stage = {"trace": stage_trace, "filter": stage_filter}[command]
     print(stage(Path(args.src), Path(args.out), spec, workers))
     return 0
