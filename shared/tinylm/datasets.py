@@ -1044,6 +1044,104 @@ def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int, yaml
 
 
 # ----------------------------------------------------------------------------------------------
+# The renamed-variables suite: an evaluation's hard-matched examples, renamed and re-traced
+
+
+def read_hard_matched(results: Path, suite: Path) -> list[str]:
+    """The examples an evaluation's `results.jsonl` scored hard, in suite order,
+    checked against the suite they came from (`tinylm.evaluate.read_suite` numbers its examples)."""
+    for path in (results, suite):
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+    try:
+        examples = [p for p in suite.read_text().split(SEPARATOR) if p.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{suite}: not a text file of examples") from None
+    hard = []
+    for n, line in enumerate(results.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            i, cls, text = record["id"], record["class"], record["prompt"] + record["target"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{results}, line {n}: not an evaluation record ({exc})") from None
+        if not (isinstance(i, int) and 0 <= i < len(examples) and examples[i] == text):
+            raise DataError(f"{results}, line {n}: example {i} is not example {i} of {suite}")
+        if cls == "hard":
+            hard.append((i, text))
+    return [text for _, text in sorted(hard)]
+
+
+def name_problem(tokenizer, name: str) -> str | None:
+    """Why `tokenizer` cannot write variable `name` as its datasets write names, or None. Keyword
+    and char vocabularies spell names letter by letter, so a name holding a keyword token is out
+    ('fin' reads 'f' 'in')."""
+    try:
+        pieces = tokenizer.token_strings(tokenizer.encode(name))
+    except TokenizeError as exc:
+        return str(exc)
+    if tokenizer.kind != "sentencepiece" and pieces != list(name):
+        return f"vocabulary {tokenizer.name} reads '{name}' as {' '.join(map(repr, pieces))}, not letter by letter"
+    return None
+
+
+def training_words(folder: Path, manifest: dict, tokens_per_read: int = 1 << 24) -> set[str]:
+    """Every run of lower-case letters in a built dataset's train.bin (its programs' names, and
+    words like 'if' and 'code'), decoded a slice of whole examples at a time."""
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    ids = np.memmap(folder / "train.bin", dtype=manifest["dtype"], mode="r")
+    words: set[str] = set()
+    start = 0
+    while start < len(ids):
+        piece = ids[start:start + tokens_per_read]
+        ends = np.flatnonzero(piece == tokenizer.eos_id)
+        stop = int(ends[-1]) + 1 if len(ends) and start + len(piece) < len(ids) else len(piece)
+        words.update(re.findall(r"[a-z]+", tokenizer.decode(piece[:stop])))
+        start += stop
+    return words
+
+
+def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int,
+                 lengths: list[int]) -> str:
+    """The renamed-variables suite: each hard-matched example of `results` (an evaluation of
+    `suite`) with its variables renamed to names of `lengths` letters that never occur in the
+    dataset's train split and that its tokenizer spells, re-traced in the dataset's format and
+    filtered at its block size; dropped if its program is in the train split or twice in the suite."""
+    from tinylm.lang.rename import fresh_names, program_names, rename_program
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    if not (dataset / "manifest.json").is_file():
+        raise DataError(f"{dataset}: no manifest.json; build the dataset first (tinylm data build {dataset})")
+    if not lengths or min(lengths) < 1:
+        raise ConfigError(f"--lengths must be name lengths >= 1, got {lengths}")
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    hard = read_hard_matched(results, suite)
+    taken = training_words(dataset, manifest)
+    rng = random.Random(seed)
+    programs = []
+    for text in hard:
+        program = text.split(STEP, 1)[0]
+        mapping = fresh_names(program_names(program), taken, rng, lengths,
+                              allowed=lambda name: name_problem(tokenizer, name) is None)
+        programs.append(rename_program(program, mapping))
+    chunk = process_programs(programs, manifest["trace_format"], tokenizer, manifest["block_size"],
+                             where=f"{out} (renamed)")
+    banned = KeySet([np.load(dataset / "keys_train.npy", allow_pickle=False)]).contains(chunk.keys)
+    _, first = np.unique(chunk.keys, return_index=True)
+    keep = np.zeros(len(chunk), dtype=bool)
+    keep[first] = True
+    keep &= ~banned
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(chunk.text[np.repeat(keep, np.diff(chunk.text_offsets))].tobytes())
+    stats = chunk.stats
+    return (f"wrote {int(keep.sum())} renamed examples of {len(hard)} hard-matched to {out} (dropped: "
+            f"{sum(stats['trace_errors'].values())} failed to trace, {stats['filtered_out']} filtered out, "
+            f"{int(banned.sum())} in train, {len(chunk) - len(first)} duplicates)")
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -1052,6 +1150,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message}")
+
+
+def _name_lengths(text: str) -> list[int]:
+    """'2,3' -> [2, 3]."""
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3, got {text!r}") from None
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -1078,6 +1184,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
         if name != "generate":
             s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted dataset.yaml overrides")
+    r = sub.add_parser("rename", help="an evaluation's hard-matched examples, variables renamed, re-traced")
+    r.add_argument("results", metavar="EVAL_RESULTS.jsonl", help="results.jsonl of an evaluation of SUITE")
+    r.add_argument("suite", metavar="SUITE.txt", help="the suite that evaluation scored")
+    r.add_argument("out", metavar="OUT.txt")
+    r.add_argument("--dataset", required=True, help="built dataset folder the model trained on")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--lengths", type=_name_lengths, default=[1, 2, 3, 4, 5],
+                   help="comma-separated lengths of the new names (default: 1,2,3,4,5)")
     return parser, sub.choices
 
 
@@ -1087,9 +1201,13 @@ def cli(argv: list[str]) -> int:
         parser.parse_args(argv)  # prints help, or fails naming the valid commands
     args = commands[argv[0]].parse_intermixed_args(argv[1:])
     command = argv[0]
-    workers = args.workers or default_workers()
+    if command == "rename":
+        print(stage_rename(Path(args.results), Path(args.suite), Path(args.out), Path(args.dataset), args.seed,
+                           args.lengths))
+        return 0
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    workers = args.workers or default_workers()
     if command == "build":
         manifest = build(args.folder, workers, args.keep_shards, args.overrides)
         splits = ", ".join(f"{k} {v['examples']}" for k, v in manifest["splits"].items())
