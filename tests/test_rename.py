@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tinylm.cli import main
-from tinylm.datasets import build, name_problem
+from tinylm.datasets import build, name_problem, training_words
 from tinylm.errors import DataError
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.rename import RESERVED, fresh_names, program_names, rename_program
@@ -102,17 +102,30 @@ def test_keyword_vocabularies_must_spell_a_name_letter_by_letter():
 # The stage on a built dataset
 
 
-@pytest.fixture
-def built(tmp_path) -> Path:
-    (tmp_path / "pyproject.toml").write_text("")
-    folder = tmp_path / "datasets" / "d"
+def build_tiny(root: Path, **changes) -> Path:
+    (root / "pyproject.toml").write_text("")
+    folder = root / "datasets" / "d"
     folder.mkdir(parents=True)
     (folder / "dataset.yaml").write_text(yaml.safe_dump({
         "generator": {"preset": "demo", "overrides": {"demo": {"names": ["a", "b", "c"], "max_digit": 3}}},
         "trace_format": "demo", "block_size": 128, "splits": {"train": 400, "val": 20, "test": 60},
-        "seed": 1, "shard_size": 128}))
+        "seed": 1, "shard_size": 128, **changes}))
     build(folder, workers=1)
     return folder
+
+
+@pytest.fixture
+def built(tmp_path) -> Path:
+    return build_tiny(tmp_path)
+
+
+@pytest.mark.parametrize("tokenizer", [{"kind": "char", "sample": 100},
+                                       {"kind": "sentencepiece", "vocab_size": 100, "sample": 100}])
+def test_training_words_hold_every_name_of_the_train_split_with_any_tokenizer(tmp_path, tokenizer):
+    folder = build_tiny(tmp_path, tokenizer=tokenizer, block_size=0,
+                        generator={"preset": "demo", "overrides": {"demo": {"names": ["ab", "bc", "cab"]}}})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert training_words(folder, manifest, tokens_per_read=5000) == {"ab", "bc", "cab", "code", "if", "while"}
 
 
 def fake_results(suite: Path, out: Path, hard: set[int]) -> None:
