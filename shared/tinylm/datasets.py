@@ -9,9 +9,9 @@ A *stream* is one generator with its seed: the main stream (feeding test, val, t
 order) and one stream per OOD suite. The generator is one preset, or a `Mixture` of presets in
 given proportions (a `generator.mix` section). Stream programs are cut into shards of
 `shard_size` consecutive program indices; shard k holds programs [k*S, (k+1)*S), and program i
-depends only on (spec, seed, i). Each shard is written atomically to `shards/<stream>.<fingerprint>/NNNNNN.npz`
-(keys, traces, token ids, stage counts), so a killed build resumes without redoing finished
-shards, and shards of a changed config are never reused.
+depends only on (spec, seed, i). Each shard is written atomically to
+`shards/<stream>.<fingerprint>/NNNNNN.npz` (keys, traces, token ids, stage counts), so a killed
+build resumes without redoing finished shards, and shards of a changed config are never reused.
 
 The main process reads shards strictly in index order, whatever the number of workers, and hands
 each kept example to the first split still short of its count; once every count is met the
