@@ -1,10 +1,12 @@
-"""Dataset builds: same bytes with any worker count and after a kill, decontamination, the manifest,
-the committed specs, the staged route, and one-line errors for bad inputs."""
+"""Dataset builds: same bytes with any worker count and after a kill, mixtures of generators,
+decontamination (proven on the built files), the manifest, the committed specs, the staged route,
+and one-line errors for bad inputs."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tinylm.cli import main
 from tinylm.datasets import (
     InlineExecutor,
     KeySet,
@@ -23,9 +26,12 @@ from tinylm.datasets import (
     load_spec,
     ordered_map,
     program_keys,
+    stream_programs,
+    stream_seed,
     streams_of,
 )
-from tinylm.errors import DataError
+from tinylm.errors import ConfigError, DataError
+from tinylm.lang.generate import generate_programs
 from tinylm.lang.trace import iter_examples
 from tinylm.tokenizer import split_examples, tokenizer_from_dict
 
@@ -148,6 +154,117 @@ def test_no_program_twice_and_no_held_out_program_in_another_datasets_train(root
     assert not keys(second, "train") & keys(first, "heldout")
 
 
+def built_programs(folder: Path) -> dict[str, list[str]]:
+    """The programs (text before the first step) of every split file of a built dataset, read back
+    from the files: train.bin and val.bin decoded with the manifest's tokenizer."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    programs = {}
+    for split, info in manifest["splits"].items():
+        path = folder / info["file"]
+        if path.suffix == ".bin":
+            ids = np.fromfile(path, dtype=manifest["dtype"])
+            examples = split_examples(tokenizer.decode(ids))
+            assert np.array_equal(tokenizer.encode_examples(examples), ids)  # decoding lost nothing
+        else:
+            examples = list(iter_examples(path))
+        assert len(examples) == info["examples"] == info["requested"]
+        programs[split] = [e[:e.index("\n#STEP\n")] for e in examples]
+    return programs
+
+
+def test_built_files_share_no_program_between_held_out_and_training_splits(root):
+    one_name = {"names": ["a"], "max_digit": 3}  # 2,048 programs, half of them with a loop: overlaps are common
+    generator = {"preset": "demo", "overrides": {"demo": one_name}}
+    loops = [{"name": "loops", "count": 100, "generator": {
+        "preset": "demo", "overrides": {"demo": {**one_name, "while_probability": 1.0}}}}]
+    first = make_dataset(root, "first", tiny_spec(generator=generator, ood=loops))
+    build(first, workers=1)
+    second = make_dataset(root, "second", tiny_spec(generator=generator, ood=loops, seed=4,
+                                                    decontaminate=["datasets/first"]))
+    manifest = build(second, workers=2)
+    assert manifest["stages"]["main"]["contaminated"] > 0 and manifest["stages"]["ood_loops"]["contaminated"] > 0
+    datasets = {name: built_programs(root / "datasets" / name) for name in ("first", "second")}
+    assert set(datasets["second"]) == {"test", "val", "train", "ood_loops"}
+    for splits in datasets.values():
+        every = [p for programs in splits.values() for p in programs]
+        assert len(set(every)) == len(every)  # no program twice inside a dataset
+    train = {p for splits in datasets.values() for p in splits["train"]}
+    held_out = {p for splits in datasets.values() for name, ps in splits.items() if name != "train" for p in ps}
+    assert not held_out & train  # no test, val or OOD program of either dataset in either train split
+
+
+MIXTURE = {"mix": [{"preset": "demo", "weight": 1, "overrides": {"demo": {"names": ["a", "b"]}}},
+                   {"preset": "demo", "weight": 1, "overrides": {"demo": {"names": ["c", "d"]}}},
+                   {"preset": "demo", "weight": 2, "overrides": {"demo": {"names": ["x", "y"], "max_digit": 3}}}]}
+
+
+def component(program: str) -> int:
+    """Which MIXTURE component wrote a program: each has its own names."""
+    names = set(re.findall(r"\b[a-z]\b", program))
+    return next(k for k, own in enumerate([{"a", "b"}, {"c", "d"}, {"x", "y"}]) if names <= own)
+
+
+def mixture(root: Path, generator: dict):
+    return streams_of(load_spec(make_dataset(root, "mix", tiny_spec(generator=generator, ood=[]))))[0].generator
+
+
+def test_a_mixture_draws_each_component_in_proportion_from_its_own_seeded_stream(root):
+    mix = mixture(root, MIXTURE)
+    programs, drawn = stream_programs(mix, 9, 0, 2000)
+    counts = np.bincount([component(p) for p in programs], minlength=3)
+    assert counts.tolist() == drawn and sum(drawn) == 2000
+    assert np.abs(counts / 2000 - [0.25, 0.25, 0.5]).max() < 0.03
+    for k, spec in enumerate(mix.generators):
+        assert [p for p in programs if component(p) == k] == generate_programs(spec, stream_seed(9, f"mix[{k}]"), 0, counts[k])
+    cuts = [0, 1, 255, 300, 301, 777, 2000]
+    assert [p for a, b in zip(cuts, cuts[1:]) for p in stream_programs(mix, 9, a, b - a)[0]] == programs
+    assert stream_programs(mix, 9, 1999, 1)[0] == programs[-1:] and stream_programs(mix, 9, 512, 0) == ([], [0, 0, 0])
+
+
+def test_a_mixture_dataset_is_the_same_with_one_and_two_workers_and_holds_every_component(root):
+    ood = [{"name": "loops", "count": 25, "generator": {"mix": [
+        {"preset": "demo", "overrides": {"demo": {"names": ["a", "b"], "while_probability": 1.0}}},
+        {"preset": "demo", "weight": 3, "overrides": {"demo": {"names": ["x", "y"], "while_probability": 1.0}}}]}}]
+    one = make_dataset(root, "one", tiny_spec(generator=MIXTURE, ood=ood))
+    two = make_dataset(root, "two", tiny_spec(generator=MIXTURE, ood=ood))
+    manifest = build(one, workers=1)
+    build(two, workers=2)
+    assert outputs(one) == outputs(two) and len(outputs(one)) == len(OUTPUTS)
+    for split, programs in built_programs(one).items():
+        assert set(map(component, programs)) == ({0, 2} if split == "ood_loops" else {0, 1, 2}), split
+    main_mix = manifest["streams"]["main"]["mix"]
+    assert [(c["preset"], c["weight"]) for c in main_mix] == [("demo", 1.0), ("demo", 1.0), ("demo", 2.0)]
+    assert main_mix[2]["generator"]["demo"]["names"] == ["x", "y"]
+    assert main_mix[0]["seed"] == stream_seed(3, "mix[0]")
+    assert sum(c["drawn"] for c in main_mix) == manifest["stages"]["main"]["generated"]
+    ood_mix = manifest["streams"]["ood_loops"]["mix"]
+    assert sum(c["drawn"] for c in ood_mix) == manifest["stages"]["ood_loops"]["generated"] == 64  # one shard
+    assert ood_mix[0]["drawn"] < ood_mix[1]["drawn"]
+
+
+BAD_MIXTURES = {
+    "empty": ({"mix": []}, "'generator.mix' must list at least one generator"),
+    "zero weight": ({"mix": [{"preset": "demo"}, {"preset": "demo", "weight": 0}]}, "'generator.mix[1].weight' must be a number > 0"),
+    "negative weight": ({"mix": [{"preset": "demo", "weight": -2}]}, "'generator.mix[0].weight' must be a number > 0"),
+    "unknown key": ({"mix": [{"preset": "demo", "wieght": 1}]}, "unknown key 'generator.mix[0].wieght'"),
+    "unknown preset": ({"mix": [{"preset": "demo"}, {"preset": "nope"}]}, "'generator.mix[1]': unknown generator preset 'nope'"),
+    "bad knob": ({"mix": [{"preset": "demo", "overrides": {"demo": {"max_digit": 0}}}]}, "'generator.mix[0]': .*demo.max_digit"),
+    "two headers": ({"mix": [{"preset": "demo"}, {"preset": "alpha"}]}, "'generator.mix[1].preset': its header line '' differs"),
+    "preset and mix": ({"preset": "nightly", "mix": [{"preset": "demo"}]}, "'generator': give either 'preset'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MIXTURES))
+def test_a_bad_mixture_is_a_config_error_naming_the_key(root, case):
+    generator, message = BAD_MIXTURES[case]
+    with pytest.raises(ConfigError, match=re.escape(message).replace(r"\.\*", ".*")):
+        mixture(root, generator)
+    ood = [{"name": "o", "generator": generator}]
+    with pytest.raises(ConfigError, match=re.escape(message.replace("'generator", "'ood[0].generator")).replace(r"\.\*", ".*")):
+        load_spec(make_dataset(root, "mix", tiny_spec(ood=ood)))
+
+
 def test_manifest_records_counts_tokens_and_provenance(root):
     folder = make_dataset(root, "d", tiny_spec())
     build(folder, workers=1)
@@ -174,13 +291,41 @@ def test_staged_route_gives_the_build_bytes(root):
     folder = make_dataset(root, "d", tiny_spec(ood=[]))
     build(folder, workers=1)
     staged = root / "staged"
+    staged_route(folder, staged)
+    assert outputs(staged) == outputs(folder)
+
+
+def staged_route(folder: Path, staged: Path) -> None:
+    """generate -> trace -> filter -> prepare with the settings of `folder`, into `staged`."""
     steps = [["generate", str(folder), str(staged / "programs.txt")],
              ["trace", str(staged / "programs.txt"), str(staged / "traces.txt"), "--spec", str(folder)],
              ["filter", str(staged / "traces.txt"), str(staged / "kept.txt"), "--spec", str(folder)],
              ["prepare", str(staged / "kept.txt"), str(staged), "--spec", str(folder), "--workers", "2"]]
     for argv in steps:
         assert cli(argv) == 0
+
+
+def test_staged_route_decontaminates_as_build_does(root):
+    build(make_dataset(root, "first", tiny_spec(ood=[])))
+    folder = make_dataset(root, "d", tiny_spec(ood=[], seed=4, decontaminate=["datasets/first"]))
+    built = build(folder, workers=1)
+    staged = root / "staged"
+    staged_route(folder, staged)
     assert outputs(staged) == outputs(folder)
+    manifest = json.loads((staged / "manifest.json").read_text())
+    assert manifest["stages"]["main"]["contaminated"] == built["stages"]["main"]["contaminated"] > 0
+    assert manifest["decontaminated_against"] == built["decontaminated_against"] != []
+
+
+def test_a_dataset_that_decontaminates_against_itself_is_an_error_on_both_routes(root):
+    folder = make_dataset(root, "d", tiny_spec(ood=[], decontaminate=["datasets/d"]))
+    with pytest.raises(ConfigError, match=r"'decontaminate' lists the dataset itself \(datasets/d\)"):
+        build(folder, workers=1)
+    (root / "traces.txt").write_text("# code\na = 1\n#STEP\n# code\n@a = 1$\n#STEP\n# code\na = 1\n@^$a?1\n\n")
+    for spec, out in [(folder, root / "out"), (make_dataset(root, "e", tiny_spec(decontaminate=["out"])), root / "out")]:
+        with pytest.raises(ConfigError, match="'decontaminate' lists the dataset itself"):
+            cli(["prepare", str(root / "traces.txt"), str(out), "--spec", str(spec)])
+        assert not out.exists()
 
 
 def test_a_stream_that_cannot_fill_its_splits_is_an_error(root):
@@ -263,6 +408,15 @@ def test_missing_inputs_are_one_error_line(root):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (root / "out.txt").exists()
+
+
+def test_zero_workers_is_one_error_line(root, capsys):
+    for command in (["build", str(make_dataset(root, "d", tiny_spec()))], ["generate", "demo", str(root / "p.txt")],
+                    ["trace", str(root / "p.txt"), str(root / "t.txt")]):
+        assert main(["data", *command, "--workers", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err == "error: --workers must be >= 1, got 0\n", err
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["dataset.yaml", "pyproject.toml"]
 
 
 def test_prepare_rejects_an_unknown_character(root):

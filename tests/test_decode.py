@@ -24,7 +24,7 @@ from tinylm.decode import (
     on_threads,
 )
 from tinylm.errors import ConfigError
-from tinylm.model import GPT, GPTConfig
+from tinylm.model import GPT, POS_ENCODINGS, GPTConfig
 
 V, STEP, EOS = 24, 2, 11
 
@@ -84,7 +84,7 @@ def naive(model, prompt, n_new, *, anchored=False, eos=None):
 # Cached decoding == full recomputation
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"])
+@pytest.mark.parametrize("pos", POS_ENCODINGS)
 def test_reference_window_equals_full_recomputation(pos):
     model = sharp_model(pos)
     ps = prompts([3, 9, 15, 20])  # one prompt already longer than the window (16)
@@ -128,7 +128,7 @@ def test_on_threads_computes_slices_side_by_side_and_restores_torch_threads():
         assert torch.get_num_threads() == 2
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"])
+@pytest.mark.parametrize("pos", POS_ENCODINGS)
 def test_last_position_forward_equals_the_last_row_of_the_full_forward(pos):
     model = sharp_model(pos, seed=6)
     ids = torch.tensor(prompts([12, 12], seed=4))
@@ -142,7 +142,7 @@ def test_last_position_forward_equals_the_last_row_of_the_full_forward(pos):
         torch.testing.assert_close(model(longer[:, -1:], cache=cache)[0], model(longer)[0][:, -1:])
 
 
-@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi", "distance_bias", "relative_heads"])
 def test_step_anchored_window_equals_its_full_recomputation(pos):
     model = sharp_model(pos, seed=1)
     with torch.no_grad():
@@ -158,7 +158,7 @@ def test_step_anchored_window_equals_its_full_recomputation(pos):
     assert sum(t == STEP for row in got for t in row) >= 3  # the anchors were exercised
 
 
-@pytest.mark.parametrize("pos", ["rope", "alibi", "t5", "relative", "none"])
+@pytest.mark.parametrize("pos", [p for p in POS_ENCODINGS if p not in ("learned", "sinusoidal")])
 def test_rolling_window_equals_full_sliding_window_recomputation(pos):
     model = sharp_model(pos, seed=2)
     ps = prompts([3, 9, 20, 31], seed=8)  # two prompts longer than the window (16)

@@ -130,6 +130,54 @@ def test_cache_overflow_and_absolute_positions_beyond_block_size_raise():
 
 
 # -----------------------------------------------------------------------------
+# Learned tables per layer, head and distance
+
+
+def distance_table(attn) -> torch.Tensor:
+    """A layer's learned distance table: Er (nh, L, hs) for relative_heads, the bias (nh, L) for distance_bias."""
+    return attn.Er if hasattr(attn, "Er") else attn.dist_bias
+
+
+@pytest.mark.parametrize("pos, shape", [("relative_heads", (4, 32, 8)), ("distance_bias", (4, 32))])
+def test_every_layer_and_head_has_its_own_distance_table(pos, shape):
+    model = sharp_model(tiny(pos_encoding=pos, n_kv_heads=2))  # 4 query heads, 32 distances, hs 8
+    tables = [distance_table(block.attn) for block in model.blocks]
+    assert [tuple(t.shape) for t in tables] == [shape, shape]
+    assert len({t.data_ptr() for t in tables}) == 2
+    _, loss = model(tokens(3, 20), tokens(3, 20, seed=2))
+    loss.backward()
+    for table in tables:
+        per_head = table.grad.flatten(1)  # (nh, ...): distances 0..19 were used
+        assert (per_head.abs().sum(1) > 0).all()  # a gradient reaches every head's table
+        assert not torch.allclose(per_head[0], per_head[1])  # and it differs between heads
+        assert (table.grad[:, 20:] == 0).all()  # distances the batch never had get none
+
+
+def distance_tables(model: GPT) -> dict[str, tuple[torch.Tensor, int]]:
+    """Every layer's distance table in the state dict (shares the parameters' storage), with its distance axis."""
+    return {name: (t, -2 if name.endswith("Er") else -1) for name, t in model.state_dict().items()
+            if name.endswith((".Er", ".dist_bias"))}
+
+
+@pytest.mark.parametrize("pos", ["distance_bias", "relative", "relative_heads"])
+def test_distances_past_the_table_use_its_last_entry(pos):
+    short = sharp_model(tiny(pos_encoding=pos, block_size=8))
+    long = GPT(tiny(pos_encoding=pos, block_size=12)).eval()
+    state = short.state_dict()
+    for name, (table, axis) in distance_tables(short).items():  # 12 entries: the 8 and the last one 4 times more
+        state[name] = torch.cat([table] + [table.narrow(axis, 7, 1)] * 4, dim=axis)
+    long.load_state_dict(state)
+    x = tokens(2, 12)  # distances up to 11
+    with torch.no_grad():
+        want = long(x)[0]
+        torch.testing.assert_close(short(x)[0], want, rtol=0, atol=1e-5)
+        torch.testing.assert_close(decode_incrementally(short, x, prefill=3), want, rtol=0, atol=1e-5)
+        for table, axis in distance_tables(long).values():  # the test can fail: entry 10 does matter
+            table.select(axis, 10).add_(1.0)
+        assert not torch.allclose(long(x)[0][:, 10:], want[:, 10:])
+
+
+# -----------------------------------------------------------------------------
 # Training and loss
 
 

@@ -99,7 +99,7 @@ def repetitive_prompts() -> list[list[int]]:
     return ps
 
 
-@pytest.mark.parametrize("pos", ["learned", "rope", "alibi"])
+@pytest.mark.parametrize("pos", ["learned", "rope", "alibi", "distance_bias", "relative_heads"])
 @pytest.mark.parametrize("window,block_size", [("reference", 40), ("step-anchored", 16)])
 def test_speculation_equals_plain_greedy_and_accepts_drafts(pos, window, block_size):
     model = looping_model(pos, block_size)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
-from test_data_batching import write_dataset
+from test_data_batching import EOS, STEP, VOCAB, trace_example, write_dataset
 
+from tinylm import runtime
 from tinylm.cli import main
 from tinylm.config import load_config, write_yaml
+from tinylm.data import Stage, TokenSplit, open_dataset
 from tinylm.errors import ConfigError
 from tinylm.model import PRESETS
-from tinylm.train import OptimConfig, TrainConfig, lr_at, run
+from tinylm.train import OptimConfig, TrainConfig, build, lr_at, run, run_length
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs"
@@ -236,6 +240,82 @@ def test_init_from_a_checkpoint_and_a_curriculum(tmp_path):
     assert saved["model_config"]["n_layer"] == 2  # the architecture comes from init_from
 
 
+# ----------------------------------------------------------------------------- length in epochs, data cap
+
+
+def test_the_fewest_steps_of_the_given_lengths_win_and_an_epoch_rounds_up():
+    split = TokenSplit(tokens=np.zeros(30 * 256 - 100, dtype=np.uint8), starts=np.arange(10))
+    stages = [Stage(dataset=SimpleNamespace(train=split))]
+
+    def length(**lengths):
+        return run_length(TrainConfig(**lengths), stages, tokens_per_step=256)
+
+    assert length(max_epochs=1.0)["steps_per_epoch"] == 30  # 29.6 steps of tokens: rounded up
+    assert length(max_epochs=0.1)["steps"] == {"max_epochs": 3}  # 0.1 x 30 is 3, whatever the float says
+    assert length(max_epochs=2.5, max_steps=80, max_tokens=1000)["steps"] == {
+        "max_steps": 80, "max_tokens": 4, "max_epochs": 75}
+    assert length(max_epochs=1e-9)["steps"] == {"max_epochs": 1}
+
+
+def test_max_epochs_counts_the_capped_training_tokens_and_run_json_records_the_length(tmp_path):
+    summary = train(tmp_path, max_steps=6, max_epochs=1.5, eval_interval=100, **{"data.train_examples": 20})
+    toy = open_dataset(tmp_path / "toy")
+    tokens = int(toy.train.starts[20])  # the first 20 examples, terminators included
+    epoch = math.ceil(tokens / (8 * 32))
+    assert summary["step"] == min(6, math.ceil(1.5 * epoch)) < 6
+    info = json.loads((Path(summary["out_dir"]) / "run.json").read_text())
+    assert info["max_steps"] == summary["step"]
+    assert info["length"] == {"train_examples": [20], "train_tokens": [tokens], "steps_per_epoch": epoch,
+                              "steps": {"max_steps": 6, "max_epochs": math.ceil(1.5 * epoch)}}
+
+
+POISON = len(VOCAB) - 1  # the toy vocabulary's last letter
+
+
+def poisoned_dataset(folder: Path, n: int) -> Path:
+    """The toy dataset with train.bin rewritten: n examples that never use the POISON letter, then 200
+    examples made of it (and step and terminator tokens), so that a token read past example n shows."""
+    write_dataset(folder)
+    rng = np.random.default_rng(3)
+    head = [min(t, POISON - 1) for _ in range(n) for t in trace_example(rng)]
+    tail = [t if t in (STEP, EOS) else POISON for _ in range(200) for t in trace_example(rng)]
+    np.array(head + tail, dtype=np.uint8).tofile(folder / "train.bin")
+    return folder
+
+
+def batch_stream(tmp_path: Path, **changes):
+    cfg = load_config(TrainConfig, base=tiny_config(tmp_path, **changes))
+    return build(cfg, runtime.setup("cpu", "float32", cfg.seed)).batches
+
+
+def drawn_batches(tmp_path: Path, steps: int, **changes) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batches = batch_stream(tmp_path, **changes)
+    return [xy for _ in range(steps) for xy in batches.next()]
+
+
+def test_no_window_reads_past_the_capped_examples(tmp_path):
+    data = {"data.dataset": str(poisoned_dataset(tmp_path / "poisoned", 20)), "data.aligned_fraction": 0.3,
+            "data.step_fraction": 0.3}
+    capped = drawn_batches(tmp_path, 40, **data, **{"data.train_examples": 20})
+    for x, y in capped:
+        assert (x != POISON).all() and (y != POISON).all()
+    full = np.fromfile(tmp_path / "poisoned" / "train.bin", dtype=np.uint8)
+    end = int(np.flatnonzero(full == EOS)[19]) + 1  # just after example 20's terminator
+    stream = batch_stream(tmp_path, **data, **{"data.train_examples": 20})
+    assert len(stream.stages[0].dataset.train) == end
+    reach = max(int(stream.global_starts(step).max()) for step in range(40)) + 32 + 1  # window: T + 1 tokens
+    assert end - 32 < reach <= end  # windows came close to example 20's end, never past it
+    uncapped = drawn_batches(tmp_path, 40, **data)
+    assert any((x == POISON).any() for x, _ in uncapped)  # without the cap the poison is read
+
+
+def test_capping_at_every_example_changes_no_batch(tmp_path):
+    changes = {"data.step_fraction": 0.25, "grad_accum": 2}
+    capped = drawn_batches(tmp_path, 5, **changes, **{"data.train_examples": 300})
+    for (x, y), (x0, y0) in zip(capped, drawn_batches(tmp_path, 5, **changes), strict=True):
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
 # ----------------------------------------------------------------------------- configs and errors
 
 
@@ -253,7 +333,15 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys):
     assert "unknown key 'model.n_layers'" in cli_error(capsys, [str(path), "model.n_layers=3"])
     assert "no such dataset folder" in cli_error(capsys, [str(path), "data.dataset=/nonexistent/ds"])
     assert "schedule" in cli_error(capsys, [str(path), "optim.schedule=linear"])
-    assert "max_steps or max_tokens" in cli_error(capsys, [str(path), "max_steps=null"])
+    assert "set max_steps, max_tokens or max_epochs" in cli_error(capsys, [str(path), "max_steps=null"])
+    assert "max_epochs must be a positive number" in cli_error(capsys, [str(path), "max_epochs=0"])
+    assert "'max_epochs' must be a number" in cli_error(capsys, [str(path), "max_epochs=all"])
+    stages = f"data.stages=[{{dataset: {tmp_path / 'toy'}}}]"
+    assert "max_epochs is not defined with data.stages" in cli_error(capsys, [str(path), "max_epochs=1", stages])
+    assert "data.train_examples must be at least 1" in cli_error(capsys, [str(path), "data.train_examples=0"])
+    err = cli_error(capsys, [str(path), "data.train_examples=1000"])
+    assert "data.train_examples is 1,000" in err and f"{tmp_path / 'toy'}/train.bin holds 300 examples" in err
+    assert not (tmp_path / "run").exists()  # nothing half-written
     assert "no checkpoint to resume" in cli_error(capsys, [str(path), "--resume"])
     assert main(["train", str(path)]) == 0
     capsys.readouterr()

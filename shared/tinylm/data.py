@@ -16,6 +16,9 @@ inputs `x = tokens[s : s+T]`, targets `y = tokens[s+1 : s+T+1]`. Two kinds of wi
 A row whose window runs past the end of the data is padded: padded inputs are the terminator,
 padded targets are -100 (ignored by the loss).
 
+`first_examples` keeps only the first N examples of a split (a training-data cap for data-scaling
+studies): the split then ends with example N's terminator, so no window reads a token past it.
+
 Loss masks (`mask`):
 
 - "all": every real target token counts.
@@ -108,6 +111,14 @@ def open_split(path: Path, dtype: str, eos_id: int) -> TokenSplit:
     if len(tokens) < 2:
         raise DataError(f"{path}: holds {len(tokens)} tokens; need at least 2")
     return TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
+
+
+def first_examples(split: TokenSplit, n: int) -> TokenSplit:
+    """The split's first `n` examples (1 <= n <= the examples it holds), ending at example n's terminator."""
+    if not 1 <= n <= len(split.starts):
+        raise ValueError(f"cannot keep {n} examples of a split holding {len(split.starts)}")
+    end = int(split.starts[n]) if n < len(split.starts) else len(split.tokens)
+    return TokenSplit(tokens=split.tokens[:end], starts=split.starts[:n])
 
 
 def read_manifest(folder: str | Path) -> dict:

@@ -5,12 +5,13 @@
     generate -> trace -> tokenize -> filter -> key     (per shard, in the workers)
     dedup -> decontaminate -> split -> write           (in order, in the main process)
 
-A *stream* is one generator spec with its seed: the main stream (feeding test, val, train, in that
-order) and one stream per OOD suite. Stream programs are cut into shards of `shard_size`
-consecutive program indices; shard k holds programs [k*S, (k+1)*S), and program i depends only on
-(spec, seed, i). Each shard is written atomically to `shards/<stream>.<fingerprint>/NNNNNN.npz`
-(keys, traces, token ids, stage counts), so a killed build resumes without redoing finished
-shards, and shards of a changed config are never reused.
+A *stream* is one generator with its seed: the main stream (feeding test, val, train, in that
+order) and one stream per OOD suite. The generator is one preset, or a `Mixture` of presets in
+given proportions (a `generator.mix` section). Stream programs are cut into shards of
+`shard_size` consecutive program indices; shard k holds programs [k*S, (k+1)*S), and program i
+depends only on (spec, seed, i). Each shard is written atomically to
+`shards/<stream>.<fingerprint>/NNNNNN.npz` (keys, traces, token ids, stage counts), so a killed
+build resumes without redoing finished shards, and shards of a changed config are never reused.
 
 The main process reads shards strictly in index order, whatever the number of workers, and hands
 each kept example to the first split still short of its count; once every count is met the
@@ -30,7 +31,12 @@ Outputs (written under temporary names, renamed when the build completes; manife
 `keys_heldout.npy` (sorted 64-bit program keys) and `manifest.json`.
 
 The stages also run one at a time on text files, sharing the code above:
-`tinylm data generate|trace|filter|prepare` (see `cli`).
+`tinylm data generate|trace|filter|prepare` (see `cli`); `prepare` dedups and decontaminates
+as the build does.
+
+`tinylm data rename` makes the renamed-variables OOD suite from an evaluation of a built
+dataset's test split: the hard-matched examples, with names that dataset's train split never
+holds (`tinylm.lang.rename`), re-traced and filtered as the build would.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import re
 import shutil
 import sys
@@ -74,18 +81,54 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass
-class GeneratorConfig:
-    """Which generator preset produces a stream's programs."""
+class MixComponent:
+    """One generator of a mixture, and its share of the stream."""
 
     preset: str = "demo"
     """A name from `tinylm.lang.spec.PRESETS`."""
+    weight: float = 1.0
+    """Relative share of the stream's programs (> 0)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Knobs changed on top of the preset (nested mappings or dotted keys)."""
 
-    def resolve(self):
-        from tinylm.lang.spec import preset
 
-        return preset(self.preset, **self.overrides)
+@dataclass
+class GeneratorConfig:
+    """Which generator produces a stream's programs: one preset, or a mixture of several."""
+
+    preset: str = "demo"
+    """A name from `tinylm.lang.spec.PRESETS` (not read with `mix`)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Knobs changed on top of the preset (nested mappings or dotted keys; not read with `mix`)."""
+    mix: list[MixComponent] | None = None
+    """Generators drawn in proportion to their weights instead of one preset (see `Mixture`)."""
+
+    def resolve(self, where: str = "generator"):
+        """The validated `GeneratorSpec`, or a `Mixture` of them; errors name `where`'s keys."""
+        if self.mix is None:
+            return _resolve_preset(self.preset, self.overrides, where)
+        if self.preset != GeneratorConfig.preset or self.overrides:
+            raise ConfigError(f"'{where}': give either 'preset' (with 'overrides') or 'mix', not both")
+        if not self.mix:
+            raise ConfigError(f"'{where}.mix' must list at least one generator")
+        generators = []
+        for k, part in enumerate(self.mix):
+            if not (math.isfinite(part.weight) and part.weight > 0):
+                raise ConfigError(f"'{where}.mix[{k}].weight' must be a number > 0, got {part.weight}")
+            generators.append(_resolve_preset(part.preset, part.overrides, f"{where}.mix[{k}]"))
+            if generators[-1].header != generators[0].header:
+                raise ConfigError(f"'{where}.mix[{k}].preset': its header line {generators[-1].header!r} differs "
+                                  f"from {generators[0].header!r} of '{where}.mix[0]' (components share one)")
+        return Mixture([p.preset for p in self.mix], [p.weight for p in self.mix], generators)
+
+
+def _resolve_preset(name: str, overrides: dict, where: str):
+    from tinylm.lang.spec import preset
+
+    try:
+        return preset(name, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"'{where}': {exc}") from None
 
 
 @dataclass
@@ -158,12 +201,9 @@ class DatasetSpec:
                 raise ConfigError(f"'ood[{i}].name' must be a unique lower-case name, got {suite.name!r}")
             if suite.count < 1:
                 raise ConfigError(f"'ood[{i}].count' must be >= 1, got {suite.count}")
-        for where, gen in [("generator", self.generator)] + [(f"ood[{i}].generator", s.generator)
-                                                              for i, s in enumerate(self.ood)]:
-            try:
-                gen.resolve()
-            except ConfigError as exc:
-                raise ConfigError(f"'{where}': {exc}") from None
+        self.generator.resolve("generator")
+        for i, suite in enumerate(self.ood):
+            suite.generator.resolve(f"ood[{i}].generator")
         if self.tokenizer.kind == "keyword":
             from tinylm.tokenizer import keyword_tokenizer
 
@@ -206,6 +246,69 @@ def stream_seed(seed: int, suite: str) -> int:
     """An OOD suite's seed: a 31-bit hash of the dataset seed and the suite name."""
     digest = hashlib.blake2b(f"{seed}:{suite}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+MIX_BLOCK = 256
+"""Programs per mixture block; part of the determinism contract (changing it changes every mixture)."""
+
+
+@dataclass
+class Mixture:
+    """Generators sharing one stream in proportion to their weights (a `generator.mix` section).
+
+    The stream is cut into blocks of `MIX_BLOCK` program indices. The programs of component k in
+    blocks 0..b-1 number floor(b * MIX_BLOCK * F[k]) - floor(b * MIX_BLOCK * F[k-1]), F being the
+    cumulative share of the weights, so every block holds each component's share (rounded, the
+    rounding carried to later blocks); a hash of (seed, block) shuffles which index gets which
+    component. Component k's programs are consecutive programs of its own stream, seeded by
+    `stream_seed(seed, "mix[k]")`: program i depends only on (mixture, seed, i), every component's
+    program is generated once, and any range of a stream holds the weights' proportions to
+    within one program per component and block.
+    """
+
+    presets: list[str]
+    weights: list[float]
+    generators: list[Any]      # tinylm.lang.spec.GeneratorSpec, one per component
+
+    def _drawn_before(self, block: int) -> np.ndarray:
+        """(K,) programs of each component in blocks [0, block)."""
+        total = sum(self.weights)
+        shares = [sum(self.weights[:k + 1]) / total for k in range(len(self.weights) - 1)] + [1.0]
+        return np.diff([0] + [math.floor(block * MIX_BLOCK * f) for f in shares])
+
+    def _block_order(self, seed: int, block: int) -> np.ndarray:
+        """(MIX_BLOCK,) the component of each index of a block."""
+        counts = self._drawn_before(block + 1) - self._drawn_before(block)
+        order = [k for k, n in enumerate(counts) for _ in range(n)]
+        digest = hashlib.blake2b(f"mix:{seed}:{block}".encode(), digest_size=16).digest()
+        random.Random(int.from_bytes(digest, "little")).shuffle(order)
+        return np.asarray(order, dtype=np.int64)
+
+    def programs(self, seed: int, start: int, count: int) -> tuple[list[str], list[int]]:
+        """Programs start..start+count-1 of the stream and how many came from each component."""
+        from tinylm.lang.generate import generate_programs
+
+        first, end = start // MIX_BLOCK, start + count
+        blocks = range(first, -(-end // MIX_BLOCK))
+        order = np.concatenate([np.zeros(0, np.int64), *(self._block_order(seed, b) for b in blocks)])
+        before = self._drawn_before(first) + np.bincount(order[:start - first * MIX_BLOCK], minlength=len(self.weights))
+        order = order[start - first * MIX_BLOCK:end - first * MIX_BLOCK]
+        parts, drawn = [], []
+        for k, generator in enumerate(self.generators):
+            n = int((order == k).sum())
+            parts.append(iter(generate_programs(generator, stream_seed(seed, f"mix[{k}]"), int(before[k]), n)))
+            drawn.append(n)
+        return [next(parts[k]) for k in order], drawn
+
+
+def stream_programs(generator, seed: int, start: int, count: int) -> tuple[list[str], list[int]]:
+    """Programs start..start+count-1 of a stream (one generator or a `Mixture`), and how many
+    came from each of its components."""
+    if isinstance(generator, Mixture):
+        return generator.programs(seed, start, count)
+    from tinylm.lang.generate import generate_programs
+
+    return generate_programs(generator, seed, start, count), [count]
 
 
 def streams_of(spec: DatasetSpec) -> list[Stream]:
@@ -363,17 +466,16 @@ def _worker_tokenizer(data: dict):
 
 def run_shard(job: ShardJob) -> str:
     """Compute one shard and write it atomically; returns its path."""
-    from tinylm.lang.generate import generate_programs
-
     try:
         clock = time.process_time()
-        programs = generate_programs(job.generator, job.seed, job.start, job.count)
+        programs, drawn = stream_programs(job.generator, job.seed, job.start, job.count)
         seconds = time.process_time() - clock
         chunk = process_programs(programs, job.trace_format, _worker_tokenizer(job.tokenizer), job.block_size,
                                  where=f"programs {job.start}..{job.start + job.count - 1}")
     except TinylmError as exc:  # re-raised as a DataError, which pickles back to the main process
         raise DataError(str(exc)) from None
     chunk.stats["seconds"] = {"generate": seconds, **chunk.stats["seconds"]}
+    chunk.stats["components"] = drawn
     save_chunk(job.path, chunk)
     return job.path
 
@@ -574,13 +676,14 @@ class Assigner:
         stats["surplus"] += len(chunk) - position
 
 
-def load_banned(spec: DatasetSpec, yaml_path: Path, folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
-    """Union of the train keys and of the held-out keys of every folder in `decontaminate`."""
+def load_banned(spec: DatasetSpec, yaml_path: Path | None, own: list[Path]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Union of the train keys and of the held-out keys of every folder in `decontaminate`
+    (paths resolved from `yaml_path`); listing one of the dataset's `own` folders is an error."""
     train, heldout, sources = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], []
     for entry in spec.decontaminate:
         other = resolve_path(entry, yaml_path)
-        if other.resolve() == folder.resolve():
-            raise ConfigError(f"{yaml_path}: 'decontaminate' lists the dataset itself ({entry})")
+        if other.resolve() in {folder.resolve() for folder in own}:
+            raise ConfigError(f"{yaml_path or 'config'}: 'decontaminate' lists the dataset itself ({entry})")
         for role, found in [("train", train), ("heldout", heldout)]:
             path = other / f"keys_{role}.npy"
             if not path.is_file():
@@ -615,14 +718,12 @@ def shard_dir(folder: Path, stream: Stream, spec: DatasetSpec, tokenizer: dict, 
 
 def sample_traces(stream: Stream, spec: DatasetSpec, count: int) -> list[str]:
     """The first `count` traces of a stream (programs that fail to trace are skipped)."""
-    from tinylm.lang.generate import generate_programs
-
     traces: list[str] = []
     start = 0
     while len(traces) < count:
         if start >= count * spec.max_oversample:
             raise DataError(f"only {len(traces)} of {count} programs traced to learn the tokenizer from")
-        traces += trace_chunk(generate_programs(stream.generator, stream.seed, start, spec.shard_size),
+        traces += trace_chunk(stream_programs(stream.generator, stream.seed, start, spec.shard_size)[0],
                               spec.trace_format)[0]
         start += spec.shard_size
     return traces[:count]
@@ -653,9 +754,11 @@ class StreamRun:
     trace_errors: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)
     bytes: Counter = field(default_factory=Counter)
+    drawn: Counter = field(default_factory=Counter)     # programs generated per mixture component
 
     def add(self, stats: dict) -> None:
         self.shards += 1
+        self.drawn.update(dict(enumerate(stats["components"])))
         self.counts["generated"] += stats["programs"]
         self.counts["filtered_out"] += stats["filtered_out"]
         self.trace_errors.update(stats["trace_errors"])
@@ -731,7 +834,7 @@ def build(folder: str | Path, workers: int | None = None, keep_shards: bool = Fa
     yaml_path = spec_file(folder)
     spec = load_spec(folder, overrides)
     folder = yaml_path.parent
-    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, folder)
+    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, [folder])
     streams = streams_of(spec)
     code = code_fingerprint()
     tokenizer = build_tokenizer(folder, spec, streams[0], code)
@@ -781,7 +884,7 @@ def _manifest(folder: Path, spec: DatasetSpec, streams: list[Stream], tokenizer,
         "seed": spec.seed,
         "splits": {out.name: out.summary() for outs in outputs.values() for out in outs},
         "stages": {name: run.summary() for name, run in runs.items()},
-        "streams": {s.name: {"seed": s.seed, "generator": to_dict(s.generator)} for s in streams},
+        "streams": {s.name: _stream_entry(s, runs[s.name]) for s in streams},
         "decontaminated_against": sources,
         "keys": ["keys_train.npy", "keys_heldout.npy"],
         "config": to_dict(spec),
@@ -789,6 +892,18 @@ def _manifest(folder: Path, spec: DatasetSpec, streams: list[Stream], tokenizer,
                     "cpu_seconds": {k: round(v, 3) for k, v in seconds.items()}},
         "meta": run_metadata(),
     }
+
+
+def _stream_entry(stream: Stream, run: StreamRun) -> dict:
+    """A stream's generator in the manifest; a mixture lists its components, with the programs
+    drawn from each when the build generated them."""
+    mix = stream.generator
+    if not isinstance(mix, Mixture):
+        return {"seed": stream.seed, "generator": to_dict(mix)}
+    return {"seed": stream.seed, "mix": [
+        {"preset": name, "weight": weight, "seed": stream_seed(stream.seed, f"mix[{k}]"),
+         **({"drawn": run.drawn[k]} if run.shards else {}), "generator": to_dict(generator)}
+        for k, (name, weight, generator) in enumerate(zip(mix.presets, mix.weights, mix.generators))]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -822,10 +937,9 @@ def run_stage_job(job: StageJob):
     """One batch of a stage, in a worker."""
     spec = job.spec
     if job.kind == "generate":
-        from tinylm.lang.generate import generate_programs
-
         seed, start, count = job.items
-        return "".join(p.strip("\n") + SEPARATOR for p in generate_programs(job.generator, seed, start, count))
+        programs = stream_programs(job.generator, seed, start, count)[0]
+        return "".join(p.strip("\n") + SEPARATOR for p in programs)
     if job.kind == "trace":
         traces, errors = trace_chunk(job.items, spec.trace_format)
         return "".join(t + SEPARATOR for t in traces), errors
@@ -868,8 +982,11 @@ def _text_jobs(kind: str, src: Path, spec: DatasetSpec, tokenizer: dict | None =
         yield StageJob(kind, batch, spec, tokenizer=tokenizer, where=f"{src}, batch of examples from {i * spec.shard_size}")
 
 
-def _stage_spec(spec_path: str | None, overrides: list[str]) -> DatasetSpec:
-    return load_spec(spec_path, overrides) if spec_path else load_config(DatasetSpec, None, overrides)
+def _stage_spec(spec_path: str | None, overrides: list[str]) -> tuple[DatasetSpec, Path | None]:
+    """The settings of `--spec` (or the defaults) with overrides, and the dataset.yaml they came from."""
+    if spec_path is None:
+        return load_config(DatasetSpec, None, overrides), None
+    return load_spec(spec_path, overrides), spec_file(spec_path)
 
 
 def stage_trace(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
@@ -900,15 +1017,19 @@ def stage_filter(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
     return f"kept {kept} traces, dropped {dropped} (block_size {spec.block_size}) to {out}"
 
 
-def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int) -> str:
-    """Dedup, split and tokenize kept traces into a dataset folder (main splits only; no OOD)."""
+def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int, yaml_path: Path | None = None) -> str:
+    """Dedup, decontaminate, split and tokenize kept traces into a dataset folder (main splits
+    only; no OOD). `yaml_path` is the dataset.yaml `spec` came from: `decontaminate` paths are
+    read from there, and may name neither its folder nor `folder`."""
     clock = time.time()
+    own = [folder] if yaml_path is None else [folder, yaml_path.parent]
+    banned_heldout, banned_train, sources = load_banned(spec, yaml_path, own)
     tokenizer = make_tokenizer(spec.tokenizer, lambda n: _sample_file(src, n))
     tok = tokenizer.to_dict()
     main = streams_of(spec)[0]
     outputs = [SplitOutput(name, folder / _file_name(name), count, heldout=name != "train")
                for name, count in main.splits]
-    assigner, counts = Assigner(), Counter()
+    assigner, counts = Assigner(banned_train=banned_train, banned_heldout=banned_heldout), Counter()
     with contextlib.ExitStack() as stack:
         for o in outputs:
             o.file = stack.enter_context(open(stack.enter_context(atomic_path(o.path)), "wb"))
@@ -919,13 +1040,118 @@ def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int) -> s
             assigner.assign(chunk, outputs, counts)
         assigner.save_keys(folder)
     stats = StreamRun(counts=counts)
-    manifest = _manifest(folder, spec, [main], tokenizer, {"main": outputs}, {"main": stats}, [], workers,
+    manifest = _manifest(folder, spec, [main], tokenizer, {"main": outputs}, {"main": stats}, sources, workers,
                          time.time() - clock)
     atomic_write_json(folder / "manifest.json", manifest)
     short = [f"{o.name} {o.examples}/{o.need}" for o in outputs if o.remaining > 0]
     if short:
         print(f"warning: {src} ran out of examples: {', '.join(short)}", file=sys.stderr)
     return f"wrote {', '.join(f'{o.name} {o.examples}' for o in outputs)} examples to {folder}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The renamed-variables suite: an evaluation's hard-matched examples, renamed and re-traced
+
+
+def read_hard_matched(results: Path, suite: Path) -> list[str]:
+    """The examples an evaluation's `results.jsonl` scored hard, in suite order,
+    checked against the suite they came from (`tinylm.evaluate.read_suite` numbers its examples)."""
+    for path in (results, suite):
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+    try:
+        examples = [p for p in suite.read_text().split(SEPARATOR) if p.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"{suite}: not a text file of examples") from None
+    hard = []
+    for n, line in enumerate(results.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            i, cls, text = record["id"], record["class"], record["prompt"] + record["target"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{results}, line {n}: not an evaluation record ({exc})") from None
+        if not (isinstance(i, int) and 0 <= i < len(examples) and examples[i] == text):
+            raise DataError(f"{results}, line {n}: example {i} is not example {i} of {suite}")
+        if cls == "hard":
+            hard.append((i, text))
+    return [text for _, text in sorted(hard)]
+
+
+def name_problem(tokenizer, name: str) -> str | None:
+    """Why `tokenizer` cannot write variable `name` as its datasets write names, or None. Keyword
+    and char vocabularies spell names letter by letter, so a name holding a keyword token is out
+    ('fin' reads 'f' 'in')."""
+    try:
+        pieces = tokenizer.token_strings(tokenizer.encode(name))
+    except TokenizeError as exc:
+        return str(exc)
+    if tokenizer.kind != "sentencepiece" and pieces != list(name):
+        return f"vocabulary {tokenizer.name} reads '{name}' as {' '.join(map(repr, pieces))}, not letter by letter"
+    return None
+
+
+def training_words(folder: Path, manifest: dict, tokens_per_read: int = 1 << 26) -> set[str]:
+    """Every run of lower-case letters in a built dataset's train.bin (its programs' names, and
+    words like 'if' and 'code'), a slice of whole examples at a time. Keyword and char
+    vocabularies spell a name with one token per letter, so there a run of single-letter tokens
+    is a name, found without decoding (25x faster); SentencePiece pieces are decoded."""
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    strings = tokenizer.token_strings(np.arange(tokenizer.vocab_size))
+    letter = np.array([ord(t) if len(t) == 1 and t.islower() else ord(" ") for t in strings], dtype=np.uint8)
+    ids = np.memmap(folder / "train.bin", dtype=manifest["dtype"], mode="r")
+    words: set[str] = set()
+    start = 0
+    while start < len(ids):
+        piece = ids[start:start + tokens_per_read]
+        ends = np.flatnonzero(piece == tokenizer.eos_id)
+        stop = int(ends[-1]) + 1 if len(ends) and start + len(piece) < len(ids) else len(piece)
+        if tokenizer.kind == "sentencepiece":
+            words.update(re.findall(r"[a-z]+", tokenizer.decode(piece[:stop])))
+        else:
+            words.update(w.decode() for w in set(letter[piece[:stop]].tobytes().split()))
+        start += stop
+    return words
+
+
+def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int,
+                 lengths: list[int]) -> str:
+    """The renamed-variables suite: each hard-matched example of `results` (an evaluation of
+    `suite`) with its variables renamed to names of `lengths` letters that never occur in the
+    dataset's train split and that its tokenizer spells, re-traced in the dataset's format and
+    filtered at its block size; dropped if its program is in the train split or twice in the suite."""
+    from tinylm.lang.rename import fresh_names, program_names, rename_program
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    if not (dataset / "manifest.json").is_file():
+        raise DataError(f"{dataset}: no manifest.json; build the dataset first (tinylm data build {dataset})")
+    if not lengths or min(lengths) < 1:
+        raise ConfigError(f"--lengths must be name lengths >= 1, got {lengths}")
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    hard = read_hard_matched(results, suite)
+    taken = training_words(dataset, manifest)
+    rng = random.Random(seed)
+    programs = []
+    for text in hard:
+        program = text.split(STEP, 1)[0]
+        mapping = fresh_names(program_names(program), taken, rng, lengths,
+                              allowed=lambda name: name_problem(tokenizer, name) is None)
+        programs.append(rename_program(program, mapping))
+    chunk = process_programs(programs, manifest["trace_format"], tokenizer, manifest["block_size"],
+                             where=f"{out} (renamed)")
+    banned = KeySet([np.load(dataset / "keys_train.npy", allow_pickle=False)]).contains(chunk.keys)
+    _, first = np.unique(chunk.keys, return_index=True)
+    keep = np.zeros(len(chunk), dtype=bool)
+    keep[first] = True
+    keep &= ~banned
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(chunk.text[np.repeat(keep, np.diff(chunk.text_offsets))].tobytes())
+    stats = chunk.stats
+    return (f"wrote {int(keep.sum())} renamed examples of {len(hard)} hard-matched to {out} (dropped: "
+            f"{sum(stats['trace_errors'].values())} failed to trace, {stats['filtered_out']} filtered out, "
+            f"{int(banned.sum())} in train, {len(chunk) - len(first)} duplicates)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -937,6 +1163,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message}")
+
+
+def _name_lengths(text: str) -> list[int]:
+    """'2,3' -> [2, 3]."""
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3, got {text!r}") from None
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -963,6 +1197,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
         if name != "generate":
             s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted dataset.yaml overrides")
+    r = sub.add_parser("rename", help="an evaluation's hard-matched examples, variables renamed, re-traced")
+    r.add_argument("results", metavar="EVAL_RESULTS.jsonl", help="results.jsonl of an evaluation of SUITE")
+    r.add_argument("suite", metavar="SUITE.txt", help="the suite that evaluation scored")
+    r.add_argument("out", metavar="OUT.txt")
+    r.add_argument("--dataset", required=True, help="built dataset folder the model trained on")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--lengths", type=_name_lengths, default=[1, 2, 3, 4, 5],
+                   help="comma-separated lengths of the new names (default: 1,2,3,4,5)")
     return parser, sub.choices
 
 
@@ -972,9 +1214,13 @@ def cli(argv: list[str]) -> int:
         parser.parse_args(argv)  # prints help, or fails naming the valid commands
     args = commands[argv[0]].parse_intermixed_args(argv[1:])
     command = argv[0]
-    workers = args.workers or default_workers()
+    if command == "rename":
+        print(stage_rename(Path(args.results), Path(args.suite), Path(args.out), Path(args.dataset), args.seed,
+                           args.lengths))
+        return 0
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    workers = args.workers or default_workers()
     if command == "build":
         manifest = build(args.folder, workers, args.keep_shards, args.overrides)
         splits = ", ".join(f"{k} {v['examples']}" for k, v in manifest["splits"].items())
@@ -983,7 +1229,10 @@ def cli(argv: list[str]) -> int:
     if command == "generate":
         print(stage_generate(args.spec, Path(args.out), args.count, args.seed, args.start, workers))
         return 0
-    spec = _stage_spec(args.spec, args.overrides)
-    stage = {"trace": stage_trace, "filter": stage_filter, "prepare": stage_prepare}[command]
+    spec, yaml_path = _stage_spec(args.spec, args.overrides)
+    if command == "prepare":
+        print(stage_prepare(Path(args.src), Path(args.out), spec, workers, yaml_path))
+        return 0
+    stage = {"trace": stage_trace, "filter": stage_filter}[command]
     print(stage(Path(args.src), Path(args.out), spec, workers))
     return 0

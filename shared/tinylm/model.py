@@ -7,9 +7,21 @@ nh (query heads), nkv (key/value heads), hs (head_dim), V (vocab_size).
 Positions. Without a cache, token t sits at position t. With a cache, token slot s of row b sits
 at position s - pad[b] (rows are left-padded to a common length) and keys at slots < pad[b] are
 invisible. Absolute encodings ("learned", "sinusoidal") add an embedding of that position to the
-token embedding; "rope" rotates queries and keys by it; the relative encodings ("alibi", "t5",
-"relative") only see differences of slots, which equal differences of positions; "none" (NoPE)
-has only the causal mask to go on.
+token embedding; "rope" rotates queries and keys by it; the relative encodings only see
+differences of slots, which equal differences of positions; "none" (NoPE) has only the causal mask
+to go on. The relative encodings, by what they add to the attention logit of query i and key j
+(distance d = i - j >= 0):
+
+- "alibi": -m_h * d, a fixed slope per head (Press et al.);
+- "t5": b[bucket(d), h], one table of log-spaced distance buckets shared by all layers (Raffel et al.);
+- "distance_bias": b_l[h, d], a learned scalar per layer, head and distance, no buckets;
+- "relative": q_i . Er_l[d], Music Transformer relative attention (Huang et al. 2018), one learned
+  embedding per layer and distance, shared by the heads;
+- "relative_heads": q_i . Er_l[h, d], the same with one table per head.
+
+The tables of the last three cover distances 0..block_size-1; a longer distance (a context longer
+than block_size, or a rolling window wider than it) uses the last entry, as the reference framework
+did (the clipping of Shaw et al.): like T5's last bucket, "as far as block_size - 1 or farther".
 """
 
 from __future__ import annotations
@@ -25,7 +37,9 @@ from torch.nn import functional as F
 from tinylm.errors import ConfigError
 from tinylm.optim import adamw
 
-POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "distance_bias", "relative", "relative_heads",
+                 "none")
+LAYER_DISTANCES = ("distance_bias", "relative", "relative_heads")  # each layer applies its own table
 NORMS = ("rmsnorm", "layernorm")
 FINAL_NORMS = ("rmsnorm", "layernorm", "layernorm_nobias", "none")
 MLPS = ("gelu", "silu", "swiglu")
@@ -63,8 +77,12 @@ class GPTConfig:
     """Bias in the output layer."""
     tie_embeddings: bool = False
     """Share the token embedding matrix with the output layer."""
-    pos_encoding: Literal["learned", "sinusoidal", "rope", "alibi", "t5", "relative", "none"] = "learned"
-    """How the model knows where a token is (see the module docstring)."""
+    pos_encoding: Literal["learned", "sinusoidal", "rope", "alibi", "t5", "distance_bias", "relative",
+                          "relative_heads", "none"] = "learned"
+    """How the model knows where a token is: absolute "learned" or "sinusoidal" embeddings, "rope",
+    relative "alibi", "t5", "distance_bias" (a learned bias per layer, head and distance),
+    "relative" (Music Transformer embeddings per layer and distance), "relative_heads" (the same
+    per head), or "none". See the module docstring."""
     rope_theta: float = 10000.0
     """RoPE base frequency."""
     t5_num_buckets: int = 32
@@ -243,8 +261,8 @@ class AttnInputs(NamedTuple):
 
     mask: torch.Tensor | None  # None: plain causal; bool (1|B, 1, T, S); or float additive (1|B, nh, T, S)
     rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (1|B, 1, T, hs/2)
-    dist: torch.Tensor | None  # (T, S) query slot - key slot, for "relative"
-    skew: bool  # "relative" may use the skewing trick (no cache: S == T, dist = i - j)
+    dist: torch.Tensor | None  # (T, S) query slot - key slot, for the LAYER_DISTANCES encodings
+    skew: bool  # relative embeddings may use the skewing trick (no cache: S == T, dist = i - j)
 
 
 # -----------------------------------------------------------------------------
@@ -267,7 +285,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         if config.pos_encoding == "relative":
             # Music Transformer: one learned embedding per distance 0..block_size-1, shared by the heads
-            self.Er = nn.Parameter(torch.zeros(config.block_size, self.hs))
+            self.Er = nn.Parameter(torch.zeros(config.block_size, self.hs))  # (L, hs)
+        elif config.pos_encoding == "relative_heads":  # the same, one table per query head
+            self.Er = nn.Parameter(torch.zeros(self.nh, config.block_size, self.hs))  # (nh, L, hs)
+        elif config.pos_encoding == "distance_bias":
+            # one learned logit bias per head and distance 0..block_size-1; zeros at first, as in the reference
+            self.dist_bias = nn.Parameter(torch.zeros(self.nh, config.block_size))  # (nh, L)
 
     def forward(self, x: torch.Tensor, ctx: AttnInputs, cache: KVCache | None = None,
                 last: bool = False) -> torch.Tensor:
@@ -292,10 +315,10 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(self.nh // self.nkv, dim=1)  # (B, nh, S, hs)
             v = v.repeat_interleave(self.nh // self.nkv, dim=1)
         dropout_p = self.dropout if self.training else 0.0
-        if ctx.dist is not None:
+        if hasattr(self, "Er"):
             y = self.relative_attention(q, k, v, ctx, dropout_p)
         else:
-            mask = ctx.mask
+            mask = ctx.mask if ctx.dist is None else self.distance_mask(ctx, T, k.size(2))
             if mask is not None and mask.is_floating_point():
                 mask = mask.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
@@ -303,23 +326,34 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, self.nh * self.hs)
         return self.resid_dropout(self.proj(y))
 
+    @staticmethod
+    def visible(ctx: AttnInputs, T: int, S: int, device) -> torch.Tensor:
+        """Which keys each query sees: ctx.mask, or the causal mask of the last T of S slots (T, S)."""
+        if ctx.mask is not None:
+            return ctx.mask
+        return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
+
+    def distance_mask(self, ctx: AttnInputs, T: int, S: int) -> torch.Tensor:
+        """Additive mask (1|B, nh, T, S): each head's bias for the distance, -inf where a key is not visible."""
+        L = self.dist_bias.size(1)
+        bias = self.dist_bias[:, ctx.dist.clamp(0, L - 1)]  # (nh, T, S); far distances take the last entry
+        return bias[None].masked_fill(~self.visible(ctx, T, S, bias.device), float("-inf"))
+
     def relative_attention(self, q, k, v, ctx: AttnInputs, dropout_p: float) -> torch.Tensor:
-        """softmax((q k^T + S_rel) / sqrt(hs)) v, with S_rel[i, j] = q_i . Er[i - j] (Huang et al. 2018)."""
-        T, S, L = q.size(2), k.size(2), self.Er.size(0)
+        """softmax((q k^T + S_rel) / sqrt(hs)) v, with S_rel[i, j] = q_i . Er[i - j] (Huang et al. 2018);
+        Er is (L, hs), shared by the heads, or (nh, L, hs), one table per head."""
+        T, S, L = q.size(2), k.size(2), self.Er.size(-2)
         if ctx.skew:
             # skewing: q against Er for distances T-1..0, pad one column left, fold, drop the first row
-            Er = self.Er[(T - 1 - torch.arange(T, device=q.device)).clamp(max=L - 1)]  # (T, hs)
-            qe = q @ Er.transpose(0, 1).to(q.dtype)  # (B, nh, T, T); column c <-> distance T-1-c
+            Er = self.Er[..., (T - 1 - torch.arange(T, device=q.device)).clamp(max=L - 1), :]  # ([nh,] T, hs)
+            qe = q @ Er.transpose(-2, -1).to(q.dtype)  # (B, nh, T, T); column c <-> distance T-1-c
             srel = F.pad(qe, (1, 0)).view(*qe.shape[:2], T + 1, T)[:, :, 1:]  # (B, nh, T, T)
         else:
-            qe = q @ self.Er.transpose(0, 1).to(q.dtype)  # (B, nh, T, L); column d <-> distance d
+            qe = q @ self.Er.transpose(-2, -1).to(q.dtype)  # (B, nh, T, L); column d <-> distance d
             idx = ctx.dist.clamp(0, L - 1).expand(*qe.shape[:2], T, S)  # (B, nh, T, S)
             srel = qe.gather(-1, idx)
         att = (q @ k.transpose(-2, -1) + srel) * (1.0 / math.sqrt(self.hs))  # (B, nh, T, S)
-        mask = ctx.mask
-        if mask is None:
-            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-        att = att.masked_fill(~mask, float("-inf"))
+        att = att.masked_fill(~self.visible(ctx, T, S, q.device), float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
         return att @ v  # (B, nh, T, hs)
 
@@ -500,7 +534,7 @@ class GPT(nn.Module):
                 bias = self.rel_bias(buckets).permute(2, 0, 1)  # (nh, T, S)
             visible = causal[None, None] if mask is None else mask
             mask = bias[None].masked_fill(~visible, float("-inf"))  # (1|B, nh, T, S)
-        if c.pos_encoding == "relative":
+        if c.pos_encoding in LAYER_DISTANCES:
             return AttnInputs(mask, None, dist, skew=cache is None)
         return AttnInputs(mask, rope, None, skew=False)
 

@@ -4,8 +4,17 @@ One entry point for a single process and for `torchrun --nproc_per_node N` (DDP)
 into `cli` (parse), `run` (build the runtime, data, model, optimizer; maybe restore) and `fit`
 (the loop), with one optimizer step in `train_step`.
 
+The run's length is the fewest steps any of `max_steps`, `max_tokens` and `max_epochs` gives
+(`max_minutes` and `stop_at_step` stop a run early without changing it; `schedule_minutes` may
+shorten it). A step takes batch_size * block_size tokens; an epoch is ceil(train tokens /
+(batch_size * block_size)) steps, where the train tokens are train.bin's, after the cap
+`data.train_examples` (the first N examples, for data-scaling studies). `max_epochs` is refused
+with a curriculum (`data.stages`), whose stages set their own lengths in steps.
+
 The run folder (`out_dir`) receives, at start, `config.yaml` (the resolved config, model fields
-included) and `run.json` (seed, git revision, world size, parameter count); during training,
+included) and `run.json` (seed, git revision, world size, parameter count, and `length`: the
+training examples and tokens of each stage, the steps of an epoch and the steps each given
+length asks for); during training,
 `metrics.jsonl` (one line per step: loss, lr, grad norm, tokens/s, elapsed; one per evaluation:
 val_loss), optionally `metrics.csv` and TensorBoard events; and checkpoints `ckpt_STEP.pt` (the
 last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
@@ -29,7 +38,8 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +53,7 @@ from tinylm.data import (
     IGNORE,
     BatchStream,
     Stage,
+    first_examples,
     make_batch,
     open_dataset,
     split_step_starts,
@@ -77,8 +88,13 @@ class DataConfig:
     mask: Literal["all", "trace", "step"] = "all"
     """Loss mask: every target token; only the trace after the window's first step boundary (not
     the program the window opens with); or only the next trace step (for fine-tuning). See tinylm.data."""
+    train_examples: int | None = None
+    """Train on the first N examples of each stage's train.bin only (data-scaling studies): no
+    window reaches past example N. None: all of them. Validation is unchanged."""
 
     def validate(self) -> None:
+        if self.train_examples is not None and self.train_examples < 1:
+            raise ConfigError(f"data.train_examples must be at least 1, got {self.train_examples}")
         for key in ("aligned_fraction", "step_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must be in [0, 1], got {getattr(self, key)}")
@@ -167,13 +183,16 @@ class TrainConfig:
     max_steps: int | None = None
     """Length of the run (and of the LR schedule) in optimizer steps."""
     max_tokens: int | None = None
-    """Alternative length in tokens (batch_size * block_size per step); the smaller of the two wins."""
+    """Alternative length in tokens (batch_size * block_size per step)."""
+    max_epochs: float | None = None
+    """Alternative length in epochs of ceil(train tokens / (batch_size * block_size)) steps, rounded
+    up to a whole step; the fewest steps of max_steps, max_tokens and max_epochs win. Not with data.stages."""
     max_minutes: float | None = None
     """Wall-clock budget of one invocation; stops early (with a checkpoint) without changing the schedule."""
     schedule_minutes: float | None = None
     """Size the run to the machine: at the end of warmup, max_steps becomes the number of steps that
     fit in this many minutes of training at the rate of the warmup's second half (never more than
-    max_steps/max_tokens). The length chosen is recorded in run.json and the checkpoints; a resumed
+    max_steps/max_tokens/max_epochs). The length chosen is recorded in run.json and the checkpoints; a resumed
     run keeps it, and max_steps=N without schedule_minutes reruns the same run."""
     stop_at_step: int | None = None
     """Stop (with a checkpoint) after this step without changing the schedule; resume later."""
@@ -199,8 +218,17 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
-        if self.max_steps is None and self.max_tokens is None:
-            raise ConfigError("set max_steps or max_tokens")
+        if self.max_steps is None and self.max_tokens is None and self.max_epochs is None:
+            raise ConfigError("set max_steps, max_tokens or max_epochs")
+        for name in ("max_steps", "max_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_epochs is not None:
+            if not (math.isfinite(self.max_epochs) and self.max_epochs > 0):
+                raise ConfigError(f"max_epochs must be a positive number, got {self.max_epochs}")
+            if self.data.stages:
+                raise ConfigError("max_epochs is not defined with data.stages (each stage's length is its "
+                                  "until_step); set max_steps or max_tokens")
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -268,13 +296,35 @@ def resolve_model_config(cfg: TrainConfig, vocab_size: int, where: str):
 
 
 def open_stages(cfg: TrainConfig, config_file) -> list[Stage]:
+    """The curriculum's datasets (or the one dataset), each train split cut to data.train_examples."""
     specs = cfg.data.stages or [StageConfig(dataset=cfg.data.dataset)]
     stages = [Stage(open_dataset(resolve_path(s.dataset, config_file)), s.until_step) for s in specs]
+    n = cfg.data.train_examples
+    if n is not None:
+        for stage in stages:
+            held = len(stage.dataset.train.starts)
+            if n > held:
+                raise ConfigError(f"data.train_examples is {n:,} but {stage.dataset.folder}/train.bin holds "
+                                  f"{held:,} examples")
+            stage.dataset = replace(stage.dataset, train=first_examples(stage.dataset.train, n))
     first = stages[0].dataset
     for stage in stages[1:]:
         if stage.dataset.manifest["tokenizer"] != first.manifest["tokenizer"]:
             raise DataError(f"curriculum: {stage.dataset.folder} and {first.folder} use different tokenizers")
     return stages
+
+
+def run_length(cfg: TrainConfig, stages: list[Stage], tokens_per_step: int) -> dict:
+    """What the run's length is made of: each stage's training examples and tokens, the steps of
+    an epoch (None with a curriculum) and the steps each given length asks for; the fewest win."""
+    tokens = [len(s.dataset.train) for s in stages]
+    epoch = -(-tokens[0] // tokens_per_step) if len(stages) == 1 else None
+    asked = {"max_steps": cfg.max_steps,
+             "max_tokens": cfg.max_tokens and -(-cfg.max_tokens // tokens_per_step),
+             # the decimal the config holds, so that 0.1 epoch of 30 steps is 3 steps, not 4
+             "max_epochs": cfg.max_epochs and max(1, math.ceil(Fraction(repr(cfg.max_epochs)) * epoch))}
+    return {"train_examples": [len(s.dataset.train.starts) for s in stages], "train_tokens": tokens,
+            "steps_per_epoch": epoch, "steps": {k: v for k, v in asked.items() if v is not None}}
 
 
 @dataclass
@@ -291,6 +341,7 @@ class Run:
     model_config: Any
     max_steps: int
     out_dir: Path
+    length: dict = field(default_factory=dict)  # run_length(): what max_steps was chosen from
     step: int = 0
     best_val_loss: float = math.inf
     tokens_per_step: int = 0
@@ -318,14 +369,15 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay,
                                 tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
     tokens_per_step = cfg.batch_size * model_config.block_size
-    steps = [s for s in (cfg.max_steps, cfg.max_tokens and -(-cfg.max_tokens // tokens_per_step)) if s]
+    length = run_length(cfg, stages, tokens_per_step)
     batches = BatchStream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum,
                           cfg.data.aligned_fraction, cfg.data.mask, cfg.seed, rt.rank, rt.world_size,
                           cfg.data.step_fraction)
     out_dir = run_dir(cfg, config_file)
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
-               batches=batches, stages=stages, model_config=model_config, max_steps=min(steps),
-               out_dir=out_dir, tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
+               batches=batches, stages=stages, model_config=model_config,
+               max_steps=min(length["steps"].values()), out_dir=out_dir, length=length,
+               tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -602,7 +654,7 @@ def write_run_info(run: Run, config_file, resumed: bool) -> None:
         **run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
         "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
         "parameters": run.model.num_params(), "max_steps": run.max_steps if run.sized else None,
-        "sizing": sizing, "resumed_at_step": run.step if resumed else None})
+        "length": run.length, "sizing": sizing, "resumed_at_step": run.step if resumed else None})
 
 
 def record_sizing(run: Run, sizing: dict) -> None:
