@@ -1053,9 +1053,9 @@ def stage_prepare(src: Path, folder: Path, spec: DatasetSpec, workers: int, yaml
 # The renamed-variables suite: an evaluation's hard-matched examples, renamed and re-traced
 
 
-def read_hard_matched(results: Path, suite: Path) -> list[str]:
-    """The examples an evaluation's `results.jsonl` scored hard, in suite order,
-    checked against the suite they came from (`tinylm.evaluate.read_suite` numbers its examples)."""
+def read_hard_matched(results: Path, suite: Path, also: tuple[str, ...] = ()) -> list[str]:
+    """The examples an evaluation's `results.jsonl` scored hard (or one of the classes `also`), in
+    suite order, checked against the suite they came from (`tinylm.evaluate.read_suite` numbers its examples)."""
     for path in (results, suite):
         if not path.is_file():
             raise DataError(f"{path}: no such file")
@@ -1072,7 +1072,7 @@ def read_hard_matched(results: Path, suite: Path) -> list[str]:
             raise DataError(f"{results}, line {n}: not an evaluation record ({exc})") from None
         if not (isinstance(i, int) and 0 <= i < len(examples) and examples[i] == text):
             raise DataError(f"{results}, line {n}: example {i} is not example {i} of {suite}")
-        if cls == "hard":
+        if cls == "hard" or cls in also:
             hard.append((i, text))
     return [text for _, text in sorted(hard)]
 
@@ -1116,9 +1116,9 @@ def training_words(folder: Path, manifest: dict, tokens_per_read: int = 1 << 26)
 
 
 def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int,
-                 lengths: list[int]) -> str:
+                 lengths: list[int], solved_only: bool = True) -> str:
     """The renamed-variables suite: each hard-matched example of `results` (an evaluation of
-    `suite`) with its variables renamed to names of `lengths` letters that never occur in the
+    `suite`; every example when not `solved_only`) with its variables renamed to names of `lengths` letters that never occur in the
     dataset's train split and that its tokenizer spells, re-traced in the dataset's format and
     filtered at its block size; dropped if its program is in the train split or twice in the suite."""
     from tinylm.lang.rename import fresh_names, program_names, rename_program
@@ -1130,7 +1130,7 @@ def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int
         raise ConfigError(f"--lengths must be name lengths >= 1, got {lengths}")
     manifest = json.loads((dataset / "manifest.json").read_text())
     tokenizer = tokenizer_from_dict(manifest["tokenizer"])
-    hard = read_hard_matched(results, suite)
+    hard = read_hard_matched(results, suite, () if solved_only else ("soft", "failure"))
     taken = training_words(dataset, manifest)
     rng = random.Random(seed)
     programs = []

@@ -81,6 +81,10 @@ class DerivedSuite:
     dataset: str
     """Experiment dataset whose training programs the new names must avoid (and whose format re-traces)."""
     kind: Literal["renamed-variables"] = "renamed-variables"
+    lengths: list[int] = field(default_factory=lambda: [1])
+    """Lengths of the new names (each never seen in the dataset's training programs)."""
+    solved_only: bool = True
+    """Only the examples the run solved (hard match); false renames every example (smoke checks)."""
     seed: int = 0
 
 
@@ -345,8 +349,16 @@ def _windows(project: Project, run: str) -> list[str]:
                                         and not (w == "rolling" and absolute)]
 
 
-def _suite_args(project: Project, names: list[str]) -> list[str]:
-    return [f"{name}={project.suite_path(name)}" for name in names]
+def _suite_args(project: Project, names: list[str], log=print) -> list[str]:
+    """NAME=PATH of each suite; a derived suite left empty (the run solved nothing) is skipped."""
+    args = []
+    for name in names:
+        path = project.suite_path(name)
+        if path.is_file() and not path.read_text().strip():
+            log(f"suite {name}: {path} has no examples; not evaluated")
+            continue
+        args.append(f"{name}={path}")
+    return args
 
 
 def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
@@ -356,8 +368,8 @@ def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
     if not results.is_file():
         raise DataError(f"{results}: the evaluation that suite '{derived.name}' is made from is missing")
     out = project.suite_path(derived.name)
-    log(stage_rename(results, project.suite_path(derived.suite), out,
-                     project.dataset_dir(derived.dataset), derived.seed))
+    log(stage_rename(results, project.suite_path(derived.suite), out, project.dataset_dir(derived.dataset),
+                     derived.seed, derived.lengths, derived.solved_only))
 
 
 def evaluate_runs(project: Project, only: list[str] | None = None, log=print) -> None:
@@ -379,7 +391,7 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
                 derive_suite(project, d, log)
         for window in _windows(project, name):
             log(f"\n== evaluating run {name}, {window} window")
-            evaluate_checkpoint(checkpoint, _suite_args(project, plain + [d.name for d in ev.derived]),
+            evaluate_checkpoint(checkpoint, _suite_args(project, plain + [d.name for d in ev.derived], log),
                                 project.eval_dir(name, window), _eval_config(project, window, ev.limit), log=log)
         if project.cfg.runs[name].sweep:
             log(f"\n== sweeping every checkpoint of run {name}")

@@ -289,6 +289,8 @@ def _train_examples(config: dict, config_path: Path) -> int | None:
     """Training examples of the run's dataset (summed over curriculum stages), from their manifests."""
     data = config.get("data") or {}
     folders = [s["dataset"] for s in data.get("stages") or []] or [data.get("dataset")]
+    if data.get("train_examples") and len(folders) == 1:  # a data-scaling run's cap
+        return data["train_examples"]
     total = 0
     for folder in folders:
         if not folder:
