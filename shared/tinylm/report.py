@@ -151,7 +151,7 @@ def runs_table(rows: list[dict]) -> str:
 # Figures (matplotlib's Figure without pyplot: no global state; each function returns its Figure)
 
 
-def _figure(width: float, height: float, title: str | None = None):
+def new_figure(width: float, height: float, title: str | None = None):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
@@ -160,7 +160,7 @@ def _figure(width: float, height: float, title: str | None = None):
     return fig
 
 
-def _save(fig, path: str | Path):
+def save_figure(fig, path: str | Path):
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -178,7 +178,7 @@ def plot_sweep(rows: list[dict], path: str | Path):
     """hard match % against training step and against training time, one line per suite."""
     suites = sorted({name for r in rows for name in r["suites"]})
     xs = [("step", "training step"), ("elapsed_s", "training time (min)")]
-    fig = _figure(10, 4)
+    fig = new_figure(10, 4)
     axes = fig.subplots(1, 2)
     for ax, (key, label) in zip(axes, xs):
         for name in suites:
@@ -191,7 +191,7 @@ def plot_sweep(rows: list[dict], path: str | Path):
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         _hard_axis(ax, label)
     axes[0].legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, title: str | None = None):
@@ -201,20 +201,20 @@ def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, 
     stepped = sorted((r for r in rows if r.get("step") is not None), key=lambda r: r["step"])
     if not stepped:
         raise DataError("no sweep row has a training step to place it on a token axis")
-    fig = _figure(6, 4, title)
+    fig = new_figure(6, 4, title)
     ax = fig.subplots()
     for name in sorted({name for r in stepped for name in r["suites"]}):
         pts = [(r["step"] * tokens_per_step, r["suites"][name]["hard_pct"]) for r in stepped if name in r["suites"]]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     _hard_axis(ax, "training tokens seen")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_suites(summaries: list[dict], path: str | Path):
     """Stacked bars of hard / soft / failure % per suite."""
     names = [s["suite"] for s in summaries]
-    fig = _figure(max(4, 1.5 * len(names)), 4)
+    fig = new_figure(max(4, 1.5 * len(names)), 4)
     ax = fig.subplots()
     bottom = [0.0] * len(names)
     for cls, color in (("hard", "tab:green"), ("soft", "tab:orange"), ("failure", "tab:red")):
@@ -223,7 +223,7 @@ def plot_suites(summaries: list[dict], path: str | Path):
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("% of examples")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None = None):
@@ -235,7 +235,7 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     for r in rows:
         if not r.get(x):
             raise DataError(f"run '{r['run']}': no {x} to place it on the x axis")
-    fig = _figure(7, 4.5, title)
+    fig = new_figure(7, 4.5, title)
     ax = fig.subplots()
     for name in suites:
         pts = sorted((r[x], r["suites"][name]["hard_pct"], r["run"]) for r in rows if name in r["suites"])
@@ -249,7 +249,7 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     ax.margins(x=0.1)
     _hard_axis(ax, SCALING_X[x])
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
@@ -257,7 +257,7 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     suites = check_runs(rows)
-    fig = _figure(max(5, 0.6 * len(suites) * (len(rows) + 1)), 4.5, title)
+    fig = new_figure(max(5, 0.6 * len(suites) * (len(rows) + 1)), 4.5, title)
     ax = fig.subplots()
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
@@ -268,14 +268,14 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
     ax.set_ylim(0, 1.05 if metric == "steps_correct_frac_mean" else 105)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -----------------------------------------------------------------------------
 # Where the numbers come from: evaluation folders and the run folders of their checkpoints
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -299,7 +299,7 @@ def _train_examples(config: dict, config_path: Path) -> int | None:
         found = [p for p in (resolve_path(folder, config_path), Path(folder)) if (p / "manifest.json").is_file()]
         if not found:
             return None
-        examples = _read_json(found[0] / "manifest.json").get("splits", {}).get("train", {}).get("examples")
+        examples = read_json(found[0] / "manifest.json").get("splits", {}).get("train", {}).get("examples")
         if not isinstance(examples, int):
             return None
         total += examples
@@ -312,7 +312,7 @@ def run_facts(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     facts = dict.fromkeys(FACTS)
     if (run_dir / "run.json").is_file():
-        facts["parameters"] = _read_json(run_dir / "run.json").get("parameters")
+        facts["parameters"] = read_json(run_dir / "run.json").get("parameters")
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
         config = read_yaml(config_path)
@@ -331,7 +331,7 @@ def compare_row(label: str, eval_dir: str | Path) -> dict:
         hint = ("it holds a sweep; compare single-checkpoint evaluations" if (eval_dir / "sweep.json").is_file()
                 else f"run `tinylm eval --checkpoint CKPT --suite ... --out {eval_dir}` first")
         raise DataError(f"{eval_dir}: no summary.json ({hint})")
-    summary = _read_json(path)
+    summary = read_json(path)
     suites = {}
     for s in summary.get("suites", [summary]):
         missing = [k for k in ("suite", *SUITE_KEYS) if k not in s]
@@ -374,7 +374,7 @@ def report(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     written = []
     if (folder / "sweep.json").exists():
-        sweep = _read_json(folder / "sweep.json")
+        sweep = read_json(folder / "sweep.json")
         rows = sweep["rows"]
         atomic_write_text(folder / "sweep.md", sweep_report(rows) + "\n")
         plot_sweep(rows, folder / "hard_match.png")
@@ -384,7 +384,7 @@ def report(folder: str | Path) -> list[Path]:
             plot_sweep_tokens(rows, folder / "hard_match_tokens.png", tokens_per_step)
             written.append(folder / "hard_match_tokens.png")
     elif (folder / "summary.json").exists():
-        summary = _read_json(folder / "summary.json")
+        summary = read_json(folder / "summary.json")
         suites = summary.get("suites", [summary])
         atomic_write_text(folder / "table.md", suites_table(suites) + "\n")
         plot_suites(suites, folder / "classes.png")

@@ -16,8 +16,8 @@ included) and `run.json` (seed, git revision, world size, parameter count, and `
 training examples and tokens of each stage, the steps of an epoch and the steps each given
 length asks for); during training,
 `metrics.jsonl` (one line per step: loss, lr, grad norm, tokens/s, elapsed; one per evaluation:
-val_loss), optionally `metrics.csv` and TensorBoard events; and checkpoints `ckpt_STEP.pt` (the
-last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
+val_loss), `metrics.csv` (the step lines) and TensorBoard events; and checkpoints `ckpt_STEP.pt`
+(the last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
 
 A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
 the RNG states of every rank and the resolved config; `--resume` continues from the newest one
@@ -160,8 +160,8 @@ class CheckpointConfig:
 class LogConfig:
     progress: bool = True
     """Show a progress bar (main process only)."""
-    csv: bool = False
-    """Also write per-step metrics to metrics.csv."""
+    csv: bool = True
+    """Also write per-step metrics to metrics.csv (one line per step: as cheap as metrics.jsonl)."""
     tensorboard: bool = True
     """Write TensorBoard events when tensorboard is installed."""
 
