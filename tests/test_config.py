@@ -87,3 +87,14 @@ def test_round_trip_through_yaml(tmp_path):
     write_yaml(cfg, tmp_path / "config.yaml")
     assert load_config(Run, tmp_path / "config.yaml") == cfg
     assert to_dict(cfg)["optim"] == {"lr": 0.5, "schedule": "cosine"}
+
+
+def test_a_number_in_exponent_notation_is_a_number_in_a_file_and_an_override(tmp_path):
+    from tinylm.train import OptimConfig
+
+    path = tmp_path / "optim.yaml"
+    path.write_text("lr: 1e-3\nmin_lr: 2E-5\n")
+    cfg = load_config(OptimConfig, path, ["grad_clip=5e-1"])
+    assert (cfg.lr, cfg.min_lr, cfg.grad_clip) == (1e-3, 2e-5, 0.5)
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(OptimConfig, None, ["lr=1e-3x"])

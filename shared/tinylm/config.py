@@ -10,6 +10,7 @@ to a run's outputs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from tinylm.errors import ConfigError
 
 T = TypeVar("T")
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -134,6 +136,8 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {k: _coerce(vt, v, where, f"{key}.{k}") for k, v in value.items()}
     if hint is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
         return float(value)
