@@ -62,7 +62,6 @@ and attention over the cache, not per-op overhead, at that batch), and the re-an
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
@@ -74,6 +73,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError
 
 WINDOWS = ("reference", "step-anchored", "rolling")
@@ -736,7 +736,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
 
 def cli(argv: list[str]) -> int:
     """tinylm generate --checkpoint C --prompt TEXT [options]: print the prompt and its continuation."""
-    ap = argparse.ArgumentParser(prog="tinylm generate", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm generate", description=cli.__doc__)
     ap.add_argument("--checkpoint", required=True, help="a tinylm checkpoint (.pt)")
     ap.add_argument("--prompt", required=True, help="text to continue (escapes like \\n are decoded)")
     ap.add_argument("--max-new-tokens", type=int, default=256)

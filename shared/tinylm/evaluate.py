@@ -48,7 +48,6 @@ processes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -63,6 +62,7 @@ import numpy as np
 import torch
 
 from tinylm import runtime
+from tinylm.cli import ArgumentParser
 from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, check_window, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
@@ -530,7 +530,7 @@ def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: Eval
 
 def cli(argv: list[str]) -> int:
     """tinylm eval: score a checkpoint (or every checkpoint of a run) on TinyPy test suites."""
-    ap = argparse.ArgumentParser(prog="tinylm eval", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm eval", description=cli.__doc__)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", help="a tinylm checkpoint (.pt)")
     what.add_argument("--sweep", metavar="RUN_DIR", help="evaluate every ckpt_*.pt of a run folder")

@@ -9,10 +9,10 @@ sweep's OUT/sweep.json (one row per checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import DataError
 from tinylm.files import atomic_path, atomic_write_text
 
@@ -149,7 +149,7 @@ def report(folder: str | Path) -> list[Path]:
 
 def cli(argv: list[str]) -> int:
     """tinylm report DIR: markdown tables and PNG plots from an evaluation or sweep folder."""
-    ap = argparse.ArgumentParser(prog="tinylm report", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm report", description=cli.__doc__)
     ap.add_argument("folder", help="an evaluation output folder (--out of tinylm eval)")
     args = ap.parse_args(argv)
     for path in report(args.folder):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_bytes, atomic_write_text
 
@@ -515,7 +516,7 @@ def _load_tokenizer(args: argparse.Namespace) -> Tokenizer:
 
 def cli(argv: list[str]) -> int:
     """`tinylm tokenize [--vocab m2 | --tokenizer tok.json] [--decode] INPUT OUTPUT`."""
-    parser = argparse.ArgumentParser(prog="tinylm tokenize", description=(
+    parser = ArgumentParser(prog="tinylm tokenize", description=(
         "Encode a text file of examples separated by blank lines into a .bin of token ids "
         "(each example followed by the terminator), or with --decode turn a .bin back into text."))
     parser.add_argument("input")

@@ -23,7 +23,6 @@ step as one process.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 
 from tinylm import runtime
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.cli import ArgumentParser
 from tinylm.config import from_dict, load_config, to_dict, write_yaml
 from tinylm.data import (
     IGNORE,
@@ -639,7 +639,7 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = 
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config YAML")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
