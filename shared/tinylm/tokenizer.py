@@ -484,7 +484,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
             return VocabTokenizer(d["tokens"], name=d["name"], kind=d["kind"], drop_spaces=d["drop_spaces"])
         if d["kind"] == "sentencepiece":
             return SentencePieceTokenizer(base64.b64decode(d["model_proto"]), name=d["name"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sentencepiece's bad proto
         raise DataError(f"malformed tokenizer description (missing or bad {exc})") from None
     raise DataError(f"unknown tokenizer kind {d['kind']!r} (expected keyword, char or sentencepiece)")
 
