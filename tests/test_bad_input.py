@@ -4,6 +4,7 @@ usage, dataset folders, checkpoints, evaluation suites, prompts, and the demo's 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,73 @@ def test_manifest_vocab_size_against_its_tokenizer_and_the_config(tmp_path, caps
     edit_manifest(toy, vocab_size=16)
     err = train_cli_error(capsys, tmp_path, "model.vocab_size=12")
     assert "model.vocab_size 12 is smaller than the dataset's 16" in err
+
+
+# ----------------------------------------------------------------------------- checkpoints and tokenizers
+
+
+def swap_two_tokens(tokenizer: dict) -> dict:
+    """The same tokenizer with two ids exchanged: same size, other identity."""
+    tokens = list(tokenizer["tokens"])
+    tokens[2], tokens[3] = tokens[3], tokens[2]
+    return {**tokenizer, "tokens": tokens}
+
+
+def trained_checkpoint(tmp_path) -> Path:
+    from test_train import train
+
+    return Path(train(tmp_path, max_steps=2, eval_interval=2)["out_dir"]) / "ckpt_00000002.pt"
+
+
+def test_resume_and_init_from_refuse_a_dataset_with_another_tokenizer_of_the_same_size(tmp_path, capsys):
+    ckpt = trained_checkpoint(tmp_path)
+    manifest = json.loads((tmp_path / "toy" / "manifest.json").read_text())
+    edit_manifest(tmp_path / "toy", tokenizer=swap_two_tokens(manifest["tokenizer"]))
+    err = train_cli_error(capsys, tmp_path / "other", f"data.dataset={tmp_path / 'toy'}", f"init_from={ckpt}")
+    assert f"{ckpt}: trained with tokenizer 'toy'" in err and "toy uses 'toy'" in err
+    from test_train import tiny_config
+
+    from tinylm.config import write_yaml
+
+    write_yaml(tiny_config(tmp_path, max_steps=4, eval_interval=2), tmp_path / "cfg.yaml")
+    before = ckpt.read_bytes()
+    err = cli_error(capsys, ["train", str(tmp_path / "cfg.yaml"), "--resume"])
+    assert f"{ckpt}: trained with tokenizer 'toy'" in err
+    assert ckpt.read_bytes() == before and not (tmp_path / "run" / "ckpt_00000004.pt").exists()
+
+
+def rewrite_checkpoint(path: Path, **changes) -> None:
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del ckpt[key]
+    torch.save(ckpt, path)
+
+
+def test_eval_and_generate_refuse_a_checkpoint_whose_tokenizer_was_changed(tmp_path, capsys):
+    import torch
+
+    ckpt = trained_checkpoint(tmp_path)
+    tokenizer = torch.load(ckpt, weights_only=True)["tokenizer"]
+    rewrite_checkpoint(ckpt, tokenizer=swap_two_tokens(tokenizer))
+    expected = f"{ckpt}: its tokenizer is not the one it was saved with"
+    assert expected in cli_error(capsys, ["generate", "--checkpoint", str(ckpt), "--prompt", "abc"])
+    suite = tmp_path / "suite.txt"
+    suite.write_text("abc\n#STEP\ncde\n\n")
+    out = tmp_path / "eval"
+    assert expected in cli_error(capsys, ["eval", "--checkpoint", str(ckpt), "--suite", str(suite), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_a_checkpoint_saved_without_an_identity_is_compared_by_its_whole_tokenizer(tmp_path, capsys):
+    ckpt = trained_checkpoint(tmp_path)
+    rewrite_checkpoint(ckpt, tokenizer_sha256=None)
+    from test_train import train
+
+    assert train(tmp_path, resume=True, max_steps=4, eval_interval=2)["step"] == 4  # the same tokenizer
+    manifest = json.loads((tmp_path / "toy" / "manifest.json").read_text())
+    edit_manifest(tmp_path / "toy", tokenizer=swap_two_tokens(manifest["tokenizer"]))
+    err = train_cli_error(capsys, tmp_path / "ft", f"data.dataset={tmp_path / 'toy'}", f"init_from={ckpt}")
+    assert "trained with tokenizer 'toy'" in err

@@ -13,7 +13,8 @@ last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
 A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
 the RNG states of every rank and the resolved config; `--resume` continues from the newest one
 and reproduces the uninterrupted run bit for bit (same device type and world size). The learning
-rate is a pure function of the step, so a resumed run follows the same schedule.
+rate is a pure function of the step, so a resumed run follows the same schedule. `--resume` and
+`init_from` refuse a checkpoint whose tokenizer is not the dataset's (`tinylm.checkpoint.check_tokenizer`).
 
 `batch_size` is the global number of rows per optimizer step, whatever the number of processes:
 each of W ranks runs `grad_accum` micro-batches of `batch_size / (W * grad_accum)` rows. The loss
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from tinylm import runtime
-from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.checkpoint import check_tokenizer, load_checkpoint, save_checkpoint
 from tinylm.cli import ArgumentParser
 from tinylm.config import from_dict, load_config, to_dict, write_yaml
 from tinylm.data import (
@@ -305,8 +306,7 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     init = load_checkpoint(resolve_path(cfg.init_from, config_file)) if cfg.init_from else None
     if init is not None:
         model_config = from_dict(GPTConfig, init["model_config"], where=f"{cfg.init_from} (model_config)")
-        if init["tokenizer"] != stages[0].dataset.manifest["tokenizer"]:
-            raise DataError(f"{cfg.init_from}: trained with another tokenizer than {stages[0].dataset.folder}")
+        check_tokenizer(init, cfg.init_from, stages[0].dataset.manifest["tokenizer"], str(stages[0].dataset.folder))
     else:
         model_config = resolve_model_config(cfg, stages[0].dataset.vocab_size, where)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -370,6 +370,8 @@ def restore(run: Run) -> None:
     if not found:
         raise DataError(f"{run.out_dir}: no checkpoint to resume from (ckpt_*.pt)")
     ckpt = load_checkpoint(found[-1], map_location=run.rt.device)
+    dataset = run.stages[0].dataset
+    check_tokenizer(ckpt, found[-1], dataset.manifest["tokenizer"], str(dataset.folder))
     theirs, ours = ckpt["model_config"], to_dict(run.model_config)
     diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
     if diff:
