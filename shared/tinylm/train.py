@@ -458,7 +458,8 @@ class Metrics:
 
 
 def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """Forward and backward every micro-batch (gradients synced on the last only), clip, step."""
+    """Forward and backward every micro-batch (gradients synced on the last only), clip, step.
+    A step whose loss or gradient norm is not finite is not taken (the weights stay as they were)."""
     rt, model = run.rt, run.train_model
     counted = torch.tensor(float(sum(int((y != IGNORE).sum()) for _, y in micro_batches)), device=rt.device)
     counted = rt.all_reduce_sum(counted).clamp(min=1.0)  # target tokens in the global batch
@@ -474,12 +475,13 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]])
             # DDP averages gradients over ranks; scaling by W / counted makes that the global token mean
             (loss * (rt.world_size / counted)).backward()
         loss_sum += loss.detach()
+    loss = (rt.all_reduce_sum(loss_sum) / counted).item()
     clip = run.cfg.optim.grad_clip or math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
-    run.optimizer.step()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
+    if math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every rank: both are global
+        run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    loss = rt.all_reduce_sum(loss_sum) / counted
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    return {"loss": loss, "grad_norm": grad_norm}
 
 
 @torch.no_grad()
@@ -539,6 +541,16 @@ def size_schedule(run: Run, started: float, timed_from: tuple[int, float]) -> No
               f"({run.cfg.schedule_minutes:g} min of training)")
 
 
+def diverged(run: Run, stats: dict) -> None:
+    """Stop a run whose step `run.step + 1` gave a non-finite loss or gradient: save the last good
+    step (that step was not taken, its batch not used) and raise."""
+    run.batches.position = run.step
+    save(run, None)
+    raise DataError(f"step {run.step + 1}: loss {stats['loss']}, grad norm {stats['grad_norm']}; stopped, "
+                    f"{run.out_dir / f'ckpt_{run.step:08d}.pt'} keeps step {run.step} (lower optim.lr or "
+                    f"check the data, then --resume)")
+
+
 def fit(run: Run, metrics: Metrics) -> dict:
     """The training loop: set the rate, step, log; evaluate and checkpoint at intervals; stop."""
     cfg, rt = run.cfg, run.rt
@@ -558,6 +570,8 @@ def fit(run: Run, metrics: Metrics) -> dict:
             group["lr"] = lr
         tick = time.time()
         stats = train_step(run, run.batches.next())
+        if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
+            diverged(run, stats)
         run.step += 1
         elapsed = time.time() - tick
         tokens_per_s = run.tokens_per_step / max(elapsed, 1e-9)
@@ -567,8 +581,6 @@ def fit(run: Run, metrics: Metrics) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        if not math.isfinite(stats["loss"]):
-            raise DataError(f"step {run.step}: loss is {stats['loss']}; lower optim.lr or check the data")
         if not run.sized:
             if run.step == warmup // 2:  # the first steps (compilation, warm caches) are not timed
                 timed_from = (run.step, time.time())
