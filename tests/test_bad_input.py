@@ -186,3 +186,32 @@ def test_a_checkpoint_saved_without_an_identity_is_compared_by_its_whole_tokeniz
     edit_manifest(tmp_path / "toy", tokenizer=swap_two_tokens(manifest["tokenizer"]))
     err = train_cli_error(capsys, tmp_path / "ft", f"data.dataset={tmp_path / 'toy'}", f"init_from={ckpt}")
     assert "trained with tokenizer 'toy'" in err
+
+
+# ----------------------------------------------------------------------------- evaluation and generation
+
+
+def test_duplicate_suite_names_are_found_before_any_work(tmp_path, capsys, monkeypatch):
+    from tinylm import checkpoint
+
+    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: pytest.fail("work began"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "test.txt").write_text("x\n#STEP\ny\n\n")
+    first, second = str(tmp_path / "a" / "test.txt"), str(tmp_path / "b" / "test.txt")
+    base = ["eval", "--checkpoint", str(tmp_path / "c.pt"), "--out", str(tmp_path / "out")]
+    err = cli_error(capsys, [*base, "--suite", f"id={first}", "--suite", f"id={second}"])
+    assert "two suites are named 'id'" in err
+    err = cli_error(capsys, [*base, "--suite", first, "--suite", f"a-test={second}"])  # 'a-test' from the path
+    assert "two suites are named 'a-test'" in err
+    err = cli_error(capsys, [*base, "--suite", first, "--suite", str(tmp_path / "c" / "test.txt")])
+    assert "c/test.txt: no such test file (suite c-test)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_prompt_is_refused(tmp_path, capsys):
+    ckpt = trained_checkpoint(tmp_path)
+    assert "--prompt is empty" in cli_error(capsys, ["generate", "--checkpoint", str(tmp_path / "none.pt"), "--prompt", ""])
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "abc", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("abc")

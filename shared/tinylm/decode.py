@@ -758,11 +758,13 @@ def cli(argv: list[str]) -> int:
                          top_p=args.top_p, beam=args.beam, length_penalty=args.length_penalty,
                          window=args.window, seed=args.seed, speculate=args.speculate)
     cfg.validate()
+    if not args.prompt:
+        raise ConfigError("--prompt is empty; give the text to continue")
     model, tokenizer, _ = load_model(args.checkpoint, args.device)
     prompt = args.prompt.encode().decode("unicode_escape") if "\\" in args.prompt else args.prompt
     ids = tokenizer.encode(prompt, where="--prompt").astype(np.int64).tolist()
     if not ids:
-        raise ConfigError("--prompt is empty")
+        raise ConfigError(f"--prompt {args.prompt!r} has no tokens in vocabulary {tokenizer.name}")
     step_id = step_token_id(tokenizer) if cfg.window == "step-anchored" else None
     result = generate(model, [ids], cfg, eos_id=tokenizer.eos_id, step_id=step_id)
     sys.stdout.write(tokenizer.decode(ids + result.ids[0]))
