@@ -215,3 +215,61 @@ def test_empty_prompt_is_refused(tmp_path, capsys):
     assert "--prompt is empty" in cli_error(capsys, ["generate", "--checkpoint", str(tmp_path / "none.pt"), "--prompt", ""])
     assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "abc", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith("abc")
+
+
+# ----------------------------------------------------------------------------- the demo's stage scripts
+
+DEMO = Path(__file__).resolve().parents[1] / "tinypy_code_tracing_demo"
+SCRIPTS = ["1_data_generation/1_generate.py", "1_data_generation/2_trace.py", "1_data_generation/3_filter.py",
+           "1_data_generation/4_prepare.py", "2_model_training/train.py", "3_inference/eval.py",
+           "3_inference/sweep.py", "run_all.py"]
+
+
+def script_error(capsys, monkeypatch, script: str, *args: str) -> str:
+    """Run a demo script as `python SCRIPT ARGS` would, in-process; it must fail with one `error:` line."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [str(DEMO / script), *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(DEMO / script), run_name="__main__")
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_demo_script_rejects_an_unknown_option(capsys, monkeypatch, script):
+    assert "unrecognized arguments: --no-such-option" in script_error(capsys, monkeypatch, script, "--no-such-option")
+
+
+@pytest.mark.parametrize("script", SCRIPTS[:4])
+def test_data_stage_scripts_take_workers(capsys, monkeypatch, script):
+    assert "--workers must be >= 1, got 0" in script_error(capsys, monkeypatch, script, "--workers", "0")
+
+
+def test_train_script_takes_resume_and_overrides(tmp_path, capsys, monkeypatch, toy):
+    from test_train import tiny_config
+
+    from tinylm.config import write_yaml
+
+    config = tmp_path / "cfg.yaml"
+    write_yaml(tiny_config(tmp_path, max_steps=1, eval_interval=1), config)
+    script = "2_model_training/train.py"
+    err = script_error(capsys, monkeypatch, script, str(config), "--resume")
+    assert "no checkpoint to resume from" in err  # --resume is not ignored
+    err = script_error(capsys, monkeypatch, script, str(config), "max_steps=2", "oops")
+    assert "train.py: 'oops' is not a key=value override" in err
+    assert "unknown key 'optim.lrr'" in script_error(capsys, monkeypatch, script, str(config), "optim.lrr=1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_sweep_scripts_check_their_options(capsys, monkeypatch):
+    assert "--out is set by eval.py" in script_error(capsys, monkeypatch, "3_inference/eval.py", "--out", "x")
+    err = script_error(capsys, monkeypatch, "3_inference/eval.py", "configs/a.yaml", "configs/b.yaml")
+    assert "one config at most" in err
+    err = script_error(capsys, monkeypatch, "3_inference/eval.py", "--window")
+    assert "eval.py: argument --window: expected one argument" in err
+    err = script_error(capsys, monkeypatch, "3_inference/sweep.py", "--limit", "all")
+    assert "sweep.py: argument --limit: invalid int value: 'all'" in err

@@ -2,8 +2,8 @@
 
 Subcommands are looked up lazily so that `tinylm trace` does not import torch. Each target is a
 function taking the remaining argv and returning an exit status. A `TinylmError` becomes one
-line `error: ...` on stderr and exit status 2. Every subcommand (and every demo stage script)
-parses its options with `ArgumentParser`, whose usage mistakes are such errors too.
+line `error: ...` on stderr and exit status 2. Every subcommand (and every demo stage script, through
+`run_command`) parses its options with `ArgumentParser`, whose usage mistakes are such errors too.
 """
 
 from __future__ import annotations
@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{name}' (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    return run_command(getattr(importlib.import_module(module_name), func_name), rest)
+
+
+def run_command(func, argv: list[str]) -> int:
+    """func(argv)'s exit status; a TinylmError is one line `error: ...` and status 2, Ctrl-C status 130."""
     try:
-        return int(func(rest) or 0)
+        return int(func(argv) or 0)
     except TinylmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
