@@ -128,6 +128,9 @@ def test_a_killed_build_resumes_to_the_same_bytes(root):
     assert not (folder / "train.bin").exists()
     assert run_cli("build", str(folder), "--workers", "2").returncode == 0
     assert outputs(folder) == outputs(reference)
+    manifests = [json.loads((f / "manifest.json").read_text()) for f in (folder, reference)]
+    for key in ("splits", "tokenizer", "vocab_size", "dtype"):
+        assert manifests[0][key] == manifests[1][key], key
 
 
 def test_no_program_twice_and_no_held_out_program_in_another_datasets_train(root):

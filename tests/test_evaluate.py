@@ -244,7 +244,8 @@ def test_rolling_window_on_absolute_positions_is_refused_before_anything_is_writ
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from tinylm.cli import main
 
-    assert main(["eval", "--checkpoint", str(tmp_path / "no.pt"), "--suite", "x.txt", "--out", str(tmp_path)]) == 2
+    suite = make_suite(tmp_path / "test.txt", 1)
+    assert main(["eval", "--checkpoint", str(tmp_path / "no.pt"), "--suite", suite, "--out", str(tmp_path)]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tinylm.cli import ArgumentParser, run_command
+
 HERE = Path(__file__).resolve().parent
 
 DATA_STAGES = [
@@ -28,12 +30,12 @@ MODEL_STAGES = ["2_model_training/train.py", "3_inference/eval.py"]
 
 
 def main(argv: list[str]) -> int:
-    name = argv[0] if argv else "cpu"
-    config = HERE / "2_model_training" / "configs" / f"{name}.yaml"
-    if len(argv) > 1 or not config.is_file():
-        print(f"usage: run_all.py [CONFIG]  (CONFIG is a file name in {config.parent}, e.g. smoke or cpu)",
-              file=sys.stderr)
-        return 2
+    configs = HERE / "2_model_training" / "configs"
+    ap = ArgumentParser(prog="run_all.py", description=__doc__.splitlines()[0])
+    ap.add_argument("config", nargs="?", default="cpu", help=f"a config name in {configs} (default: cpu)")
+    config = configs / f"{ap.parse_args(argv).config}.yaml"
+    if not config.is_file():
+        ap.error(f"no config {config.stem!r} (choose from {', '.join(sorted(p.stem for p in configs.glob('*.yaml')))})")
     start = time.time()
     runs = [(stage, []) for stage in DATA_STAGES] + [(stage, [str(config)]) for stage in MODEL_STAGES]
     for stage, args in runs:
@@ -47,4 +49,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_command(main, sys.argv[1:]))

@@ -6,11 +6,15 @@ A checkpoint is a dict of plain data and tensors:
      "model_config": {...GPTConfig fields...},
      "model": state_dict,
      "tokenizer": {...Tokenizer.to_dict()...},
+     "tokenizer_sha256": "...",  (its identity, `tinylm.tokenizer.tokenizer_sha256`)
      "train_state": {...optimizer, scheduler, RNG states, sampler position, step...} (optional),
      "config": {...resolved run config...} (optional),
      "meta": {...git revision, time...}}
 
-Writes are atomic (temporary name, then rename).
+Writes are atomic (temporary name, then rename). Loading checks that the tokenizer inside still
+has the identity it was saved with; `check_tokenizer` compares it with a dataset's. A checkpoint
+saved before identities were recorded is compared by its full tokenizer description, which is
+what the identity hashes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from tinylm.errors import DataError
 from tinylm.files import atomic_path, run_metadata
+from tinylm.tokenizer import tokenizer_sha256
 
 FORMAT = "tinylm-checkpoint-1"
 
@@ -35,6 +40,7 @@ def save_checkpoint(path: str | Path, *, model_config: dict, model_state: dict, 
         "model_config": model_config,
         "model": model_state,
         "tokenizer": tokenizer,
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
         "meta": {**run_metadata(), **(meta or {})},
     }
     if train_state is not None:
@@ -59,7 +65,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a tinylm checkpoint (for a reference framework state_dict, "
             f"convert it first with `tinylm import-reference`)"
         )
+    if not isinstance(ckpt.get("tokenizer"), dict):
+        raise DataError(f"{path}: holds no tokenizer description")
+    saved, now = ckpt.get("tokenizer_sha256"), tokenizer_sha256(ckpt["tokenizer"])
+    if saved is not None and saved != now:
+        raise DataError(f"{path}: its tokenizer is not the one it was saved with (tokenizer_sha256 "
+                        f"{saved[:12]}..., the tokenizer inside is {now[:12]}...)")
     return ckpt
+
+
+def check_tokenizer(ckpt: dict, path: str | Path, tokenizer: dict, other: str) -> None:
+    """A DataError unless the checkpoint's tokenizer is `tokenizer` (the one `other` uses)."""
+    theirs, ours = tokenizer_sha256(ckpt["tokenizer"]), tokenizer_sha256(tokenizer)
+    if theirs != ours:
+        raise DataError(f"{path}: trained with tokenizer {ckpt['tokenizer'].get('name')!r} ({theirs[:12]}...), "
+                        f"but {other} uses {tokenizer.get('name')!r} ({ours[:12]}...)")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

@@ -2,15 +2,17 @@
 
 Subcommands are looked up lazily so that `tinylm trace` does not import torch. Each target is a
 function taking the remaining argv and returning an exit status. A `TinylmError` becomes one
-line `error: ...` on stderr and exit status 2.
+line `error: ...` on stderr and exit status 2. Every subcommand (and every demo stage script, through
+`run_command`) parses its options with `ArgumentParser`, whose usage mistakes are such errors too.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
-from tinylm.errors import TinylmError
+from tinylm.errors import ConfigError, TinylmError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("tinylm.datasets:cli", "build a dataset folder, or run one data stage (data generate ...)"),
@@ -28,6 +30,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a one-line ConfigError naming the command (exit status 2),
+    not argparse's usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def usage() -> str:
     lines = ["usage: tinylm <command> [args...]", "", "commands:"]
     lines += [f"  {name:<17} {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -41,12 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        print(f"error: unknown command '{name}' (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    return run_command(getattr(importlib.import_module(module_name), func_name), rest)
+
+
+def run_command(func, argv: list[str]) -> int:
+    """func(argv)'s exit status; a TinylmError is one line `error: ...` and status 2, Ctrl-C status 130."""
     try:
-        return int(func(rest) or 0)
+        return int(func(argv) or 0)
     except TinylmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,10 +15,10 @@ run's size, length and losses, then the config keys whose values differ between 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from tinylm.cli import ArgumentParser
 from tinylm.config import read_yaml
 from tinylm.errors import DataError
 from tinylm.report import markdown_table, new_figure, read_json, save_figure
@@ -149,7 +149,7 @@ def _labels(folders: list[str]) -> list[str]:
 def cli(argv: list[str]) -> int:
     """tinylm compare RUN...: the loss, learning-rate (and accuracy) curves of several training runs
     on one PNG, and a table of their numbers and of the config keys that differ."""
-    ap = argparse.ArgumentParser(prog="tinylm compare", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm compare", description=cli.__doc__)
     ap.add_argument("runs", nargs="+", metavar="RUN", help="run folders (tinylm train's out_dir)")
     ap.add_argument("--x", choices=list(X_AXES), default="step", help="x axis (default: step)")
     ap.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png)")

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinylm.errors import DataError, TokenizeError
+from tinylm.errors import DataError, TinylmError, TokenizeError
 
 IGNORE = -100  # target value the loss skips
 STEP_TOKEN = "\n#STEP\n"
@@ -101,15 +101,26 @@ def example_starts(tokens: np.ndarray, eos_id: int) -> np.ndarray:
     return np.concatenate([np.zeros(1, dtype=np.int64), offsets_after(tokens, eos_id)])
 
 
-def open_split(path: Path, dtype: str, eos_id: int) -> TokenSplit:
+def check_ids(tokens: np.ndarray, vocab_size: int, path: Path, chunk: int = 1 << 24) -> None:
+    """Every id below `vocab_size`, read in chunks of the memory map; else a DataError at the first one."""
+    for lo in range(0, len(tokens), chunk):
+        part = np.asarray(tokens[lo:lo + chunk])
+        if part.max() >= vocab_size:
+            at = lo + int(np.argmax(part >= vocab_size))
+            raise DataError(f"{path}: token id {tokens[at]} at offset {at} is outside the manifest's "
+                            f"vocabulary (vocab_size {vocab_size})")
+
+
+def open_split(path: Path, dtype: str, eos_id: int, vocab_size: int) -> TokenSplit:
     if not path.is_file():
         raise DataError(f"{path}: missing (build the dataset first: tinylm data build {path.parent})")
-    try:
-        tokens = np.memmap(path, dtype=np.dtype(dtype), mode="r")
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: cannot map as {dtype}: {exc}") from None
-    if len(tokens) < 2:
-        raise DataError(f"{path}: holds {len(tokens)} tokens; need at least 2")
+    itemsize, size = np.dtype(dtype).itemsize, path.stat().st_size
+    if size % itemsize:
+        raise DataError(f"{path}: {size} bytes is not a whole number of {dtype} ids ({itemsize} bytes each)")
+    if size < 2 * itemsize:
+        raise DataError(f"{path}: holds {size // itemsize} tokens; need at least 2")
+    tokens = np.memmap(path, dtype=np.dtype(dtype), mode="r")
+    check_ids(tokens, vocab_size, path)
     return TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
 
 
@@ -122,6 +133,8 @@ def first_examples(split: TokenSplit, n: int) -> TokenSplit:
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """A dataset folder's manifest.json, its keys checked: `tokenizer` (a mapping), `vocab_size` (a
+    positive integer) and `dtype` (uint8, uint16 or uint32, wide enough for vocab_size)."""
     folder = Path(folder)
     path = folder / "manifest.json"
     if not folder.is_dir():
@@ -130,13 +143,22 @@ def read_manifest(folder: str | Path) -> dict:
         raise DataError(f"{path}: missing; is {folder} a built dataset folder?")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: malformed JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     missing = [k for k in ("tokenizer", "vocab_size", "dtype") if k not in manifest]
     if missing:
         raise DataError(f"{path}: missing keys {missing}")
-    if manifest["dtype"] not in ("uint8", "uint16", "uint32"):
-        raise DataError(f"{path}: dtype {manifest['dtype']!r} is not uint8, uint16 or uint32")
+    tokenizer, vocab_size, dtype = manifest["tokenizer"], manifest["vocab_size"], manifest["dtype"]
+    if not isinstance(tokenizer, dict):
+        raise DataError(f"{path}: tokenizer must be a mapping (a Tokenizer.to_dict()), got {type(tokenizer).__name__}")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        raise DataError(f"{path}: vocab_size must be a positive integer, got {vocab_size!r}")
+    if dtype not in ("uint8", "uint16", "uint32"):
+        raise DataError(f"{path}: dtype {dtype!r} is not uint8, uint16 or uint32")
+    if vocab_size > np.iinfo(dtype).max + 1:
+        raise DataError(f"{path}: dtype {dtype} cannot hold the ids of vocab_size {vocab_size}")
     return manifest
 
 
@@ -146,7 +168,14 @@ def open_dataset(folder: str | Path) -> TokenDataset:
 
     folder = Path(folder)
     manifest = read_manifest(folder)
-    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    where = folder / "manifest.json"
+    try:
+        tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    except TinylmError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if tokenizer.vocab_size != manifest["vocab_size"]:
+        raise DataError(f"{where}: vocab_size {manifest['vocab_size']} but its tokenizer {tokenizer.name} "
+                        f"has {tokenizer.vocab_size} tokens")
     eos_id = tokenizer.eos_id
     if eos_id is None:
         raise DataError(f"{folder}: its tokenizer has no terminator token '\\n\\n'")
@@ -154,9 +183,9 @@ def open_dataset(folder: str | Path) -> TokenDataset:
         step_id = tokenizer.token_id(STEP_TOKEN)
     except TokenizeError:  # a vocabulary without a step token: "step" masks are unavailable
         step_id = None
-    return TokenDataset(folder=folder, manifest=manifest, eos_id=eos_id, step_id=step_id,
-                        train=open_split(folder / "train.bin", manifest["dtype"], eos_id),
-                        val=open_split(folder / "val.bin", manifest["dtype"], eos_id))
+    splits = {name: open_split(folder / f"{name}.bin", manifest["dtype"], eos_id, tokenizer.vocab_size)
+              for name in ("train", "val")}
+    return TokenDataset(folder=folder, manifest=manifest, eos_id=eos_id, step_id=step_id, **splits)
 
 
 # ----------------------------------------------------------------------------- windows and masks

@@ -41,7 +41,6 @@ holds (`tinylm.lang.rename`), re-traced and filtered as the build would.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as futures
 import contextlib
 import hashlib
@@ -62,6 +61,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tinylm.cli import ArgumentParser
 from tinylm.config import load_config, to_dict
 from tinylm.errors import ConfigError, DataError, TinylmError, TokenizeError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
@@ -1158,13 +1158,6 @@ def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int
 # Command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage mistakes become one-line ConfigErrors (the CLI prints `error: ...`, exit 2)."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message}")
-
-
 def _name_lengths(text: str) -> list[int]:
     """'2,3' -> [2, 3]."""
     try:
@@ -1173,11 +1166,11 @@ def _name_lengths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3, got {text!r}") from None
 
 
-def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def _parsers() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     """The `tinylm data` parser and one parser per subcommand (parsed on their own, so that
     key=value overrides may follow options)."""
-    parser = _Parser(prog="tinylm data", description="Build a dataset folder, or run one data stage.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="tinylm data", description="Build a dataset folder, or run one data stage.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     b = sub.add_parser("build", help="dataset.yaml -> train.bin, val.bin, test.txt, OOD suites, manifest")
     b.add_argument("folder")
     b.add_argument("--keep-shards", action="store_true", help="keep shards/ after a successful build")

@@ -62,7 +62,6 @@ and attention over the cache, not per-op overhead, at that batch), and the re-an
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import sys
@@ -74,6 +73,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError
 
 WINDOWS = ("reference", "step-anchored", "rolling")
@@ -736,7 +736,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
 
 def cli(argv: list[str]) -> int:
     """tinylm generate --checkpoint C --prompt TEXT [options]: print the prompt and its continuation."""
-    ap = argparse.ArgumentParser(prog="tinylm generate", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm generate", description=cli.__doc__)
     ap.add_argument("--checkpoint", required=True, help="a tinylm checkpoint (.pt)")
     ap.add_argument("--prompt", required=True, help="text to continue (escapes like \\n are decoded)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
@@ -758,11 +758,13 @@ def cli(argv: list[str]) -> int:
                          top_p=args.top_p, beam=args.beam, length_penalty=args.length_penalty,
                          window=args.window, seed=args.seed, speculate=args.speculate)
     cfg.validate()
+    if not args.prompt:
+        raise ConfigError("--prompt is empty; give the text to continue")
     model, tokenizer, _ = load_model(args.checkpoint, args.device)
     prompt = args.prompt.encode().decode("unicode_escape") if "\\" in args.prompt else args.prompt
     ids = tokenizer.encode(prompt, where="--prompt").astype(np.int64).tolist()
     if not ids:
-        raise ConfigError("--prompt is empty")
+        raise ConfigError(f"--prompt {args.prompt!r} has no tokens in vocabulary {tokenizer.name}")
     step_id = step_token_id(tokenizer) if cfg.window == "step-anchored" else None
     result = generate(model, [ids], cfg, eos_id=tokenizer.eos_id, step_id=step_id)
     sys.stdout.write(tokenizer.decode(ids + result.ids[0]))

@@ -48,7 +48,6 @@ processes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -63,6 +62,7 @@ import numpy as np
 import torch
 
 from tinylm import runtime
+from tinylm.cli import ArgumentParser
 from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, check_window, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
@@ -186,6 +186,22 @@ def suite_name(spec: str) -> tuple[str, Path]:
         return name, Path(path)
     path = Path(spec)
     return f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem, path
+
+
+def suite_paths(suites: list[str]) -> list[tuple[str, Path]]:
+    """(name, path) of each '[NAME=]PATH'; none, a name twice or a missing file is an error, found
+    before any work."""
+    if not suites:
+        raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    named = [suite_name(spec) for spec in suites]
+    names = [name for name, _ in named]
+    twice = [name for i, name in enumerate(names) if name in names[:i]]
+    if twice:
+        raise ConfigError(f"two suites are named {twice[0]!r}; name them apart with --suite NAME=PATH")
+    for name, path in named:
+        if not path.is_file():
+            raise DataError(f"{path}: no such test file (suite {name})")
+    return named
 
 
 # -----------------------------------------------------------------------------
@@ -464,18 +480,12 @@ def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str 
     from tinylm.checkpoint import load_model
     from tinylm.report import suites_table
 
-    if not suites:
-        raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    named = suite_paths(suites)
     out_dir = Path(out_dir)
     model, tokenizer, ckpt = load_model(checkpoint, rt.device if rt else device)
     info = checkpoint_info(checkpoint, ckpt)
-    summaries = []
-    for spec in suites:
-        name, path = suite_name(spec)
-        summaries.append(evaluate_suite(model, tokenizer, path, out_dir / name, cfg, name=name,
-                                        checkpoint=info, log=log, rt=rt))
-    if len({s["suite"] for s in summaries}) != len(summaries):
-        raise ConfigError("two suites have the same name; name them with --suite NAME=PATH")
+    summaries = [evaluate_suite(model, tokenizer, path, out_dir / name, cfg, name=name, checkpoint=info,
+                                log=log, rt=rt) for name, path in named]
     combined = {**info, "suites": summaries, "meta": run_metadata()}
     if not rt or rt.is_main:
         atomic_write_json(out_dir / "summary.json", combined)
@@ -530,7 +540,7 @@ def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: Eval
 
 def cli(argv: list[str]) -> int:
     """tinylm eval: score a checkpoint (or every checkpoint of a run) on TinyPy test suites."""
-    ap = argparse.ArgumentParser(prog="tinylm eval", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm eval", description=cli.__doc__)
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", help="a tinylm checkpoint (.pt)")
     what.add_argument("--sweep", metavar="RUN_DIR", help="evaluate every ckpt_*.pt of a run folder")
@@ -555,8 +565,7 @@ def cli(argv: list[str]) -> int:
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
                      seed=args.seed, speculate=args.speculate)
     cfg.validate()
-    if not args.suite:
-        raise ConfigError("no test suite given (--suite PATH, repeatable)")
+    suite_paths(args.suite)
     # under torchrun: joins the process group; full float32 products, as the reference scored
     rt = runtime.setup(args.device, "float32", args.seed, tf32=False)
     with torch.no_grad():

@@ -26,7 +26,6 @@ evaluation reads back what it finished.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -35,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tinylm.cli import ArgumentParser, run_command
 from tinylm.config import deep_merge, from_dict, load_config, parse_overrides, read_yaml, to_dict, write_yaml
-from tinylm.errors import ConfigError, DataError, TinylmError
+from tinylm.errors import ConfigError, DataError
 from tinylm.files import find_repo_root, resolve_path
 
 STAGES = ("data", "train", "eval", "report")
@@ -460,22 +460,18 @@ def write_report(project: Project, log=print) -> list[Path]:
 # ----------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message}")
-
-
 def stage_main(stage: str, project_dir: str | Path, argv: list[str]) -> int:
     """A project's stage script: `python N_STAGE.py [CONFIG] [options]`; exit status 2 on bad input."""
     project_dir = Path(project_dir)
-    ap = _Parser(prog=f"{project_dir.name} {stage}",
+    ap = ArgumentParser(prog=f"{project_dir.name} {stage}",
                  description=f"Stage '{stage}' of {project_dir.name} (see its README).")
     ap.add_argument("config", nargs="?", default="cpu", help="smoke, cpu, paper, or a config file (default: cpu)")
     if stage == "data":
         ap.add_argument("--workers", type=int, default=None, help="build processes (default: all cores)")
     if stage in ("train", "eval"):
         ap.add_argument("--run", action="append", default=None, help="only this run (repeatable)")
-    try:
+
+    def stage_command(argv: list[str]) -> None:
         args = ap.parse_args(argv)
         if getattr(args, "workers", None) is not None and args.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -488,10 +484,8 @@ def stage_main(stage: str, project_dir: str | Path, argv: list[str]) -> int:
             evaluate_runs(project, args.run)
         else:
             write_report(project)
-    except TinylmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(stage_command, argv)
 
 
 def run_all(project_dir: str | Path, argv: list[str]) -> int:

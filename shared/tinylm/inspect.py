@@ -24,12 +24,12 @@ resident memory of two AdamW steps on a CPU it read 585 MiB for 583 (demo model,
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from tinylm.cli import ArgumentParser
 from tinylm.config import load_config
 from tinylm.errors import ConfigError
 from tinylm.files import resolve_path
@@ -166,7 +166,7 @@ def cli(argv: list[str]) -> int:
     """tinylm inspect CONFIG: the model of a training config, module by module, for one batch."""
     from tinylm.train import TrainConfig
 
-    ap = argparse.ArgumentParser(prog="tinylm inspect", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm inspect", description=cli.__doc__)
     ap.add_argument("config", help="training config YAML (the model is built as `tinylm train` builds it)")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.n_layer=4")
     ap.add_argument("--batch-size", type=int, default=None,

@@ -17,12 +17,12 @@ the MLP activation cannot be and are those of the reference code.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
 import torch
 
+from tinylm.cli import ArgumentParser
 from tinylm.config import to_dict
 from tinylm.errors import DataError
 from tinylm.model import GPT, GPTConfig, alibi_slopes
@@ -158,8 +158,8 @@ def import_reference_checkpoint(path: str | Path) -> tuple[GPT, GPTConfig]:
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tinylm import-reference",
-                                     description="Convert a reference framework state_dict into a tinylm checkpoint.")
+    parser = ArgumentParser(prog="tinylm import-reference",
+                            description="Convert a reference framework state_dict into a tinylm checkpoint.")
     parser.add_argument("src", help="reference checkpoint, e.g. best-model.pth")
     parser.add_argument("dst", help="tinylm checkpoint to write, e.g. model.pt")
     parser.add_argument("--vocab", default="demo", help="keyword tokenizer vocabulary the model was trained with")

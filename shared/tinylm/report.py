@@ -27,11 +27,11 @@ directory, as `tinylm eval` was given it; see `run_facts`):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
+from tinylm.cli import ArgumentParser
 from tinylm.config import read_yaml
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, atomic_write_text, resolve_path
@@ -407,7 +407,7 @@ def _run_spec(spec: str) -> tuple[str, str]:
 
 def compare_cli(argv: list[str]) -> int:
     """tinylm report compare: one table and one plot over several runs' evaluations on the same suites."""
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="tinylm report compare", description=compare_cli.__doc__,
         epilog="Numbers: suites from EVAL_DIR/summary.json; parameters from run.json, and tokens seen "
                "(step x batch_size x block_size) and train examples (the dataset's manifest.json) from "
@@ -432,7 +432,7 @@ def cli(argv: list[str]) -> int:
     (`tinylm report compare --help`: several runs side by side)."""
     if argv[:1] == ["compare"]:
         return compare_cli(argv[1:])
-    ap = argparse.ArgumentParser(prog="tinylm report", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm report", description=cli.__doc__)
     ap.add_argument("folder", help="an evaluation output folder (--out of tinylm eval)")
     args = ap.parse_args(argv)
     for path in report(args.folder):

@@ -18,11 +18,11 @@ and grid.md (the table), grid.json (its rows) and grid.png (every run's curves, 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinylm.cli import ArgumentParser
 from tinylm.compare import plot_curves, summarize
 from tinylm.config import load_config
 from tinylm.errors import ConfigError, TinylmError
@@ -134,7 +134,7 @@ def sweep(config: str | Path, grid: dict[str, list[str]], out_dir: str | Path, o
 def cli(argv: list[str]) -> int:
     """tinylm sweep CONFIG --grid KEY=V1,V2 ...: train every combination of the grid's values (skipping
     those whose estimated memory exceeds --budget-gib), then write a table and a plot of them all."""
-    ap = argparse.ArgumentParser(prog="tinylm sweep", description=cli.__doc__)
+    ap = ArgumentParser(prog="tinylm sweep", description=cli.__doc__)
     ap.add_argument("config", help="training config YAML")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides applied to every run")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",

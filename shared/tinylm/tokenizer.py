@@ -3,7 +3,8 @@
 Every tokenizer has `encode`, `encode_examples` (the `.bin` layout: each example followed by the
 terminator "\\n\\n"), `decode`, `token_strings`, `token_id`, `eos_id` and `to_dict`; ids come back as
 a numpy array of `dtype` (uint8 up to 256 tokens, else uint16). `tokenizer_from_dict` rebuilds any
-of them from plain data, so a tokenizer travels inside a JSON manifest or a checkpoint.
+of them from plain data, so a tokenizer travels inside a JSON manifest or a checkpoint;
+`tokenizer_sha256` of that data is its identity, which checkpoints record.
 
 - `keyword_tokenizer("m2")`: the reference TinyPy vocabularies, giving the reference ids exactly.
   The reference matched its tokens with one regex, longest first, and skipped spaces. Here byte
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_bytes, atomic_write_text
 
@@ -483,9 +486,15 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
             return VocabTokenizer(d["tokens"], name=d["name"], kind=d["kind"], drop_spaces=d["drop_spaces"])
         if d["kind"] == "sentencepiece":
             return SentencePieceTokenizer(base64.b64decode(d["model_proto"]), name=d["name"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sentencepiece's bad proto
         raise DataError(f"malformed tokenizer description (missing or bad {exc})") from None
     raise DataError(f"unknown tokenizer kind {d['kind']!r} (expected keyword, char or sentencepiece)")
+
+
+def tokenizer_sha256(d: dict) -> str:
+    """The identity of a tokenizer description (`Tokenizer.to_dict()`): SHA-256 of its canonical JSON.
+    Two tokenizers of the same size but other tokens or ids get different identities."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_bin(path: str | Path, ids: np.ndarray) -> None:
@@ -515,7 +524,7 @@ def _load_tokenizer(args: argparse.Namespace) -> Tokenizer:
 
 def cli(argv: list[str]) -> int:
     """`tinylm tokenize [--vocab m2 | --tokenizer tok.json] [--decode] INPUT OUTPUT`."""
-    parser = argparse.ArgumentParser(prog="tinylm tokenize", description=(
+    parser = ArgumentParser(prog="tinylm tokenize", description=(
         "Encode a text file of examples separated by blank lines into a .bin of token ids "
         "(each example followed by the terminator), or with --decode turn a .bin back into text."))
     parser.add_argument("input")

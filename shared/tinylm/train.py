@@ -22,7 +22,8 @@ val_loss), `metrics.csv` (the step lines) and TensorBoard events; and checkpoint
 A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
 the RNG states of every rank and the resolved config; `--resume` continues from the newest one
 and reproduces the uninterrupted run bit for bit (same device type and world size). The learning
-rate is a pure function of the step, so a resumed run follows the same schedule.
+rate is a pure function of the step, so a resumed run follows the same schedule. `--resume` and
+`init_from` refuse a checkpoint whose tokenizer is not the dataset's (`tinylm.checkpoint.check_tokenizer`).
 
 `batch_size` is the global number of rows per optimizer step, whatever the number of processes:
 each of W ranks runs `grad_accum` micro-batches of `batch_size / (W * grad_accum)` rows. The loss
@@ -32,7 +33,6 @@ step as one process.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from tinylm import runtime
-from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.checkpoint import check_tokenizer, load_checkpoint, save_checkpoint
+from tinylm.cli import ArgumentParser
 from tinylm.config import from_dict, load_config, to_dict, write_yaml
 from tinylm.data import (
     IGNORE,
@@ -356,8 +357,7 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     init = load_checkpoint(resolve_path(cfg.init_from, config_file)) if cfg.init_from else None
     if init is not None:
         model_config = from_dict(GPTConfig, init["model_config"], where=f"{cfg.init_from} (model_config)")
-        if init["tokenizer"] != stages[0].dataset.manifest["tokenizer"]:
-            raise DataError(f"{cfg.init_from}: trained with another tokenizer than {stages[0].dataset.folder}")
+        check_tokenizer(init, cfg.init_from, stages[0].dataset.manifest["tokenizer"], str(stages[0].dataset.folder))
     else:
         model_config = resolve_model_config(cfg, stages[0].dataset.vocab_size, where)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -422,6 +422,8 @@ def restore(run: Run) -> None:
     if not found:
         raise DataError(f"{run.out_dir}: no checkpoint to resume from (ckpt_*.pt)")
     ckpt = load_checkpoint(found[-1], map_location=run.rt.device)
+    dataset = run.stages[0].dataset
+    check_tokenizer(ckpt, found[-1], dataset.manifest["tokenizer"], str(dataset.folder))
     theirs, ours = ckpt["model_config"], to_dict(run.model_config)
     diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
     if diff:
@@ -508,7 +510,8 @@ class Metrics:
 
 
 def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
-    """Forward and backward every micro-batch (gradients synced on the last only), clip, step."""
+    """Forward and backward every micro-batch (gradients synced on the last only), clip, step.
+    A step whose loss or gradient norm is not finite is not taken (the weights stay as they were)."""
     rt, model = run.rt, run.train_model
     counted = torch.tensor(float(sum(int((y != IGNORE).sum()) for _, y in micro_batches)), device=rt.device)
     counted = rt.all_reduce_sum(counted).clamp(min=1.0)  # target tokens in the global batch
@@ -524,12 +527,13 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]])
             # DDP averages gradients over ranks; scaling by W / counted makes that the global token mean
             (loss * (rt.world_size / counted)).backward()
         loss_sum += loss.detach()
+    loss = (rt.all_reduce_sum(loss_sum) / counted).item()
     clip = run.cfg.optim.grad_clip or math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
-    run.optimizer.step()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
+    if math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every rank: both are global
+        run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    loss = rt.all_reduce_sum(loss_sum) / counted
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    return {"loss": loss, "grad_norm": grad_norm}
 
 
 @torch.no_grad()
@@ -589,6 +593,16 @@ def size_schedule(run: Run, started: float, timed_from: tuple[int, float]) -> No
               f"({run.cfg.schedule_minutes:g} min of training)")
 
 
+def diverged(run: Run, stats: dict) -> None:
+    """Stop a run whose step `run.step + 1` gave a non-finite loss or gradient: save the last good
+    step (that step was not taken, its batch not used) and raise."""
+    run.batches.position = run.step
+    save(run, None)
+    raise DataError(f"step {run.step + 1}: loss {stats['loss']}, grad norm {stats['grad_norm']}; stopped, "
+                    f"{run.out_dir / f'ckpt_{run.step:08d}.pt'} keeps step {run.step} (lower optim.lr or "
+                    f"check the data, then --resume)")
+
+
 def fit(run: Run, metrics: Metrics) -> dict:
     """The training loop: set the rate, step, log; evaluate and checkpoint at intervals; stop."""
     cfg, rt = run.cfg, run.rt
@@ -608,6 +622,8 @@ def fit(run: Run, metrics: Metrics) -> dict:
             group["lr"] = lr
         tick = time.time()
         stats = train_step(run, run.batches.next())
+        if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
+            diverged(run, stats)
         run.step += 1
         elapsed = time.time() - tick
         tokens_per_s = run.tokens_per_step / max(elapsed, 1e-9)
@@ -617,8 +633,6 @@ def fit(run: Run, metrics: Metrics) -> dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-        if not math.isfinite(stats["loss"]):
-            raise DataError(f"step {run.step}: loss is {stats['loss']}; lower optim.lr or check the data")
         if not run.sized:
             if run.step == warmup // 2:  # the first steps (compilation, warm caches) are not timed
                 timed_from = (run.step, time.time())
@@ -691,7 +705,7 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = 
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config YAML")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")

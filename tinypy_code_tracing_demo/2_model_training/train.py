@@ -4,6 +4,7 @@
     python train.py configs/smoke.yaml   # seconds; checks the pipeline
     python train.py configs/gpu.yaml     # the reference recipe on a GPU
     python train.py configs/cpu.yaml optim.lr=1e-3 max_steps=3000
+    python train.py configs/cpu.yaml --resume   # continue, and fail if there is no checkpoint
 
 Run from any working directory. The run folder is runs/<config name>/ beside this script
 (metrics.jsonl, checkpoints, best.pt). A run interrupted or stopped by its time budget continues
@@ -16,27 +17,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tinylm.cli import main
+from tinylm.cli import ArgumentParser, main, run_command
 from tinylm.config import load_config
-from tinylm.errors import TinylmError
 from tinylm.train import TrainConfig, run_dir
 
 HERE = Path(__file__).resolve().parent
 
 
-def train(args: list[str]) -> int:
-    config = HERE / "configs" / "cpu.yaml"
-    if args and args[0].endswith((".yaml", ".yml")):
-        config = Path(args.pop(0))
+def train(argv: list[str]) -> int:
+    ap = ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
+    ap.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
+                    help="a config (default configs/cpu.yaml), then dotted overrides")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the newest checkpoint, and fail if there is none")
+    opts = ap.parse_intermixed_args(argv)
+    config, overrides = HERE / "configs" / "cpu.yaml", opts.args
+    if overrides and overrides[0].endswith((".yaml", ".yml")):
+        config = Path(overrides.pop(0))
         config = config if config.exists() else HERE / config  # configs/x.yaml from anywhere
-    overrides = [a for a in args if "=" in a]
-    try:
-        resume = any(run_dir(load_config(TrainConfig, config, overrides), config).glob("ckpt_*.pt"))
-    except TinylmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    for arg in overrides:
+        if "=" not in arg:
+            ap.error(f"{arg!r} is not a key=value override (a config, if any, comes first)")
+    resume = opts.resume or any(run_dir(load_config(TrainConfig, config, overrides), config).glob("ckpt_*.pt"))
     return main(["train", str(config), *overrides, *(["--resume"] if resume else [])])
 
 
 if __name__ == "__main__":
-    sys.exit(train(sys.argv[1:]))
+    sys.exit(run_command(train, sys.argv[1:]))

@@ -2,7 +2,7 @@
 
     python eval.py                                  # runs/cpu/best.pt of 2_model_training
     python eval.py configs/smoke.yaml               # the run trained with that config (smoke: first 32 examples)
-    python eval.py configs/cpu.yaml --window reference --limit 200   # any `tinylm eval` option passes through
+    python eval.py configs/cpu.yaml --window reference --limit 200   # `tinylm eval` options pass through
 
 Run from any working directory. Greedy decoding (exact prompt-lookup speculation) with the
 step-anchored window: once a trace fills the 128-token context, the window restarts at the previous
@@ -10,7 +10,8 @@ step, so the model always sees the step it copies from. `--window reference` rep
 reference evaluator's sliding window instead (about 10x slower on CPU, positions restarting at 0 at
 every token past 128). Results go to runs/<config name>/ beside this script (per-example
 results.jsonl and .csv, summary.json; `-reference` appended for that window). An interrupted
-evaluation continues where it stopped when started again.
+evaluation continues where it stopped when started again. Every `tinylm eval` option passes
+through but --checkpoint, --sweep, --suite and --out, which this script sets.
 """
 
 from __future__ import annotations
@@ -20,17 +21,25 @@ import json
 import sys
 from pathlib import Path
 
-from tinylm.cli import main
+from tinylm.cli import ArgumentParser, main, run_command
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+SET_HERE = ("--checkpoint", "--sweep", "--suite", "--out")  # what this script passes tinylm eval itself
 
 
 def evaluate(args: list[str]) -> int:
     configs = [a for a in args if a.endswith((".yaml", ".yml"))]
-    ap = argparse.ArgumentParser(add_help=False)
+    ap = ArgumentParser(prog="eval.py", add_help=False)  # --help passes through to tinylm eval's
     ap.add_argument("--window", default="step-anchored")
+    for option in SET_HERE:
+        ap.add_argument(option, help=argparse.SUPPRESS)
     known, options = ap.parse_known_args([a for a in args if a not in configs])
+    if len(configs) > 1:
+        ap.error(f"one config at most, got {', '.join(configs)}")
+    given = [o for o in SET_HERE if getattr(known, o[2:]) is not None]
+    if given:
+        ap.error(f"{given[0]} is set by eval.py (from the config name)")
     name, window = Path(configs[0] if configs else "configs/cpu.yaml").stem, known.window
     checkpoint = HERE.parent / "2_model_training" / "runs" / name / "best.pt"
     out = HERE / "runs" / (name if window == "step-anchored" else f"{name}-{window}")
@@ -45,4 +54,4 @@ def evaluate(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(evaluate(sys.argv[1:]))
+    sys.exit(run_command(evaluate, sys.argv[1:]))

@@ -10,18 +10,17 @@ the training time to reach 90, 95 and 99% hard match) and hard_match.png. Resume
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from tinylm.cli import main
+from tinylm.cli import ArgumentParser, main, run_command
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
 def sweep(args: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="sweep.py", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="sweep.py", description=__doc__.splitlines()[0])
     ap.add_argument("config", nargs="?", default="configs/cpu.yaml")
     ap.add_argument("--limit", type=int, default=200, help="first N test examples per checkpoint")
     opts = ap.parse_args(args)
@@ -34,4 +33,4 @@ def sweep(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(sweep(sys.argv[1:]))
+    sys.exit(run_command(sweep, sys.argv[1:]))

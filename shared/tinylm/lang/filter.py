@@ -17,7 +17,6 @@ example's ids; `keep_text` decides one example's text with any token-count funct
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path
 from tinylm.lang.trace import iter_examples
@@ -110,8 +110,8 @@ def filter_file(in_path: str | Path, out_path: str | Path, *, vocab: str, block_
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tinylm filter", description="Drop traces whose consecutive steps "
-                                     "do not fit together in the model's context (the determinism filter).")
+    parser = ArgumentParser(prog="tinylm filter", description="Drop traces whose consecutive steps "
+                            "do not fit together in the model's context (the determinism filter).")
     parser.add_argument("--block-size", type=int, required=True, help="context length in tokens")
     parser.add_argument("--vocab", required=True, choices=list(BOUNDARY_TOKENS), help="keyword vocabulary")
     parser.add_argument("traces", help="input: traces separated by blank lines")

@@ -39,7 +39,6 @@ blocks, without nested functions or per-program objects beyond the step list.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import operator
@@ -49,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError, TinyPySyntaxError
 from tinylm.files import atomic_path
 from tinylm.lang.parse import (
@@ -431,7 +431,7 @@ def trace_file(in_path: str | Path, out_path: str | Path, fmt: str, *,
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tinylm trace", description="Trace TinyPy programs into execution traces.")
+    parser = ArgumentParser(prog="tinylm trace", description="Trace TinyPy programs into execution traces.")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="trace format")
     parser.add_argument("--step-cap", type=int, default=STEP_CAP, help="drop programs with more steps than this")
     parser.add_argument("programs", help="input: programs separated by blank lines")
