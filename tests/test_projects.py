@@ -37,7 +37,7 @@ def test_every_committed_config_resolves_its_datasets_runs_and_models(project, c
     from tinylm.train import resolve_model_config
 
     p = Project(REPO / project, config)
-    for name, entry in p.cfg.datasets.items():
+    for entry in p.cfg.datasets.values():
         load_spec(REPO / entry.spec, entry.overrides)
     for name, run in p.cfg.runs.items():
         if run.checkpoint is not None:

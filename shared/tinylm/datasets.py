@@ -41,6 +41,7 @@ holds (`tinylm.lang.rename`), re-traced and filtered as the build would.
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures as futures
 import contextlib
 import hashlib
