@@ -49,3 +49,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def built_programs(folder: Path) -> dict[str, list[str]]:
+    """The programs (text before the first step) of every split file of a built dataset, read back
+    from the files: train.bin and val.bin decoded with the manifest's tokenizer."""
+    import numpy as np
+
+    from tinylm.lang.trace import iter_examples
+    from tinylm.tokenizer import split_examples, tokenizer_from_dict
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
+    programs = {}
+    for split, info in manifest["splits"].items():
+        path = folder / info["file"]
+        if path.suffix == ".bin":
+            ids = np.fromfile(path, dtype=manifest["dtype"])
+            examples = split_examples(tokenizer.decode(ids))
+            assert np.array_equal(tokenizer.encode_examples(examples), ids)  # decoding lost nothing
+        else:
+            examples = list(iter_examples(path))
+        assert len(examples) == info["examples"] == info["requested"]
+        programs[split] = [e[:e.index("\n#STEP\n")] for e in examples]
+    return programs

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import built_programs
 
 from tinylm.cli import main
 from tinylm.datasets import (
@@ -155,25 +156,6 @@ def test_no_program_twice_and_no_held_out_program_in_another_datasets_train(root
     assert len(keys(second, "heldout")) == 70
     assert not keys(second, "heldout") & keys(first, "train")
     assert not keys(second, "train") & keys(first, "heldout")
-
-
-def built_programs(folder: Path) -> dict[str, list[str]]:
-    """The programs (text before the first step) of every split file of a built dataset, read back
-    from the files: train.bin and val.bin decoded with the manifest's tokenizer."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    tokenizer = tokenizer_from_dict(manifest["tokenizer"])
-    programs = {}
-    for split, info in manifest["splits"].items():
-        path = folder / info["file"]
-        if path.suffix == ".bin":
-            ids = np.fromfile(path, dtype=manifest["dtype"])
-            examples = split_examples(tokenizer.decode(ids))
-            assert np.array_equal(tokenizer.encode_examples(examples), ids)  # decoding lost nothing
-        else:
-            examples = list(iter_examples(path))
-        assert len(examples) == info["examples"] == info["requested"]
-        programs[split] = [e[:e.index("\n#STEP\n")] for e in examples]
-    return programs
 
 
 def test_built_files_share_no_program_between_held_out_and_training_splits(root):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, built_programs
 
 PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
 CONFIGS = [(p, c.stem) for p in PROJECTS for c in sorted((REPO / p / "configs").glob("*.yaml"))]
@@ -122,6 +122,17 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         if run.sweep:
             rows = json.loads((p.work / "sweep" / name / "sweep.json").read_text())["rows"]
             assert len(rows) == len(list(p.run_dir(name).glob("ckpt_*.pt"))) >= 2
+    # no program of a suite the project scores is in any training split a run of it trains on
+    scored = {e[:e.index("\n#STEP\n")] for name in p.suites() if p.suite_path(name).is_file()
+              for e in p.suite_path(name).read_text().split("\n\n") if e.strip()}
+    assert scored
+    trained_on = set()
+    for name, run in p.cfg.runs.items():
+        if run.checkpoint is None:
+            cfg = p.train_config(name)
+            trained_on |= {s.dataset for s in cfg.data.stages} or {cfg.data.dataset}
+    for folder in trained_on:
+        assert not scored & set(built_programs(Path(folder))["train"]), folder
     # a second run of every stage finds everything done and changes nothing
     before = {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")}
     again = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
