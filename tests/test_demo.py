@@ -104,3 +104,20 @@ def test_every_committed_demo_config_loads_and_builds_its_model(config):
     model = GPT(resolve_model_config(cfg, vocab_size=77, where=str(config)))
     if config.stem == "cpu":  # the model the demo README's numbers were measured with
         assert (model.config.pos_encoding, model.config.mlp_ratio, model.num_params()) == ("alibi", 2, 808_653)
+
+
+def test_the_muon_timing_command_in_benchmarks_trains_the_reference_architecture():
+    """BENCHMARKS.md times Muon on the reference architecture with a command on today's cpu.yaml."""
+    from tinylm.config import load_config
+    from tinylm.model import GPT
+    from tinylm.train import TrainConfig, resolve_model_config
+
+    text = (REPO / "BENCHMARKS.md").read_text()
+    command = re.search(r"`python tinypy_code_tracing_demo/2_model_training/train.py ([^`]*optim.name=muon[^`]*)`",
+                        text).group(1).split()
+    config = REPO / "tinypy_code_tracing_demo" / "2_model_training" / command[0]
+    cfg = load_config(TrainConfig, config, command[1:])
+    cfg.validate()
+    model = GPT(resolve_model_config(cfg, vocab_size=77, where=str(config)))
+    assert (model.config.pos_encoding, model.config.mlp_ratio, model.num_params()) == ("learned", 4, 1_218_253)
+    assert (cfg.optim.name, cfg.max_steps, cfg.schedule_minutes, cfg.batch_size) == ("muon", 1550, None, 32)
