@@ -1,5 +1,9 @@
 """Generation speed per preset: programs/s and MB/s on one core, median of several repeats.
 
+Rates are per CPU second of this process (`time.process_time`), the rate of one idle core: on a
+shared machine the wall clock mostly measures the other jobs. The data engine's per-stage
+figures (`bench_data.py`, from the CPU seconds in the build manifest) count the same way.
+
     nice python benchmarks/bench_generate.py                      # every preset
     nice python benchmarks/bench_generate.py demo nightly --seconds 2 --repeats 5
 
@@ -19,14 +23,14 @@ from tinylm.lang.spec import PRESETS, preset
 
 def rate(name: str, seconds: float, repeats: int) -> tuple[float, float]:
     spec = preset(name)
-    start = time.perf_counter()
+    start = time.process_time()
     generate_programs(spec, 0, 0, 256)
-    count = max(256, int(256 * seconds / max(time.perf_counter() - start, 1e-6)))
+    count = max(256, int(256 * seconds / max(time.process_time() - start, 1e-6)))
     per_second, megabytes = [], []
     for i in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         programs = generate_programs(spec, 0, (i + 1) * count, count)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         per_second.append(count / elapsed)
         megabytes.append(sum(len(p) + 2 for p in programs) / elapsed / 1e6)  # + the blank-line separator
     return statistics.median(per_second), statistics.median(megabytes)

@@ -1,22 +1,36 @@
-"""Shared fixtures: the golden reference data beside the checkout, and the repository root."""
+"""Shared fixtures: the golden reference data, the committed test fixtures, the repository root.
+
+The golden data (the reference framework's own outputs) lives beside the checkout, at
+`../shared/golden`; `TINYLM_GOLDEN=PATH` looks elsewhere. Only comparisons with the reference read
+it, and they skip when it is absent; with `TINYLM_REQUIRE_GOLDEN=1` (what `.ci/run` sets when the
+folder is there) a missing golden folder fails the test instead. Tests of the project's own
+behaviour read `tests/fixtures/`, small files made by the project's code
+(`tests/fixtures/make_fixtures.py`).
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
+GOLDEN = Path(os.environ.get("TINYLM_GOLDEN", REPO.parent / "shared" / "golden"))
+REQUIRE_GOLDEN = os.environ.get("TINYLM_REQUIRE_GOLDEN") == "1"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def golden_dir(name: str) -> Path:
-    """Path of a golden folder; skips the test cleanly when the golden data is absent."""
+    """Path of a golden folder; skips the test when the golden data is absent (fails if required)."""
     path = GOLDEN / name
     if not path.is_dir():
-        pytest.skip(f"golden data not found at {path}")
+        message = f"golden data not found at {path}"
+        if REQUIRE_GOLDEN:
+            pytest.fail(message + " (TINYLM_REQUIRE_GOLDEN=1)")
+        pytest.skip(message)
     return path
 
 
@@ -33,6 +47,11 @@ def golden_examples(name: str, file: str) -> list[str]:
 
 def golden_vocab(name: str) -> list[str]:
     return json.loads((golden_dir(name) / "vocab.json").read_text())
+
+
+def fixture_examples(family: str, kind: str) -> list[str]:
+    """The committed `tests/fixtures/<family>_<kind>.txt` (kind: programs or traces), split on blank lines."""
+    return (FIXTURES / f"{family}_{kind}.txt").read_text().split("\n\n")[:-1]
 
 
 @pytest.fixture

@@ -286,19 +286,46 @@ def test_invalid_beam_and_window_are_config_errors():
         GenerateConfig(window="fast").validate()
 
 
+@torch.no_grad()
+def logprob(model, prompt, seq) -> float:
+    """Sum of the log-probabilities the model gives `seq` after `prompt`, from one full forward."""
+    logp = torch.log_softmax(model(torch.tensor([list(prompt) + list(seq)]))[0][0], -1)
+    return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
+
+
 def test_wide_beam_finds_the_most_likely_sequence():
     model = sharp_model("rope", seed=5, vocab=4)
     prompt, n = [1, 3, 0], 3
-    with torch.no_grad():
-        def logprob(seq):
-            ids = torch.tensor([prompt + list(seq)])
-            logp = torch.log_softmax(model(ids)[0][0], -1)
-            return sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
-
-        best = max(itertools.product(range(4), repeat=n), key=logprob)
+    best = max(itertools.product(range(4), repeat=n), key=lambda seq: logprob(model, prompt, seq))
     # width V^(n-1) keeps every prefix, so the search is exhaustive
     got = beam_search(model, [prompt], [n], width=16, length_penalty=0.0).ids[0]
     assert tuple(got) == best
+
+
+def test_beam_of_two_finds_what_greedy_misses():
+    model = sharp_model("rope", seed=0, vocab=4)
+    prompt, n = [1, 3, 0, 2], 3
+    greedy = generate(model, [prompt], max_new_tokens=n).ids[0]
+    beam = beam_search(model, [prompt], [n], width=2, length_penalty=0.0).ids[0]
+    best = max(itertools.product(range(4), repeat=n), key=lambda seq: logprob(model, prompt, seq))
+    assert beam != greedy and tuple(beam) == best  # greedy's first choice leads to a less likely sequence
+    assert logprob(model, prompt, beam) > logprob(model, prompt, greedy)
+
+
+def test_length_penalty_changes_the_choice():
+    model = sharp_model("rope", seed=0, vocab=4)
+    prompt, n, eos = [1, 3, 0, 2], 3, 3
+    # every hypothesis: stopped at the terminator, or at the budget
+    hypotheses = [seq for length in range(1, n + 1) for seq in itertools.product(range(4), repeat=length)
+                  if eos not in seq[:-1] and (seq[-1] == eos or length == n)]
+    chosen = {}
+    for penalty in (0.0, 2.0):
+        best = max(hypotheses, key=lambda seq: logprob(model, prompt, seq) / len(seq) ** penalty)
+        # width 32 keeps all 27 prefixes: the search ranks every hypothesis
+        chosen[penalty] = tuple(beam_search(model, [prompt], [n], width=32, length_penalty=penalty,
+                                            eos_id=eos).ids[0])
+        assert chosen[penalty] == best
+    assert len(chosen[0.0]) < len(chosen[2.0])  # without a penalty the shortest hypothesis wins
 
 
 def test_beam_search_stops_at_the_terminator_in_the_cache():
@@ -325,9 +352,16 @@ def test_generate_cli(tmp_path, capsys):
     prompt = "# code\na = 1\n#STEP\n"
     assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--max-new-tokens", "6"]) == 0
     assert capsys.readouterr().out.startswith("# code\na = 1\n#STEP\n")
-    assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--window", "step-anchored",
-                 "--beam", "2", "--max-new-tokens", "4"]) == 0
-    capsys.readouterr()
+    ids = tok.encode(prompt).tolist()
+    step = tok.token_id("\n#STEP\n")
+    by_width = {}
+    for width in ("1", "2"):
+        assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--window", "step-anchored",
+                     "--beam", width, "--max-new-tokens", "4"]) == 0
+        by_width[width] = capsys.readouterr().out
+    expected = beam_search(model, [ids], [4], width=2, eos_id=tok.eos_id, window="step-anchored", step_id=step)
+    assert by_width["2"] == tok.decode(ids + expected.ids[0]) + "\n"
+    assert by_width["2"] != by_width["1"]  # for this model, the beam's choice is not greedy's
     outs = []
     for k in ("0", "3"):
         assert main(["generate", "--checkpoint", str(path), "--prompt", prompt, "--max-new-tokens", "12",

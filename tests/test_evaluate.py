@@ -3,6 +3,7 @@ sweeps, reports and clear errors on bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -109,14 +110,43 @@ def make_suite(path, n: int = 7) -> str:
     return str(path)
 
 
-def test_suite_with_a_short_last_batch(tmp_path):
-    suite = make_suite(tmp_path / "test.txt", 7)
-    summary = evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(batch_size=3), log=lambda s: None)
-    assert summary["n"] == 7 and summary["hard"] + summary["soft"] + summary["failure"] == 7
-    assert summary["timing"]["batches_run"] == 3
-    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
-    assert [json.loads(x)["id"] for x in lines] == list(range(7))
-    assert (tmp_path / "out" / "results.csv").read_text().startswith("id,class,")
+def model_that_writes(text: str, block_size: int = 64) -> GPT:
+    """A GPT that writes `text`, then the terminator, whatever it reads: it looks at positions only.
+
+    Its position embeddings are one-hot, its blocks add nothing (all zero), and the output layer
+    maps position t to token t + 1 of the text, the terminator past its end."""
+    ids = TOK.encode(text).tolist() + [TOK.eos_id]
+    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=block_size, n_layer=1, n_head=1,
+                          n_embd=block_size))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.wpe.weight.copy_(torch.eye(block_size))
+        model.ln_f.weight.fill_(1.0)
+        for t in range(block_size):
+            model.lm_head.weight[ids[t + 1] if t + 1 < len(ids) else TOK.eos_id, t] = 10.0
+    return model.eval()
+
+
+def test_a_right_model_scores_hard_through_a_short_last_batch(tmp_path):
+    soft = TRACE.replace("@b = a$a?1", "@b = a$a?2")  # a step differs from what the model writes, the end does not
+    failure = TRACE.replace("@^$a?1;b?1", "@^$a?1;b?2")  # the final state differs
+    classes = ["hard", "soft", "failure", "hard", "soft", "failure", "hard"]
+    examples = {"hard": TRACE, "soft": soft, "failure": failure}
+    suite = tmp_path / "test.txt"
+    suite.write_text("".join(examples[c] + "\n\n" for c in classes))
+    summary = evaluate_suite(model_that_writes(TRACE), TOK, suite, tmp_path / "out", EvalConfig(batch_size=3),
+                             log=lambda s: None)
+    assert (summary["n"], summary["hard"], summary["soft"], summary["failure"]) == (7, 3, 2, 2)
+    assert summary["timing"]["batches_run"] == 3  # 3 + 3 + 1
+    records = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["class"]) for r in records] == list(enumerate(classes))
+    assert {r["generated"] for r in records} == {split_example(TRACE)[1]}
+    assert all(r["stopped"] and r["first_wrong_step"] is None for r in records if r["class"] == "hard")
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["id"], row["class"], row["target"]) for row in rows] == \
+        [(str(i), c, split_example(examples[c])[1]) for i, c in enumerate(classes)]
 
 
 def _files(folder):
@@ -253,29 +283,55 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 # Checkpoints, sweeps and reports
 
 
+def pixels_of(png, color: str, tol: float = 0.06):
+    """(rows, columns) of the pixels of a PNG within `tol` of a matplotlib colour."""
+    import matplotlib.colors
+    import matplotlib.image
+    import numpy as np
+
+    image = matplotlib.image.imread(png)[..., :3]
+    near = np.abs(image - np.array(matplotlib.colors.to_rgb(color))).max(axis=-1) < tol
+    return np.nonzero(near)
+
+
 def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
     from tinylm.cli import main
 
     run = tmp_path / "run"
     run.mkdir()
-    for step, seed in ((10, 0), (20, 1)):
-        model = tiny_model(seed=seed)
+    # step 10: random weights (0% hard); step 20: a model that writes TRACE's trace (100% on TRACE)
+    for step, model in ((10, tiny_model()), (20, model_that_writes(TRACE))):
         save_checkpoint(run / f"ckpt_{step:08d}.pt", model_config=asdict(model.config),
                         model_state=model.state_dict(), tokenizer=TOK.to_dict(), train_state={"step": step})
     (run / "metrics.jsonl").write_text('{"step": 10, "elapsed_s": 60.0}\n{"step": 20, "elapsed_s": 120.0}\n')
-    suite = make_suite(tmp_path / "test.txt", 3)
+    right, soft = tmp_path / "right.txt", tmp_path / "soft.txt"
+    right.write_text((TRACE + "\n\n") * 3)
+    soft.write_text((TRACE.replace("@b = a$a?1", "@b = a$a?2") + "\n\n") * 3)
     out = tmp_path / "sweep"
-    assert main(["eval", "--sweep", str(run), "--suite", f"id={suite}", "--suite", f"ood={suite}",
+    assert main(["eval", "--sweep", str(run), "--suite", f"id={right}", "--suite", f"ood={soft}",
                  "--out", str(out), "--batch-size", "2"]) == 0
     rows = json.loads((out / "sweep.json").read_text())["rows"]
-    assert [(r["step"], r["elapsed_s"]) for r in rows] == [(10, 60.0), (20, 120.0)]
-    assert set(rows[0]["suites"]) == {"id", "ood"}
-    assert (out / "ckpt_00000010" / "id" / "results.jsonl").exists()
+    assert [(r["step"], r["elapsed_s"], r["suites"]["id"]["hard_pct"], r["suites"]["ood"]["hard_pct"])
+            for r in rows] == [(10, 60.0, 0.0, 0.0), (20, 120.0, 100.0, 0.0)]
+    assert len((out / "ckpt_00000010" / "id" / "results.jsonl").read_text().splitlines()) == 3
     assert "id hard %" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
-    assert (out / "hard_match.png").stat().st_size > 1000
+    assert "- id hard match >= 99%: 2.0 min of training (step 20, 100.0%)" in (out / "sweep.md").read_text()
+    assert "- ood hard match >= 90%: not reached (best 0.0%)" in (out / "sweep.md").read_text()
+    # hard_match.png: two panels (against step, against time); id (C0) climbs from 0 to 100, ood (C1) stays at 0
+    (rising_y, rising_x), (flat_y, flat_x) = (pixels_of(out / "hard_match.png", c) for c in ("C0", "C1"))
+    half = 600  # of 1200 columns: 10 x 4 inches at 120 dpi
+    assert (rising_x < half).any() and (flat_x < half).any()
+    rising_y, flat_y = rising_y[rising_x > half], flat_y[flat_x > half]  # the right panel has no legend
+    assert rising_y.max() - rising_y.min() > 250 and flat_y.max() - flat_y.min() < 20
+    assert abs(rising_y.max() - flat_y.max()) < 10  # both start at 0
     assert main(["report", str(out / "ckpt_00000020")]) == 0
-    assert (out / "ckpt_00000020" / "classes.png").exists()
+    # classes.png: the id bar all hard (green), the ood bar all soft (orange), no failure (red)
+    png = out / "ckpt_00000020" / "classes.png"
+    (green_y, green_x), (orange_y, orange_x) = (pixels_of(png, c) for c in ("tab:green", "tab:orange"))
+    green_x, orange_x = green_x[green_y > 200], orange_x[orange_y > 200]  # below the legend
+    assert green_x.size > 10_000 and orange_x.size > 10_000 and green_x.max() < orange_x.min()
+    assert (pixels_of(png, "tab:red")[0] < 200).all()  # red in the legend only
 
 
 def test_time_to_thresholds_takes_the_first_checkpoint_reaching_each():

@@ -1,4 +1,8 @@
-"""The determinism filter makes the reference's keep/drop decisions, on ids and on text."""
+"""The determinism filter makes the reference's keep/drop decisions, on ids and on text.
+
+The reference's decisions are not in the golden data, so they come from `reference_keeps`, a
+transcription of the reference filter loop; on the golden traces the transcription's tokenizer
+first reproduces the golden token ids. The file and CLI test runs on the committed fixtures."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import golden_dir, golden_examples, golden_vocab
+from conftest import fixture_examples, golden_dir, golden_examples, golden_vocab
 
 from tinylm.lang.filter import BOUNDARY_TOKENS, cli, filter_file, keep_ids, keep_mask, keep_text
 
@@ -80,11 +84,12 @@ def test_keep_mask_small_cases():
 
 
 def test_filter_file_and_cli(tmp_path, capsys):
-    pytest.importorskip("tinylm.tokenizer")
-    traces = golden_examples("demo", "traces.txt.gz")
+    from tinylm.tokenizer import KEYWORD_VOCABS
+
+    traces = fixture_examples("demo", "traces")
     src = tmp_path / "traces.txt"
     src.write_text("".join(t + "\n\n" for t in traces))
-    tokenize = reference_tokenize(golden_vocab("demo"))
+    tokenize = reference_tokenize(list(KEYWORD_VOCABS["demo"]))
     tokenized = [tokenize(t + "\n\n") for t in traces]
     block_size = int(np.median([max(reference_pairs(ts, "# code\n")) for ts in tokenized]))
     expected = [t for t, ts in zip(traces, tokenized) if reference_keeps(ts, "# code\n", block_size)]

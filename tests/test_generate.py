@@ -88,6 +88,11 @@ def measure(programs: list[str]) -> dict:
     }
 
 
+# Every percentage within 3 points of the reference's (README; the largest gap measured is 2.5,
+# nightly's line counts). Samples of 3,000-4,000 programs put ~1 point of noise on a 30% bucket.
+POINTS = 3.0
+
+
 def assert_close(measured: dict, reference: dict, tolerance: float, what: str) -> None:
     for key in set(measured) | set(reference):
         got, want = measured.get(key, 0.0), reference.get(key, 0.0)
@@ -132,9 +137,9 @@ def test_demo_matches_reference_statistics():
     assert all(p.startswith("# code\n") for p in programs)
     stats = measure(programs)
     for key, want in DEMO.items():
-        assert_close(stats[key], want, 3.0, key)
+        assert_close(stats[key], want, POINTS, key)
     assert stats["literals"] == (0, 4, 9)
-    assert abs(stats["while"] - 29.7) <= 3.0
+    assert abs(stats["while"] - 29.7) <= POINTS
     assert stats["names"] == {"a", "b", "c"}
 
 
@@ -143,10 +148,10 @@ def test_nightly_programs_run_and_match_reference_statistics():
     assert all(survives(p) for p in programs[:400])   # CPython agrees that they run
     stats = measure(programs)
     for key, want in NIGHTLY.items():
-        assert_close(stats[key], want, 3.5, key)
+        assert_close(stats[key], want, POINTS, key)
     low, median, high = stats["literals"]
     assert (low, high) == (0, 999) and abs(median - 444) <= 40
-    assert abs(stats["while"] - 56.5) <= 4.0
+    assert abs(stats["while"] - 56.5) <= POINTS
     assert len(stats["names"]) == 26
 
 
@@ -155,7 +160,7 @@ def test_alpha_survivors_match_reference_statistics():
     assert not any(p.startswith("#") for p in programs)
     stats = measure(programs)
     for key, want in ALPHA.items():
-        assert_close(stats[key], want, 3.5, key)
+        assert_close(stats[key], want, POINTS, key)
     low, median, high = stats["literals"]
     assert (low, high) == (0, 999) and abs(median - 478) <= 40
     assert stats["while"] == 0

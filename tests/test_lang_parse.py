@@ -64,8 +64,8 @@ def test_golden_programs_parse_like_python(folder):
 
 @pytest.mark.parametrize("preset_name", ["demo", "nightly", "alpha", "beta"])
 def test_generated_programs_parse_like_python(preset_name):
-    generate = pytest.importorskip("tinylm.lang.generate")
-    spec = pytest.importorskip("tinylm.lang.spec")
+    from tinylm.lang import generate, spec
+
     for text in generate.generate_programs(spec.preset(preset_name), seed=1, start=0, count=1000):
         assert_same_as_python(text)
 

@@ -1,5 +1,8 @@
 """The tracer against the reference: golden traces byte for byte, and CPython itself on random programs.
 
+The golden tests skip without the golden data; the committed fixtures (tests/fixtures, made by
+this tracer) pin its output for the file, CLI and parsed-program paths whatever is beside the checkout.
+
 `cpython_trace` is the oracle: it traces the way the reference scripts did (the program wrapped in
 `def func():`, run under `sys.settrace`, one step per line/return event, `frame.f_locals` as the
 state). It exists only here and in the benchmark baseline; the package never runs program text.
@@ -13,7 +16,7 @@ import os
 import sys
 
 import pytest
-from conftest import golden_examples
+from conftest import fixture_examples, golden_examples
 
 from tinylm.lang.parse import parse_program
 from tinylm.lang.trace import (
@@ -30,6 +33,7 @@ CPYTHON_311 = sys.implementation.name == "cpython" and sys.version_info[:2] == (
 needs_311 = pytest.mark.skipif(not CPYTHON_311, reason="trace semantics are CPython 3.11 line events")
 
 GOLDEN = [("demo", "demo"), ("nightly_m2", "m2"), ("release2026_alpha", "2026")]
+FIXTURES = [("demo", "demo"), ("nightly", "m2"), ("alpha", "2026")]
 PRESET_FORMATS = {"demo": "demo", "nightly": "m2", "alpha": "2026", "beta": "2026"}
 
 
@@ -108,12 +112,14 @@ def test_golden_traces_byte_for_byte(folder, fmt):
         assert result.text == expected
 
 
-@pytest.mark.parametrize("folder,fmt", GOLDEN)
-def test_trace_texts_and_parsed_programs(folder, fmt):
-    programs = golden_examples(folder, "programs.txt.gz")
-    traces, errors = trace_texts([parse_program(p) for p in programs[:50]], fmt)
+@pytest.mark.parametrize("family,fmt", FIXTURES)
+def test_fixture_traces_from_texts_and_parsed_programs(family, fmt):
+    programs, expected = fixture_examples(family, "programs"), fixture_examples(family, "traces")
+    assert len(programs) == len(expected) >= 24
+    assert [trace_program(p, fmt).text for p in programs] == expected
+    traces, errors = trace_texts([parse_program(p) for p in programs], fmt)
     assert not errors
-    assert traces == golden_examples(folder, "traces.txt.gz")[:50]
+    assert traces == expected
 
 
 @needs_311
@@ -238,12 +244,12 @@ def test_unknown_format():
 
 
 def test_trace_file_and_cli(tmp_path, capsys):
-    programs = golden_examples("demo", "programs.txt.gz")[:20] + ["a = 1 // 0", "# code\nb = 99"]
+    programs = fixture_examples("demo", "programs")[:20] + ["a = 1 // 0", "# code\nb = 99"]
     src = tmp_path / "programs.txt"
     src.write_text("\n\n".join(programs) + "\n\n")
     counts = trace_file(src, tmp_path / "traces.txt", "demo")
     assert counts == {"programs": 22, "traced": 20, "zero_division": 1, "value_out_of_range": 1}
-    expected = golden_examples("demo", "traces.txt.gz")[:20]
+    expected = fixture_examples("demo", "traces")[:20]
     assert (tmp_path / "traces.txt").read_text() == "".join(t + "\n\n" for t in expected)
     assert cli(["--format", "demo", str(src), str(tmp_path / "cli.txt")]) == 0
     out = capsys.readouterr().out
@@ -277,8 +283,8 @@ DIFFERENTIAL_COUNT = int(os.environ.get("TINYLM_DIFFERENTIAL_COUNT", "10000"))
 @needs_311
 @pytest.mark.parametrize("preset_name", list(PRESET_FORMATS))
 def test_differential_against_cpython(preset_name):
-    generate = pytest.importorskip("tinylm.lang.generate")
-    spec = pytest.importorskip("tinylm.lang.spec")
+    from tinylm.lang import generate, spec
+
     fmt = PRESET_FORMATS[preset_name]
     programs = generate.generate_programs(spec.preset(preset_name), seed=0, start=0, count=DIFFERENTIAL_COUNT)
     assert len(programs) == DIFFERENTIAL_COUNT

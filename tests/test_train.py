@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs"
 
 TINY = {"preset": "demo", "n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 32}
+LAST_LETTER = len(VOCAB) - 1  # the toy vocabulary's last letter id
 
 
 @pytest.fixture(autouse=True)
@@ -107,6 +109,9 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert info["seed"] == 1337 and info["parameters"] > 0 and "git_revision" in info
     first = metrics(run_dir)[0]
     assert {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"} <= set(first)
+    with open(run_dir / "metrics.csv", newline="") as f:  # the step records of metrics.jsonl, as a table
+        table = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    assert table == [m for m in metrics(run_dir) if "loss" in m]
 
 
 def tensors_equal(a, b) -> bool:
@@ -227,17 +232,52 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     assert math.isfinite(one["val_loss"])
 
 
-def test_init_from_a_checkpoint_and_a_curriculum(tmp_path):
+def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
+    # a rate too high for this model: the validation loss falls, rises and falls again
+    summary = train(tmp_path, max_steps=10, eval_interval=1,
+                    **{"optim.lr": 3e-2, "optim.min_lr": 3e-3, "checkpoint.keep_last": 10})
+    evals = {m["step"]: m["val_loss"] for m in metrics(summary["out_dir"]) if "val_loss" in m}
+    best_step = min(evals, key=evals.get)
+    assert len(evals) == 10 and best_step not in (1, 10)  # neither the first nor the last checkpoint
+    best = torch.load(Path(summary["out_dir"]) / "best.pt", weights_only=True)
+    assert (best["train_state"]["step"], best["train_state"]["val_loss"]) == (best_step, evals[best_step])
+    assert tensors_equal(best["model"], checkpoint(summary["out_dir"], best_step)["model"])
+    assert summary["best_val_loss"] == evals[best_step]
+
+
+def test_init_from_a_checkpoint_and_a_curriculum(tmp_path, monkeypatch):
+    from tinylm import train as train_module
+
     first = train(tmp_path / "pre", max_steps=2, eval_interval=2)
-    ckpt = Path(first["out_dir"]) / "best.pt"
-    write_dataset(tmp_path / "second", seed=5)
-    stages = [{"dataset": str(tmp_path / "pre" / "toy"), "until_step": 2},
-              {"dataset": str(tmp_path / "second")}]
-    summary = train(tmp_path / "ft", init_from=str(ckpt), max_steps=4, eval_interval=4,
-                    **{"data.stages": stages, "data.mask": "step", "model.n_layer": 99})
+    init = torch.load(Path(first["out_dir"]) / "best.pt", weights_only=True)
+    # the second stage is the toy data with every letter made the last one: a batch shows its stage
+    second = write_dataset(tmp_path / "second", seed=5)
+    for split in ("train", "val"):
+        ids = np.fromfile(second / f"{split}.bin", dtype=np.uint8)
+        np.where(ids >= 2, LAST_LETTER, ids).astype(np.uint8).tofile(second / f"{split}.bin")
+    seen, real_step = [], train_module.train_step
+
+    def recording_step(run, micro_batches):
+        seen.append(set(torch.cat([x for x, _ in micro_batches]).unique().tolist()))
+        return real_step(run, micro_batches)
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    stages = [{"dataset": str(tmp_path / "pre" / "toy"), "until_step": 2}, {"dataset": str(second)}]
+    # a rate of 1e-9: four steps leave the weights where init_from put them, to 1e-6
+    summary = train(tmp_path / "ft", init_from=str(Path(first["out_dir"]) / "best.pt"), max_steps=4,
+                    eval_interval=4, **{"data.stages": stages, "data.mask": "step", "model.n_layer": 99,
+                                        "optim.lr": 1e-9, "optim.min_lr": 1e-10})
     assert summary["step"] == 4 and math.isfinite(summary["val_loss"])
+    assert len(seen) == 4
+    assert all(len(tokens - {0, 1, LAST_LETTER}) > 3 for tokens in seen[:2])  # steps 0, 1: the first stage
+    assert all(tokens <= {0, 1, LAST_LETTER} for tokens in seen[2:])  # steps 2, 3: the second
     saved = checkpoint(summary["out_dir"], 4)
-    assert saved["model_config"]["n_layer"] == 2  # the architecture comes from init_from
+    assert saved["model_config"] == init["model_config"] and saved["model_config"]["n_layer"] == 2
+    assert max((saved["model"][k] - init["model"][k]).abs().max().item() for k in init["model"]) < 1e-6
+    # a fresh model of the same seed is the pretraining's step 0, which its two steps moved by far more
+    fresh = train(tmp_path / "fresh", max_steps=1, eval_interval=1, **{"optim.lr": 1e-9, "optim.min_lr": 1e-10})
+    fresh_model = checkpoint(fresh["out_dir"], 1)["model"]
+    assert max((fresh_model[k] - init["model"][k]).abs().max().item() for k in init["model"]) > 1e-3
 
 
 # ----------------------------------------------------------------------------- length in epochs, data cap
