@@ -117,6 +117,9 @@ class ReportItem:
     """Suites shown (default: all)."""
     x: Literal["parameters", "train_examples", "tokens"] = "parameters"
     """scaling: the horizontal axis."""
+    metrics: list[Literal["hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean"]] = field(
+        default_factory=lambda: ["hard_pct"])
+    """What a table shows per suite; a plot shows the first (steps_correct_frac_mean: % of trace steps right)."""
     title: str = ""
 
 
@@ -439,11 +442,11 @@ def write_report(project: Project, log=print) -> list[Path]:
         path = project.results / item.file
         title = item.title or None
         if item.kind == "table":
-            atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.runs_table(chosen) + "\n")
+            atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.runs_table(chosen, tuple(item.metrics)) + "\n")
         elif item.kind == "scaling":
-            report.plot_scaling(chosen, item.x, path, title=title)
+            report.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])
         elif item.kind == "bars":
-            report.plot_bars(chosen, path, title=title)
+            report.plot_bars(chosen, path, title=title, metric=item.metrics[0])
         else:
             sweep_rows, tokens_per_step = _sweep_rows(project, item.runs[0])
             if item.suites:

@@ -137,13 +137,26 @@ def check_runs(rows: list[dict]) -> list[str]:
     return suites
 
 
-def runs_table(rows: list[dict]) -> str:
-    """One line per run: parameters, training examples, tokens seen, then each suite's hard match %
-    ('-' where a number or a suite is missing)."""
+COLUMNS = {"hard_pct": "hard %", "soft_pct": "soft %", "failure_pct": "failure %",
+           "steps_correct_frac_mean": "steps %"}
+
+
+def metric_pct(summary: dict, metric: str) -> float | None:
+    """A suite summary's `metric` in percent (the fraction of correct steps is scaled to 0-100)."""
+    value = summary.get(metric)
+    if value is None:
+        return None
+    return 100 * value if metric == "steps_correct_frac_mean" else value
+
+
+def runs_table(rows: list[dict], metrics: tuple[str, ...] = ("hard_pct",)) -> str:
+    """One line per run: parameters, training examples, tokens seen, then each suite's `metrics`
+    (hard match %, and e.g. the % of trace steps right; '-' where a number or a suite is missing)."""
     suites = check_runs(rows)
-    header = ["run", "parameters", "train examples", "tokens seen"] + [f"{name} hard %" for name in suites]
+    header = ["run", "parameters", "train examples", "tokens seen"] + [
+        f"{name} {COLUMNS[m]}" for name in suites for m in metrics]
     lines = [[r["run"], _count(r.get("parameters")), _count(r.get("train_examples")), _count(r.get("tokens"))]
-             + [_pct(r["suites"].get(name, {}).get("hard_pct")) for name in suites] for r in rows]
+             + [_pct(metric_pct(r["suites"].get(name, {}), m)) for name in suites for m in metrics] for r in rows]
     return markdown_table(header, lines)
 
 
@@ -226,11 +239,13 @@ def plot_suites(summaries: list[dict], path: str | Path):
     return save_figure(fig, path)
 
 
-def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None = None):
-    """hard match % against parameters, training examples or tokens seen (log scale), one line per
-    suite, each point labelled with its run."""
+def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None = None, metric: str = "hard_pct"):
+    """`metric` (hard match % by default) against parameters, training examples or tokens seen (log
+    scale), one line per suite, each point labelled with its run."""
     if x not in SCALING_X:
         raise ConfigError(f"x must be one of {list(SCALING_X)}, got {x!r}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     suites = check_runs(rows)
     for r in rows:
         if not r.get(x):
@@ -238,7 +253,7 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     fig = new_figure(7, 4.5, title)
     ax = fig.subplots()
     for name in suites:
-        pts = sorted((r[x], r["suites"][name]["hard_pct"], r["run"]) for r in rows if name in r["suites"])
+        pts = sorted((r[x], metric_pct(r["suites"][name], metric), r["run"]) for r in rows if name in r["suites"])
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         for px, py, label in pts:
             ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -248,6 +263,7 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     ax.margins(x=0.1)
     _hard_axis(ax, SCALING_X[x])
+    ax.set_ylabel(METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right")
     ax.legend()
     return save_figure(fig, path)
 
@@ -263,7 +279,7 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
     for i, r in enumerate(rows):
         heights = [r["suites"][name][metric] if name in r["suites"] else math.nan for name in suites]
         ax.bar([g + (i - (len(rows) - 1) / 2) * width for g in range(len(suites))], heights, width, label=r["run"])
-    ax.set_xticks(range(len(suites)), suites)
+    ax.set_xticks(range(len(suites)), suites, rotation=20 if len(suites) > 4 else 0, ha="right" if len(suites) > 4 else "center")
     ax.set_ylabel(METRICS[metric])
     ax.set_ylim(0, 1.05 if metric == "steps_correct_frac_mean" else 105)
     ax.grid(alpha=0.3, axis="y")
