@@ -10,7 +10,9 @@ generators:
 - `nightly`: the 2025 full grammar. Single-letter names, literals up to `max_literal`,
   `+ - * // %` assignments, if/elif/else with six comparisons, `while` loops built to run a
   target number of iterations, at most `max_depth` levels and `max_sub_blocks` blocks per block,
-  and a final `print`.
+  and a final `print`. Filters redraw programs outside `min_code_lines..max_code_lines`, never
+  reaching `min_depth`, with no block holding `min_sub_blocks` blocks, or (`require_while`)
+  without a loop; the `while_min_*` knobs are minimums of how loops are built.
 - `snippet`: the 2026 alpha (if only) and beta (`for ... in range(k)` too) generators. Names of
   1-5 letters drawn from a fixed fraction of each length's name space, numbers in +-999, one
   `+` or `-` per program.
@@ -94,22 +96,37 @@ class NightlySpec:
     """The program may end once this many lines are written."""
     max_length: int = 15
     """Past this many lines every open block is closed and the program ends."""
+    min_code_lines: int = 0
+    """Programs with fewer lines are redrawn (the final print counts, the header not; 0: no minimum)."""
+    max_code_lines: int = 0
+    """Programs with more lines are redrawn (closing blocks past `max_length` adds some; 0: no maximum)."""
     max_depth: int = 2
     """Deepest indentation level."""
+    min_depth: int = 0
+    """Programs that never reach this indentation level are redrawn."""
     max_sub_blocks: int = 2
     """Most blocks (if or while) opened directly inside one block."""
+    min_sub_blocks: int = 0
+    """Programs in which no block directly holds this many blocks are redrawn (0: no minimum)."""
     nest_in_if: bool = False
     """Whether if/elif/else bodies may open blocks (the reference keeps them flat)."""
     unindent_speed: float = 0.09
     """A block of n lines is closed before the next statement with probability 1 - (1 + s)^-n."""
     while_loops: bool = True
     """Whether while loops are generated."""
+    require_while: bool = False
+    """Redraw programs without a while loop."""
     while_updates: list[str] = field(default_factory=lambda: list(WHILE_UPDATES))
     """How a loop's control variable moves each iteration."""
+    while_min_iterations: int = 1
+    """Loops are built to run while_min_iterations..while_max_iterations times, give or take one
+    (half as many for `*` updates; a `//` loop stops early when its control reaches 0)."""
     while_max_iterations: int = 10
-    """Loops are built to run 1..this many iterations (half as many for `*` updates)."""
+    """See `while_min_iterations`."""
+    while_min_step: int = 1
+    """Smallest step of a `+`/`-` update, or factor of a `*`/`//` update (factors are at least 2)."""
     while_max_step: int = 20
-    """Largest step (or factor) of a loop's control-variable update."""
+    """Largest step (or factor) of a loop's control-variable update (at most `max_literal`)."""
     read_security: bool = False
     """True: read only names assigned in the enclosing blocks; False: any name assigned so far."""
     write_security: bool = True
@@ -135,12 +152,22 @@ class NightlySpec:
         _check_range("nightly.max_initializations", self.max_initializations, 0, 20)
         _check_range("nightly.min_length", self.min_length, 1, 200)
         _check_range("nightly.max_length", self.max_length, self.min_length, 200)
+        _check_range("nightly.min_code_lines", self.min_code_lines, 0, 200)
+        if self.max_code_lines:
+            _check_range("nightly.max_code_lines", self.max_code_lines, max(self.min_code_lines, 1), 200)
         _check_range("nightly.max_depth", self.max_depth, 0, 8)
+        _check_range("nightly.min_depth", self.min_depth, 0, self.max_depth)
         _check_range("nightly.max_sub_blocks", self.max_sub_blocks, 0, 20)
+        _check_range("nightly.min_sub_blocks", self.min_sub_blocks, 0, self.max_sub_blocks)
         _check_range("nightly.unindent_speed", self.unindent_speed, 0.0, 10.0)
+        if self.require_while and not self.while_loops:
+            raise ConfigError("'nightly.require_while' needs 'nightly.while_loops': no program could pass")
         _check_subset("nightly.while_updates", self.while_updates, WHILE_UPDATES)
         _check_range("nightly.while_max_iterations", self.while_max_iterations, 1, 100)
+        _check_range("nightly.while_min_iterations", self.while_min_iterations, 1, self.while_max_iterations)
         _check_range("nightly.while_max_step", self.while_max_step, 2, 100)
+        _check_range("nightly.while_min_step", self.while_min_step, 1,
+                     min(self.while_max_step, self.max_literal))
 
 
 @dataclass
@@ -163,22 +190,34 @@ class SnippetSpec:
     """Beta: `for name in range(k)` blocks besides if blocks."""
     for_max_range: int = 3
     """k of `range(k)` is drawn from 1..for_max_range."""
+    min_name_length: int = 1
+    """Names have min_name_length..max_name_length letters (length uniform)."""
     max_name_length: int = 5
-    """Names have 1..max_name_length letters (length uniform)."""
+    """See `min_name_length`."""
     variable_diversity: float = 0.2
     """Fraction of each length's name space (>= 2 letters) that names are drawn from."""
     hidden_variables: bool = False
     """Draw names of >= 2 letters from outside the seen part of the name space (OOD)."""
     name_reuse_probability: float = 0.3
     """Chance that an assignment writes an existing name rather than a fresh one."""
+    weight_reads_by_writes: bool = False
+    """Name operands pick an assigned name in proportion to its assignments (not uniformly)."""
     max_digits: int = 3
     """Numbers have at most this many digits."""
-    number_lengths: Literal["uniform", "by_digits"] = "uniform"
-    """uniform: 0..10^max_digits - 1; by_digits: digit count uniform, then the value."""
+    number_lengths: Literal["uniform", "by_digits", "symmetric"] = "uniform"
+    """uniform: a sign, then 0..10^max_digits - 1; by_digits: a sign, the digit count uniform, then
+    the value; symmetric: uniform over -(10^max_digits - 1)..10^max_digits - 1."""
+    unsigned_right: bool = False
+    """Literal right operands of `+`/`-` assignments are never negative."""
     number_team: Literal["any", "seen", "hidden"] = "any"
     """Keep only numbers of one hash half: seen for training, hidden for OOD tests."""
     mixed_ops: bool = False
-    """Choose `+` or `-` per line (and require both) rather than one operator per program."""
+    """Choose `+` or `-` per line rather than one operator per program."""
+    require_both_ops: bool = True
+    """With `mixed_ops`, redraw programs that do not use both `+` and `-`."""
+    max_value: int = 0
+    """Run each program and redraw those whose values leave +-max_value (0: leave values to the
+    trace format's cap). Not with `for_loops`."""
 
     def validate(self) -> None:
         _check_range("snippet.min_lines", self.min_lines, 1, 100)
@@ -188,10 +227,15 @@ class SnippetSpec:
         _check_range("snippet.max_blocks_per_level", self.max_blocks_per_level, 1, 100)
         _check_range("snippet.min_blocks_peak", self.min_blocks_peak, 0, self.max_blocks_per_level)
         _check_range("snippet.for_max_range", self.for_max_range, 1, 100)
-        _check_range("snippet.max_name_length", self.max_name_length, 1 + self.hidden_variables, 8)
+        _check_range("snippet.max_name_length", self.max_name_length, 1 + self.hidden_variables, 10)
+        _check_range("snippet.min_name_length", self.min_name_length, 1, self.max_name_length)
         _check_range("snippet.variable_diversity", self.variable_diversity, 0.0001, 1.0)
         _check_range("snippet.name_reuse_probability", self.name_reuse_probability, 0.0, 1.0)
         _check_range("snippet.max_digits", self.max_digits, 1, 6)
+        _check_range("snippet.max_value", self.max_value, 0, 10**9)
+        if self.max_value and self.for_loops:
+            raise ConfigError("'snippet.max_value' needs 'snippet.for_loops' false: the generator runs "
+                              "if-only programs")
 
 
 @dataclass
