@@ -20,6 +20,26 @@ generators:
 `preset(name, **overrides)` returns a validated spec; presets are small deltas on a base, listed
 in `PRESETS`. Overrides are nested mappings or dotted keys: `preset("nightly", nightly={"max_length":
 20})` and `preset("nightly", **{"nightly.max_length": 20})` are the same.
+
+The presets, by reference dataset:
+
+- `demo`, `nightly` (dataset-35), `alpha`, `beta` (2026 release) and the 2026 `-rq1` presets.
+- `nightly-stage1..4` (dataset-32, the curriculum): literals up to 10, 100, 999, with the
+  two-operand assignments' operators weighted `+ - * // %` = 3/3/5/7/14 in stages 1-3 (loop
+  prologues and updates keep uniform operators, as there); while loops at every stage; values
+  within +-999 throughout; stage 4 is `nightly`.
+- `nightly-ood-*` (dataset-34 and dataset-41, the 2025 OOD suites): longer-snippets 27-30 lines;
+  more-while-iterations 11-15 iterations; wider-while-steps steps 21-40; more-sub-blocks 3-4
+  blocks directly in some block; deeper-nesting 3 levels with blocks inside if bodies (ours;
+  dataset-41 has no such suite). The two loop suites have a loop in every program and only
+  `+`/`-` updates: the reference's wider-steps suite has just these, its more-iterations suite
+  also `*` loops from 1-3 doubling 6-8 times, which these knobs do not express.
+- `nightly-cpu`: sized for a CPU. The nightly grammar and m2 vocabulary with names a-f,
+  literals 0-9, values within +-99, 4-8 lines, loops of 1-3 iterations and steps 1-3, and
+  blocks that close sooner (`unindent_speed` 0.5): traces of ~350 m2 tokens, steps under ~80.
+  Its `-ood-*` suites each move one range past the ID one: 9-12 lines, 6-8 iterations (runs of
+  5-9 against 0-4), steps 4-7, 3-4 sub-blocks (at the longer-snippets lengths, the shortest that
+  fit them), depth 3.
 """
 
 from __future__ import annotations
@@ -259,22 +279,47 @@ class GeneratorSpec:
 
 
 # Presets: each a delta on a base (None: the dataclass defaults). Values are nested mappings.
-_STAGE_LITERALS = {1: 10, 2: 100, 3: 999, 4: 999}
+_STAGE_LITERALS = {1: 10, 2: 100, 3: 999}
+_STAGE_WEIGHTS = [3.0, 3.0, 5.0, 7.0, 14.0]   # + - * // % of two-operand assignments, stages 1-3
+# The loop suites, as the reference's: every program has a loop, and loops add or subtract (a `*` or
+# `//` loop cannot run 11 times or take wide steps within +-999).
+_ADDITIVE_LOOPS = {"while_updates": ["+", "-"], "require_while": True}
+_CPU = {"names": list("abcdef"), "max_literal": 9, "max_value": 99, "max_initializations": 2,
+        "min_length": 3, "max_length": 5, "min_code_lines": 4, "max_code_lines": 8,
+        "unindent_speed": 0.5, "while_max_iterations": 3, "while_max_step": 3}
+_CPU_LONG = {"min_length": 8, "max_length": 11, "min_code_lines": 9, "max_code_lines": 12}
 _RQ1 = {"variable_diversity": 0.01, "name_reuse_probability": 0.0, "number_lengths": "by_digits",
         "number_team": "seen"}
 
 _DELTAS: dict[str, tuple[str | None, dict]] = {
     "demo": (None, {"family": "demo"}),
     "nightly": (None, {"family": "nightly"}),
-    # Curriculum: literal caps grow 10 -> 100 -> 999; loops join at the last stage.
-    **{f"nightly-stage{k}": ("nightly", {"nightly": {
-        "max_literal": cap, "max_value": cap, "while_loops": k == 4}})
+    # Curriculum (reference dataset-32): literal caps grow 10 -> 100 -> 999 with % and // favoured,
+    # then the main grammar. Values stay within +-999 at every stage.
+    **{f"nightly-stage{k}": ("nightly", {"nightly": {"max_literal": cap, "operator_weights": _STAGE_WEIGHTS}})
        for k, cap in _STAGE_LITERALS.items()},
-    "nightly-ood-longer-snippets": ("nightly", {"nightly": {"min_length": 15, "max_length": 25}}),
-    "nightly-ood-more-while-iterations": ("nightly", {"nightly": {"while_max_iterations": 20}}),
-    "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4}}),
-    "nightly-ood-wider-while-steps": ("nightly", {"nightly": {"while_max_step": 40}}),
+    "nightly-stage4": ("nightly", {}),
+    # The reference's OOD suites (dataset-34, dataset-41), one shift each.
+    "nightly-ood-longer-snippets": ("nightly", {"nightly": {
+        "min_length": 26, "max_length": 30, "min_code_lines": 27, "max_code_lines": 30}}),
+    "nightly-ood-more-while-iterations": ("nightly", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_iterations": 11, "while_max_iterations": 15}}),
+    "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4, "min_sub_blocks": 3}}),
+    "nightly-ood-wider-while-steps": ("nightly", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_step": 21, "while_max_step": 40}}),
     "nightly-ood-deeper-nesting": ("nightly", {"nightly": {"max_depth": 3, "nest_in_if": True}}),
+    # CPU scale: the nightly grammar and m2 vocabulary, traces of a few hundred tokens.
+    "nightly-cpu": ("nightly", {"nightly": _CPU}),
+    "nightly-cpu-ood-longer-snippets": ("nightly-cpu", {"nightly": _CPU_LONG}),
+    "nightly-cpu-ood-more-while-iterations": ("nightly-cpu", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_iterations": 6, "while_max_iterations": 8}}),
+    "nightly-cpu-ood-wider-while-steps": ("nightly-cpu", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_step": 4, "while_max_step": 7}}),
+    # Three blocks side by side do not fit in 8 lines: this suite has the longer-snippets lengths.
+    "nightly-cpu-ood-more-sub-blocks": ("nightly-cpu", {"nightly": {
+        **_CPU_LONG, "max_sub_blocks": 4, "min_sub_blocks": 3}}),
+    "nightly-cpu-ood-deeper-nesting": ("nightly-cpu", {"nightly": {
+        "max_depth": 3, "min_depth": 3, "nest_in_if": True}}),
     # 2026: the framework release (alpha, beta) and the research-question datasets (-rq1).
     "alpha": (None, {"family": "snippet", "header": ""}),
     "beta": ("alpha", {"snippet": {"for_loops": True}}),
@@ -291,7 +336,6 @@ for _base in ("alpha", "beta"):
         f"{_base}-ood-hidden-variables": (f"{_base}-rq1", {"snippet": {"hidden_variables": True}}),
         f"{_base}-ood-mixed-ops": (f"{_base}-rq1", {"snippet": {"mixed_ops": True}}),
     })
-
 PRESETS: tuple[str, ...] = tuple(_DELTAS)
 
 
