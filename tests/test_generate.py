@@ -207,7 +207,11 @@ def test_nightly_stages_cap_literals_and_favour_modulo_keeping_loops():
 
 
 def test_ood_presets_change_what_they_name():
-    assert max(len(p.split("\n")) for p in programs_of("alpha-ood-longer-snippets")) > 10
+    assert {len(p.split("\n")) for p in programs_of("alpha-ood-longer-snippets")} <= set(range(11, 21))
+    long_names = programs_of("beta-ood-longer-names")
+    assigned = {n.id for p in long_names for n in ast.walk(ast.parse(p)) if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Store)}
+    assert {len(name) for name in assigned} == set(range(6, 11))
     assert all(max_depth(p) >= 3 for p in programs_of("beta-ood-deeper-nesting"))
     assert any(max_depth(p) == 3 for p in programs_of("nightly-ood-deeper-nesting"))
     for p in programs_of("alpha-ood-mixed-ops", 100):
@@ -360,6 +364,21 @@ def test_nightly_cpu_traces_are_short_and_keep_every_statement_kind():
     assert {len(code_lines(p)) for p in programs} == set(range(4, 9))
 
 
+def test_grammar_b_is_one_letter_names_numbers_in_99_and_a_sign_per_line():
+    programs = generate_programs(preset("grammar-b"), 6, 0, 400)
+    assert all(survives(p, cap=99) for p in programs)   # values stay in +-99 when run
+    nodes = [n for p in programs for n in ast.walk(ast.parse(p))]
+    assert {len(n.id) for n in nodes if isinstance(n, ast.Name)} == {1}
+    assert {type(n).__name__ for n in nodes if isinstance(n, ast.stmt)} == {"Assign", "If"}
+    literals = [v for p in programs for v in signed_literals(p)]
+    assert min(literals) == -99 and max(literals) == 99
+    # The right operand of + and - is a name or a literal in 0..99; operators vary within programs.
+    assert not any(isinstance(n, ast.BinOp) and isinstance(n.right, ast.UnaryOp) for n in nodes)
+    mixed = [p for p in programs if " + " in p and " - " in p]
+    assert 0.1 * len(programs) < len(mixed) < 0.9 * len(programs)
+    assert {len(code_lines(p)) for p in programs} == set(range(5, 11))
+
+
 def test_every_program_of_every_preset_parses():
     for name in PRESETS:
         for program in generate_programs(preset(name), 2, 0, 25):
@@ -371,7 +390,7 @@ def test_every_program_of_every_preset_parses():
 # Determinism: program i depends only on (spec, seed, i)
 
 
-@pytest.mark.parametrize("name", ["demo", "nightly-stage2", "nightly-cpu", "beta"])
+@pytest.mark.parametrize("name", ["demo", "nightly-stage2", "nightly-cpu", "beta", "grammar-b"])
 def test_any_split_of_a_range_gives_the_same_programs(name):
     spec = preset(name, nightly={"run_filter": False})
     whole = generate_programs(spec, 7, 100, 3 * CHUNK)

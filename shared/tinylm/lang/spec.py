@@ -15,7 +15,8 @@ generators:
   without a loop; the `while_min_*` knobs are minimums of how loops are built.
 - `snippet`: the 2026 alpha (if only) and beta (`for ... in range(k)` too) generators. Names of
   1-5 letters drawn from a fixed fraction of each length's name space, numbers in +-999, one
-  `+` or `-` per program.
+  `+` or `-` per program. The same skeleton with one-letter names, numbers in +-99 and an
+  operator per line is the 2025 grammar B.
 
 `preset(name, **overrides)` returns a validated spec; presets are small deltas on a base, listed
 in `PRESETS`. Overrides are nested mappings or dotted keys: `preset("nightly", nightly={"max_length":
@@ -23,7 +24,7 @@ in `PRESETS`. Overrides are nested mappings or dotted keys: `preset("nightly", n
 
 The presets, by reference dataset:
 
-- `demo`, `nightly` (dataset-35), `alpha`, `beta` (2026 release) and the 2026 `-rq1` presets.
+- `demo`, `nightly` (dataset-35), `alpha`, `beta` (2026 release) and the 2026 `-rq1` bases.
 - `nightly-stage1..4` (dataset-32, the curriculum): literals up to 10, 100, 999, with the
   two-operand assignments' operators weighted `+ - * // %` = 3/3/5/7/14 in stages 1-3 (loop
   prologues and updates keep uniform operators, as there); while loops at every stage; values
@@ -40,6 +41,13 @@ The presets, by reference dataset:
   Its `-ood-*` suites each move one range past the ID one: 9-12 lines, 6-8 iterations (runs of
   5-9 against 0-4), steps 4-7, 3-4 sub-blocks (at the longer-snippets lengths, the shortest that
   fit them), depth 3.
+- `alpha/beta-ood-*` (2026 research question 1): longer-snippets 11-20 lines, deeper-nesting,
+  denser-snippets, hidden-numbers, hidden-variables, mixed-ops, and longer-names (6-10 letters,
+  against 1-5).
+- `grammar-b` (dataset-53, research project 4's robustness over training): the 2026 skeleton with
+  26 one-letter names, literals in +-99 (right operands of `+`/`-` in 0..99), `+` or `-` per line,
+  operands weighted by how often a name was assigned, values within +-99, 5-10 lines, depth 2.
+  Its traces average ~310 alpha tokens, so it needs no CPU-sized variant.
 """
 
 from __future__ import annotations
@@ -328,14 +336,22 @@ _DELTAS: dict[str, tuple[str | None, dict]] = {
 }
 for _base in ("alpha", "beta"):
     _DELTAS.update({
-        f"{_base}-ood-longer-snippets": (f"{_base}-rq1", {"snippet": {"max_lines": 20}}),
+        f"{_base}-ood-longer-snippets": (f"{_base}-rq1", {"snippet": {"min_lines": 11, "max_lines": 20}}),
         f"{_base}-ood-deeper-nesting": (f"{_base}-rq1", {"snippet": {"max_depth": 4, "min_depth": 3}}),
         f"{_base}-ood-denser-snippets": (f"{_base}-rq1", {"snippet": {
             "max_blocks_per_level": 10, "min_blocks_peak": 3}}),
         f"{_base}-ood-hidden-numbers": (f"{_base}-rq1", {"snippet": {"number_team": "hidden"}}),
         f"{_base}-ood-hidden-variables": (f"{_base}-rq1", {"snippet": {"hidden_variables": True}}),
         f"{_base}-ood-mixed-ops": (f"{_base}-rq1", {"snippet": {"mixed_ops": True}}),
+        f"{_base}-ood-longer-names": (f"{_base}-rq1", {"snippet": {"min_name_length": 6, "max_name_length": 10}}),
     })
+# Grammar B (reference dataset-53, research project 4): one-letter names, literals in +-99 (right
+# operands of + and - in 0..99), + or - chosen per line, values within +-99.
+_DELTAS["grammar-b"] = ("alpha", {"snippet": {
+    "max_name_length": 1, "name_reuse_probability": 0.0, "weight_reads_by_writes": True,
+    "max_blocks_per_level": 10, "max_digits": 2, "number_lengths": "symmetric", "unsigned_right": True,
+    "mixed_ops": True, "require_both_ops": False, "max_value": 99}})
+
 PRESETS: tuple[str, ...] = tuple(_DELTAS)
 
 
