@@ -192,16 +192,31 @@ def test_beta_adds_small_for_loops():
     assert all(max_depth(p) <= 2 for p in programs_of("beta"))
 
 
-def test_nightly_stages_cap_literals_and_add_loops_last():
+def operator_share(programs: list[str]) -> Counter:
+    return Counter(type(n.op).__name__ for p in programs for n in ast.walk(ast.parse(p))
+                   if isinstance(n, ast.BinOp))
+
+
+def test_nightly_stages_cap_literals_and_favour_modulo_keeping_loops():
     for stage, cap in ((1, 10), (2, 100), (3, 999)):
-        programs = programs_of(f"nightly-stage{stage}", 100)
-        assert cap // 2 < max(max(signed_literals(p)) for p in programs) <= cap
-        assert not any("while" in p for p in programs)
-    assert any("while" in p for p in programs_of("nightly-stage4"))
+        programs = programs_of(f"nightly-stage{stage}", 200)
+        # Operands and conditions stay within the cap; a loop's bound is computed, as in the reference.
+        operands = [n.value for p in programs for node in ast.walk(ast.parse(p))
+                    if isinstance(node, (ast.BinOp, ast.If)) for n in ast.walk(node) if isinstance(n, ast.Constant)]
+        assert cap // 2 < max(operands) <= cap
+        assert sum("while " in p for p in programs) > 60
+        ops = operator_share(programs)
+        assert ops["Mod"] > 1.5 * ops["Add"] and ops["FloorDiv"] > ops["Sub"]
+    ops = operator_share(programs_of("nightly-stage4", 200))
+    assert ops["Mod"] < 1.2 * ops["Add"]
 
 
 def test_ood_presets_change_what_they_name():
-    assert max(len(p.split("\n")) for p in programs_of("alpha-ood-longer-snippets")) > 10
+    assert {len(p.split("\n")) for p in programs_of("alpha-ood-longer-snippets")} <= set(range(11, 21))
+    long_names = programs_of("beta-ood-longer-names")
+    assigned = {n.id for p in long_names for n in ast.walk(ast.parse(p)) if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Store)}
+    assert {len(name) for name in assigned} == set(range(6, 11))
     assert all(max_depth(p) >= 3 for p in programs_of("beta-ood-deeper-nesting"))
     assert any(max_depth(p) == 3 for p in programs_of("nightly-ood-deeper-nesting"))
     for p in programs_of("alpha-ood-mixed-ops", 100):
@@ -218,6 +233,157 @@ def test_ood_presets_change_what_they_name():
     assert hidden and min(map(len, hidden)) >= 2 and not hidden & seen
 
 
+# ---------------------------------------------------------------------------------------------
+# The nightly OOD suites and the CPU-sized presets: each suite's defining property, measured
+
+
+def code_lines(program: str) -> list[str]:
+    return [line for line in program.split("\n") if not line.startswith("#")]
+
+
+def block_peak(program: str) -> int:
+    """Most if/while statements directly inside one block (elif and else continue their if)."""
+    lines = code_lines(program)
+    depth = [len(line) - len(line.lstrip("\t")) for line in lines]
+    held = Counter()
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("if ", "while ")):
+            held[max((j for j in range(i) if depth[j] == depth[i] - 1), default=-1)] += 1
+    return max(held.values(), default=0)
+
+
+def loop_runs(program: str) -> list[tuple[int, list[int]]]:
+    """Per while loop that CPython runs: (iterations, |change| of its control per iteration)."""
+    body = code_lines(program)
+    tree = ast.parse("\n".join(body))
+    tests = {node.lineno + 1: [n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)]
+             for node in ast.walk(tree) if isinstance(node, ast.While)}
+    checks: dict[int, list[dict]] = {line: [] for line in tests}
+    namespace: dict = {}
+    exec(compile("def f():\n" + "\n".join("\t" + line for line in body), "<program>", "exec"), namespace)
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name != "f":
+            return None
+        if event == "line" and frame.f_lineno in checks:
+            checks[frame.f_lineno].append(dict(frame.f_locals))
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            namespace["f"]()
+    finally:
+        sys.settrace(None)
+    runs = []
+    for line, states in checks.items():
+        steps = [abs(b[name] - a[name]) for a, b in zip(states, states[1:]) for name in tests[line]
+                 if a[name] != b[name]]
+        runs.append((len(states) - 1, steps))
+    return runs
+
+
+def nightly_suite(name: str, count: int) -> list[str]:
+    programs = generate_programs(preset(name), 6, 0, count)
+    assert all(survives(p) for p in programs[:50])
+    return programs
+
+
+def test_ood_longer_snippets_have_27_to_30_lines():
+    lengths = Counter(len(code_lines(p)) for p in nightly_suite("nightly-ood-longer-snippets", 300))
+    assert set(lengths) == {27, 28, 29, 30}
+
+
+def test_ood_more_while_iterations_run_11_to_15_times_give_or_take_one():
+    runs = [run for p in nightly_suite("nightly-ood-more-while-iterations", 300) for run in loop_runs(p)]
+    assert len(runs) >= 300
+    iterations = Counter(n for n, _ in runs)
+    assert min(iterations) >= 10 and max(iterations) <= 16 and sum(iterations.values()) == len(runs)
+    assert all(iterations[n] > 10 for n in range(11, 16))
+
+
+def test_ood_wider_while_steps_step_21_to_40():
+    programs = nightly_suite("nightly-ood-wider-while-steps", 300)
+    runs = [run for p in programs for run in loop_runs(p)]
+    assert len(runs) >= 300
+    steps = Counter(step for _, run_steps in runs for step in run_steps)
+    assert min(steps) == 21 and max(steps) == 40 and len(steps) == 20
+
+
+def test_ood_more_sub_blocks_hold_three_or_four_blocks_in_some_block():
+    peaks = Counter(block_peak(p) for p in nightly_suite("nightly-ood-more-sub-blocks", 100))
+    assert set(peaks) == {3, 4}
+    assert max(block_peak(p) for p in programs_of("nightly", 300)) == 2
+
+
+def test_ood_deeper_nesting_reaches_depth_three():
+    programs = nightly_suite("nightly-ood-deeper-nesting", 300)
+    assert any(max_depth(p) == 3 for p in programs) and all(max_depth(p) <= 3 for p in programs)
+
+
+# What each CPU-scale OOD suite measures, and its range there and in nightly-cpu: never overlapping.
+CPU_SUITES = {
+    "longer-snippets": (lambda p: [len(code_lines(p))], range(4, 9), range(9, 13), 100),
+    "more-while-iterations": (lambda p: [n for n, _ in loop_runs(p)], range(0, 5), range(5, 10), 100),
+    "wider-while-steps": (lambda p: [s for _, steps in loop_runs(p) for s in steps], None, range(4, 8), 100),
+    "more-sub-blocks": (lambda p: [block_peak(p)], range(0, 3), range(3, 5), 40),
+    "deeper-nesting": (lambda p: [max_depth("\n".join(code_lines(p)))], range(0, 3), range(3, 4), 40),
+}
+
+
+@pytest.mark.parametrize("suite", list(CPU_SUITES))
+def test_cpu_ood_suites_do_not_overlap_nightly_cpu(suite):
+    measure, in_range, out_range, count = CPU_SUITES[suite]
+    ood = [v for p in generate_programs(preset(f"nightly-cpu-ood-{suite}"), 6, 0, count) for v in measure(p)]
+    assert ood and set(ood) <= set(out_range)
+    if in_range is None:  # steps: nightly-cpu also has * and // loops, whose factors are not steps
+        spec = preset("nightly-cpu")
+        assert spec.nightly.while_max_step < out_range[0]
+        in_range = range(1, spec.nightly.while_max_step + 1)
+        cpu = preset("nightly-cpu", nightly={"while_updates": ["+", "-"]})
+    else:
+        cpu = preset("nightly-cpu")
+    ids = [v for p in generate_programs(cpu, 6, 0, 300) for v in measure(p)]
+    assert set(ids) <= set(in_range) and len(set(ids)) > 1
+
+
+def test_nightly_cpu_traces_are_short_and_keep_every_statement_kind():
+    from tinylm.lang.filter import BOUNDARY_TOKENS, EXAMPLE_END, keep_ids
+    from tinylm.lang.trace import trace_program
+    from tinylm.tokenizer import keyword_tokenizer
+
+    programs = generate_programs(preset("nightly-cpu"), 6, 0, 600)
+    tokenizer = keyword_tokenizer("m2")
+    boundary = tokenizer.token_id(BOUNDARY_TOKENS["m2"])
+    lengths, longest_step, kept = [], 0, 0
+    for program in programs:
+        ids = tokenizer.encode(trace_program(program, "m2").text + EXAMPLE_END)
+        lengths.append(ids.size)
+        marks = [i for i, t in enumerate(ids.tolist()) if t == boundary] + [ids.size]
+        longest_step = max(longest_step, max(b - a for a, b in zip(marks, marks[1:])))
+        kept += keep_ids(ids, boundary, 256)
+    assert 250 <= statistics.mean(lengths) <= 400 and longest_step < 120 and kept == len(programs)
+    kinds = Counter(type(n).__name__ for p in programs for n in ast.walk(ast.parse(p)))
+    assert all(kinds[k] for k in ("While", "If", "Add", "Sub", "Mult", "FloorDiv", "Mod", "Call"))
+    assert any("elif " in p for p in programs) and any("else:" in p for p in programs)
+    assert {len(code_lines(p)) for p in programs} == set(range(4, 9))
+
+
+def test_grammar_b_is_one_letter_names_numbers_in_99_and_a_sign_per_line():
+    programs = generate_programs(preset("grammar-b"), 6, 0, 400)
+    assert all(survives(p, cap=99) for p in programs)   # values stay in +-99 when run
+    nodes = [n for p in programs for n in ast.walk(ast.parse(p))]
+    assert {len(n.id) for n in nodes if isinstance(n, ast.Name)} == {1}
+    assert {type(n).__name__ for n in nodes if isinstance(n, ast.stmt)} == {"Assign", "If"}
+    literals = [v for p in programs for v in signed_literals(p)]
+    assert min(literals) == -99 and max(literals) == 99
+    # The right operand of + and - is a name or a literal in 0..99; operators vary within programs.
+    assert not any(isinstance(n, ast.BinOp) and isinstance(n.right, ast.UnaryOp) for n in nodes)
+    mixed = [p for p in programs if " + " in p and " - " in p]
+    assert 0.1 * len(programs) < len(mixed) < 0.9 * len(programs)
+    assert {len(code_lines(p)) for p in programs} == set(range(5, 11))
+
+
 def test_every_program_of_every_preset_parses():
     for name in PRESETS:
         for program in generate_programs(preset(name), 2, 0, 25):
@@ -229,7 +395,7 @@ def test_every_program_of_every_preset_parses():
 # Determinism: program i depends only on (spec, seed, i)
 
 
-@pytest.mark.parametrize("name", ["demo", "nightly-stage2", "beta"])
+@pytest.mark.parametrize("name", ["demo", "nightly-stage2", "nightly-cpu", "beta", "grammar-b"])
 def test_any_split_of_a_range_gives_the_same_programs(name):
     spec = preset(name, nightly={"run_filter": False})
     whole = generate_programs(spec, 7, 100, 3 * CHUNK)
@@ -263,29 +429,38 @@ NEW_VALUES = {
     "nightly": {
         "names": ["p", "q", "r", "s", "t"], "max_literal": 50, "max_value": 500, "operators": ["+", "-"],
         "operator_weights": [2.0, 1.0], "comparisons": ["<", "=="], "negative_init_probability": 0.5,
-        "max_initializations": 1, "min_length": 4, "max_length": 12, "max_depth": 3, "max_sub_blocks": 3,
+        "max_initializations": 1, "min_length": 4, "max_length": 12, "min_code_lines": 5, "max_code_lines": 20,
+        "max_depth": 3, "min_depth": 1, "max_sub_blocks": 3, "min_sub_blocks": 1,
         "nest_in_if": True, "unindent_speed": 0.2, "while_loops": False, "while_updates": ["+"],
-        "while_max_iterations": 4, "while_max_step": 5, "read_security": True, "write_security": False,
-        "final_print": False, "run_filter": False,
+        "while_min_iterations": 2, "while_max_iterations": 4, "while_min_step": 2, "while_max_step": 5,
+        "read_security": True, "write_security": False, "final_print": False, "run_filter": False,
         "emit_output": True,
     },
     "snippet": {
         "min_lines": 3, "max_lines": 12, "max_depth": 3, "min_depth": 1, "max_blocks_per_level": 3,
-        "min_blocks_peak": 1, "for_loops": True, "for_max_range": 5, "max_name_length": 3,
-        "variable_diversity": 0.5, "hidden_variables": True, "name_reuse_probability": 0.1, "max_digits": 2,
-        "number_lengths": "by_digits", "number_team": "hidden", "mixed_ops": True,
+        "min_blocks_peak": 1, "for_loops": True, "for_max_range": 5, "min_name_length": 2, "max_name_length": 3,
+        "variable_diversity": 0.5, "hidden_variables": True, "name_reuse_probability": 0.1,
+        "weight_reads_by_writes": True, "max_digits": 2, "number_lengths": "by_digits", "unsigned_right": True,
+        "number_team": "hidden", "mixed_ops": True, "require_both_ops": False,
     },
 }
+# Knobs whose test value cannot go with the values above (while_loops off, for_loops on): set alone.
+ALONE_VALUES = {"nightly": {"require_while": True}, "snippet": {"max_value": 99}}
 
 
 def test_every_knob_is_settable_from_yaml():
     spec = from_dict(GeneratorSpec, yaml.safe_load(yaml.safe_dump(NEW_VALUES)))
-    assert to_dict(spec) == NEW_VALUES
     defaults = to_dict(GeneratorSpec())
+    assert to_dict(spec) == NEW_VALUES | {section: NEW_VALUES[section] | {k: defaults[section][k] for k in knobs}
+                                          for section, knobs in ALONE_VALUES.items()}
     for section in ("demo", "nightly", "snippet"):
         fields = {f.name for f in dataclasses.fields(getattr(spec, section))}
-        assert fields == set(NEW_VALUES[section]), f"give every {section} knob a test value"
-        assert all(NEW_VALUES[section][k] != defaults[section][k] for k in fields)
+        values = NEW_VALUES[section] | ALONE_VALUES.get(section, {})
+        assert fields == set(values), f"give every {section} knob a test value"
+        assert all(values[k] != defaults[section][k] for k in fields)
+    for section, knobs in ALONE_VALUES.items():
+        alone = from_dict(GeneratorSpec, yaml.safe_load(yaml.safe_dump({section: knobs})))
+        assert {k: getattr(getattr(alone, section), k) for k in knobs} == knobs
 
 
 def test_knob_changes_reach_the_programs():
@@ -324,10 +499,36 @@ def test_unknown_preset_lists_the_known_ones():
     ("nightly", "operator_weights", [1, 2], r"one weight >= 0 per operator"),
     ("snippet", "variable_diversity", 0.0, r"'snippet.variable_diversity' must be in \[0.0001, 1.0\]"),
     ("snippet", "number_team", "odd", r"'snippet.number_team' must be one of \['any', 'seen', 'hidden'\]"),
+    ("nightly", "min_sub_blocks", 3, r"'nightly.min_sub_blocks' must be in \[0, 2\], got 3"),
+    ("nightly", "min_depth", 3, r"'nightly.min_depth' must be in \[0, 2\], got 3"),
+    ("nightly", "while_min_iterations", 11, r"'nightly.while_min_iterations' must be in \[1, 10\], got 11"),
+    ("nightly", "while_min_step", 21, r"'nightly.while_min_step' must be in \[1, 20\], got 21"),
+    ("nightly", "max_code_lines", 300, r"'nightly.max_code_lines' must be in \[1, 200\], got 300"),
+    ("snippet", "max_name_length", 11, r"'snippet.max_name_length' must be in \[1, 10\], got 11"),
+    ("snippet", "min_name_length", 6, r"'snippet.min_name_length' must be in \[1, 5\], got 6"),
 ])
 def test_out_of_range_knob_names_key_and_range(section, key, value, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(GeneratorSpec, {section: {key: value}})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"nightly": {"min_code_lines": 9, "max_code_lines": 8}}, r"'nightly.max_code_lines' must be in \[9, 200\]"),
+    ({"nightly": {"require_while": True, "while_loops": False}}, r"'nightly.require_while' needs"),
+    ({"nightly": {"max_literal": 5, "while_min_step": 6}}, r"'nightly.while_min_step' must be in \[1, 5\]"),
+    ({"snippet": {"max_value": 99, "for_loops": True}}, r"'snippet.max_value' needs 'snippet.for_loops' false"),
+])
+def test_knobs_that_contradict_each_other_fail(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(GeneratorSpec, data)
+
+
+def test_filters_that_nothing_passes_fail_instead_of_looping(monkeypatch):
+    import tinylm.lang.generate as generate
+
+    monkeypatch.setattr(generate, "MAX_DRAWS", 30)
+    with pytest.raises(ConfigError, match="no program passed the generator's filters in 30 draws"):
+        generate_programs(preset("nightly", nightly={"min_code_lines": 100}), 1, 0, 1)
 
 
 def test_emit_output_appends_the_output_section():
@@ -339,16 +540,18 @@ def test_emit_output_appends_the_output_section():
         assert output.split("\n# ")[-1].lstrip("-").isdigit()
 
 
-@pytest.mark.parametrize("name", ["nightly", "nightly-ood-deeper-nesting"])
+@pytest.mark.parametrize("name", ["nightly", "nightly-ood-deeper-nesting", "nightly-cpu"])
 def test_line_runner_agrees_with_the_tracer(name):
     """The generator runs programs itself while writing them: it must agree with the tracer."""
     from tinylm.lang.trace import run_program
 
     verdicts = Counter()
-    for program in generate_programs(preset(name, nightly={"run_filter": False}), 4, 0, 300):
+    spec = preset(name, nightly={"run_filter": False})
+    cap = spec.nightly.max_value
+    for program in generate_programs(spec, 4, 0, 300):
         body = program.split("\n")[1:]
-        runner = _LineRunner(999)
-        outputs, error = run_program("\n".join(body), cap=999)
+        runner = _LineRunner(cap)
+        outputs, error = run_program("\n".join(body), cap=cap)
         try:
             for line in body:
                 runner.feed(line)
@@ -359,7 +562,7 @@ def test_line_runner_agrees_with_the_tracer(name):
             continue
         verdicts["ran"] += 1
         assert error is None and outputs == runner.printed, program
-    assert min(verdicts.values()) > 50
+    assert min(verdicts.values()) > 30
 
 
 def test_without_running_programs_may_fail_but_still_print():

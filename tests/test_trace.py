@@ -279,18 +279,43 @@ def test_cli_missing_input(tmp_path):
 DIFFERENTIAL_COUNT = int(os.environ.get("TINYLM_DIFFERENTIAL_COUNT", "10000"))
 
 
-@pytest.mark.slow
-@needs_311
-@pytest.mark.parametrize("preset_name", list(PRESET_FORMATS))
-def test_differential_against_cpython(preset_name):
+# The other presets, a few hundred programs each (fewer where filters make programs slow to draw).
+MORE_PRESETS = {
+    **{f"nightly-stage{k}": ("m2", 300) for k in (1, 2, 3)},
+    **{f"nightly-ood-{suite}": ("m2", 100 if suite == "more-sub-blocks" else 200) for suite in (
+        "longer-snippets", "more-while-iterations", "more-sub-blocks", "wider-while-steps", "deeper-nesting")},
+    "nightly-cpu": ("m2", 1000),
+    **{f"nightly-cpu-ood-{suite}": ("m2", 60 if suite in ("more-sub-blocks", "deeper-nesting") else 200)
+       for suite in ("longer-snippets", "more-while-iterations", "more-sub-blocks", "wider-while-steps",
+                     "deeper-nesting")},
+    **{f"{base}-ood-{suite}": ("2026", 300) for base in ("alpha", "beta")
+       for suite in ("longer-snippets", "longer-names")},
+    "grammar-b": ("2026", 1000),
+}
+
+
+def _compare_with_cpython(preset_name: str, fmt: str, count: int) -> None:
     from tinylm.lang import generate, spec
 
-    fmt = PRESET_FORMATS[preset_name]
-    programs = generate.generate_programs(spec.preset(preset_name), seed=0, start=0, count=DIFFERENTIAL_COUNT)
-    assert len(programs) == DIFFERENTIAL_COUNT
+    programs = generate.generate_programs(spec.preset(preset_name), seed=0, start=0, count=count)
+    assert len(programs) == count
     traced = 0
     for program in programs:
         ours = trace_program(program, fmt)
         assert ours == cpython_trace(program, fmt), program
         traced += ours.error is None
-    assert traced > DIFFERENTIAL_COUNT // 20  # the comparison covers real traces, not only errors
+    assert traced > count // 20  # the comparison covers real traces, not only errors
+
+
+@pytest.mark.slow
+@needs_311
+@pytest.mark.parametrize("preset_name", list(PRESET_FORMATS))
+def test_differential_against_cpython(preset_name):
+    _compare_with_cpython(preset_name, PRESET_FORMATS[preset_name], DIFFERENTIAL_COUNT)
+
+
+@needs_311
+@pytest.mark.parametrize("preset_name", list(MORE_PRESETS))
+def test_more_presets_against_cpython(preset_name):
+    fmt, count = MORE_PRESETS[preset_name]
+    _compare_with_cpython(preset_name, fmt, min(count, DIFFERENTIAL_COUNT))

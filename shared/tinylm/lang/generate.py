@@ -4,14 +4,16 @@
 stream that `(spec, seed)` defines. Programs are made in chunks of `CHUNK` consecutive indices;
 chunk `c` draws from its own `random.Random` seeded by a hash of `(seed, c)`, so program `i`
 depends only on `(spec, seed, i)` and any split of a range across processes yields the same
-programs. A program that a family's filters reject is redrawn from the same chunk stream.
+programs. A program that a family's filters reject is redrawn from the same chunk stream; a spec
+whose filters reject `MAX_DRAWS` drafts in a row is an error rather than an endless loop.
 
 Programs carry no trailing newline. Some programs fail at run time (a name read before any
 assignment, a division by zero, a value beyond the cap). The reference generators executed each
 program and kept the ones that ran. The nightly family runs each program while writing it and,
 with `run_filter` (the default), draws another on failure; this is needed because the `m2` trace
-format has no value cap. For the other families the trace stage drops them (the `demo` and `2026`
-formats cap values).
+format has no value cap. The snippet family does the same when its `max_value` is set (grammar
+B keeps values within 99 either way, which no trace format checks); otherwise the trace stage
+drops failing programs (the `demo` and `2026` formats cap values).
 
 `program_key(text)` is the 16-byte digest used to deduplicate programs within and across datasets.
 """
@@ -35,6 +37,9 @@ CHUNK = 256
 """Programs per seeded chunk; part of the determinism contract (changing it changes every dataset)."""
 
 Maker = Callable[[random.Random], str]
+
+MAX_DRAWS = 100_000
+"""Drafts in a row that a family's filters may reject before the spec counts as unsatisfiable."""
 
 
 def program_key(text: str) -> bytes:
@@ -63,6 +68,16 @@ def generate_programs(spec: GeneratorSpec, seed: int, start: int, count: int) ->
         made = [make(rng) for _ in range(min(end, base + CHUNK) - base)]
         programs += made[max(start, base) - base:]
     return [prefix + p for p in programs] if prefix else programs
+
+
+def _first_kept(draw: Callable[[random.Random], str | None], rng: random.Random) -> str:
+    """The first draft that `draw` keeps (None: rejected), drawing from the same stream."""
+    for _ in range(MAX_DRAWS):
+        program = draw(rng)
+        if program is not None:
+            return program
+    raise ConfigError(f"no program passed the generator's filters in {MAX_DRAWS:,} draws in a row; "
+                      "loosen them")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +139,8 @@ STEP_LIMIT = 10_000
 
 
 class _LineRunner:
-    """Runs a nightly program while it is written, one line at a time, as the reference ran it.
+    """Runs a nightly (or if-only snippet) program while it is written, one line at a time, as the
+    reference ran it.
 
     `feed(line)` runs each line once its block is known to run. A live `while` loop is held
     until its body is complete (the next line at its depth, or `finish()`), then run. Any failure
@@ -233,6 +249,9 @@ class _Nightly:
         self.weights = list(accumulate(knobs.operator_weights))
         self.runner = _LineRunner(knobs.max_value)
         self.failed = False     # the program fails when run (kept only without run_filter)
+        self.deepest = 0        # deepest indentation level reached
+        self.peak_blocks = 0    # most blocks opened directly inside one block
+        self.has_while = False
 
     # -- choices ---------------------------------------------------------------------------
 
@@ -282,6 +301,11 @@ class _Nightly:
     def push(self, kind: int, writable: list[str], update=None) -> None:
         top = self.stack[-1]
         self.stack.append(_Block(kind, list(top.readable), writable, update))
+        self.deepest = max(self.deepest, len(self.stack) - 1)
+
+    def count_block(self, top: _Block) -> None:
+        top.blocks += 1
+        self.peak_blocks = max(self.peak_blocks, top.blocks)
 
     # -- planning: which statement comes next ----------------------------------------------
 
@@ -347,7 +371,7 @@ class _Nightly:
         top = self.stack[-1]
         if action == IF:
             self.emit(f"if {self.condition()}:")
-            top.blocks += 1
+            self.count_block(top)
             top.after_if = True
         elif action == ELIF:
             self.emit(f"elif {self.condition()}:")
@@ -398,24 +422,25 @@ class _Nightly:
     def loop_numbers(self, update: str) -> tuple[int, int, int]:
         """Start value, step and bound so that the loop runs about a chosen number of times."""
         k, rng = self.k, self.rng
-        cap, iterations = k.max_literal, k.while_max_iterations
+        cap, fewest, iterations = k.max_literal, k.while_min_iterations, k.while_max_iterations
         max_step = min(k.while_max_step, cap)
         if update in "+-":
             start = rng.randint(0, cap)
-            # Step 1 four times as likely as each of 2..max_step, as in the reference.
-            step = rng.choices(range(1, max_step + 1), [4] + [1] * (max_step - 1))[0]
-            n = rng.randint(1, iterations)
+            # Step 1 four times as likely as each other step, as in the reference.
+            steps = range(k.while_min_step, max_step + 1)
+            step = rng.choices(steps, [4 if s == 1 else 1 for s in steps])[0]
+            n = rng.randint(fewest, iterations)
             if update == "+":
                 return start, step, rng.randint(start + (n - 1) * step, start + n * step)
             return start, step, rng.randint(start - n * step, start - (n - 1) * step)
         start = rng.randint(1, cap)
-        steps = range(2, max(max_step, 2) + 1)
+        steps = range(max(k.while_min_step, 2), max(max_step, 2) + 1)
         step = rng.choices(steps, [4 if s == 10 else 1 for s in steps])[0]
         if update == "//":
             # Fewer iterations are likelier when the start is small against the step.
-            rate, counts = 0.1 * step / start, range(1, iterations + 1)
+            rate, counts = 0.1 * step / start, range(fewest, iterations + 1)
         else:
-            rate, counts = 0.01 * start * step, range(1, max(1, iterations // 2) + 1)
+            rate, counts = 0.01 * start * step, range(max(1, fewest // 2), max(1, iterations // 2) + 1)
         n = rng.choices(counts, [math.exp(-rate * (i - 1)) for i in counts])[0]
         if update == "//":
             return start, step, rng.randint(start // step**n, start // step ** (n - 1))
@@ -456,7 +481,8 @@ class _Nightly:
             self.emit(f"while {control} {comparison} {bound_term}:")
         else:
             self.emit(f"while {bound_term} {comparison} {control}:")
-        top.blocks += 1
+        self.count_block(top)
+        self.has_while = True
         self.push(WHILE, writable, (control, f"{control} {update} {step_term}"))
 
     def while_update(self) -> None:
@@ -476,6 +502,13 @@ class _Nightly:
 
     # -- the program -------------------------------------------------------------------------
 
+    def passes_filters(self) -> bool:
+        """Whether the finished program passes the length, depth, sub-block and while filters."""
+        k, lines = self.k, len(self.lines)
+        return (k.min_code_lines <= lines and (not k.max_code_lines or lines <= k.max_code_lines)
+                and self.deepest >= k.min_depth and self.peak_blocks >= k.min_sub_blocks
+                and (self.has_while or not k.require_while))
+
     def run(self) -> str:
         k = self.k
         self.initializations = self.rng.randint(0, k.max_initializations)
@@ -493,18 +526,19 @@ class _Nightly:
 def _nightly_maker(spec: GeneratorSpec) -> Maker:
     knobs = spec.nightly
 
-    def make(rng: random.Random) -> str:
-        while True:
-            writer = _Nightly(knobs, rng)
-            try:
-                program = writer.run()
-            except _Doomed:
-                continue   # as the reference: drop a program that fails when run, draw another
-            if knobs.emit_output:
-                program += "\n# output\n# " + "\n# ".join(writer.runner.printed)
-            return program
+    def draw(rng: random.Random) -> str | None:
+        writer = _Nightly(knobs, rng)
+        try:
+            program = writer.run()
+        except _Doomed:
+            return None   # as the reference: drop a program that fails when run, draw another
+        if not writer.passes_filters():
+            return None
+        if knobs.emit_output:
+            program += "\n# output\n# " + "\n# ".join(writer.runner.printed)
+        return program
 
-    return make
+    return functools.partial(_first_kept, draw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,7 +589,7 @@ class _Snippet:
 
     def name(self) -> str:
         k, r = self.k, self.r
-        shortest = 2 if k.hidden_variables else 1
+        shortest = max(k.min_name_length, 2 if k.hidden_variables else 1)
         while True:
             length = shortest + int(r() * (k.max_name_length - shortest + 1))
             if length == 1:
@@ -570,29 +604,33 @@ class _Snippet:
             if not keyword.iskeyword(name):
                 return name
 
-    def number(self) -> str:
+    def number(self, unsigned: bool = False) -> str:
         k, r = self.k, self.r
-        sign = -1 if r() < 0.5 else 1
+        sign = -1 if r() < 0.5 and not unsigned else 1
         digits = 1 + int(r() * k.max_digits)
-        # uniform: 0 .. 10^max_digits - 1; by_digits (as the reference): 10^(d-1) - 1 .. 10^d - 2.
-        if k.number_lengths == "uniform":
-            low, high = 0, 10**k.max_digits
-        else:
+        # uniform: 0 .. 10^max_digits - 1; by_digits (as the reference): 10^(d-1) - 1 .. 10^d - 2;
+        # symmetric: 1 - 10^max_digits .. 10^max_digits - 1, the sign then changing nothing.
+        top = 10**k.max_digits
+        if k.number_lengths == "by_digits":
             low, high = 10 ** (digits - 1) - 1, 10**digits - 1
+        elif k.number_lengths == "symmetric" and not unsigned:
+            low, high = 1 - top, top
+        else:
+            low, high = 0, top
         while True:
             value = sign * (low + int(r() * (high - low)))
             if k.number_team == "any" or _team(value) == k.number_team:
                 return str(value)
 
-    def operand(self) -> str:
+    def operand(self, unsigned: bool = False) -> str:
         if self.assigned and self.r() < 0.5:
             return self.assigned[int(self.r() * len(self.assigned))]
-        return self.number()
+        return self.number(unsigned)
 
-    def operands(self) -> tuple[str, str]:
+    def operands(self, unsigned_right: bool = False) -> tuple[str, str]:
         if self.assigned:
-            return self.operand(), self.operand()
-        return self.number(), self.number()
+            return self.operand(), self.operand(unsigned_right)
+        return self.number(), self.number(unsigned_right)
 
     def assignment(self, depth: int) -> None:
         k, r = self.k, self.r
@@ -608,13 +646,13 @@ class _Snippet:
         elif u < 0.3:
             value = self.assigned[int(r() * len(self.assigned))]
         else:
-            left, right = self.operands()
+            left, right = self.operands(k.unsigned_right)
             op = ("+", "-")[int(r() * 2)] if k.mixed_ops else self.op
             self.ops_used.add(op)
             value = f"{left} {op} {right}"
         self.lines.append("\t" * depth + f"{target} = {value}")
-        if target not in self.assigned:
-            self.assigned.append(target)
+        if k.weight_reads_by_writes or target not in self.assigned:
+            self.assigned.append(target)   # once per assignment when reads follow writes
 
     def open_block(self, kind: str, depth: int) -> None:
         self.blocks_at[depth] += 1
@@ -671,21 +709,28 @@ class _Snippet:
             return None
         if not k.min_blocks_peak <= peak <= k.max_blocks_per_level:
             return None
-        if k.mixed_ops and len(self.ops_used) < 2:
+        if k.mixed_ops and k.require_both_ops and len(self.ops_used) < 2:
+            return None
+        if k.max_value and not _runs(self.lines, k.max_value):
             return None
         return "\n".join(self.lines)
 
 
+def _runs(lines: list[str], cap: int) -> bool:
+    """Whether an if-only program runs without an unbound name or a value beyond +-cap."""
+    runner = _LineRunner(cap)
+    try:
+        for line in lines:
+            runner.feed(line)
+        runner.finish()
+    except _Doomed:
+        return False
+    return True
+
+
 def _snippet_maker(spec: GeneratorSpec) -> Maker:
     knobs = spec.snippet
-
-    def make(rng: random.Random) -> str:
-        while True:
-            program = _Snippet(knobs, rng).run()
-            if program is not None:
-                return program
-
-    return make
+    return functools.partial(_first_kept, lambda rng: _Snippet(knobs, rng).run())
 
 
 _MAKERS: dict[str, Callable[[GeneratorSpec], Maker]] = {

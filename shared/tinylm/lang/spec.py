@@ -10,14 +10,44 @@ generators:
 - `nightly`: the 2025 full grammar. Single-letter names, literals up to `max_literal`,
   `+ - * // %` assignments, if/elif/else with six comparisons, `while` loops built to run a
   target number of iterations, at most `max_depth` levels and `max_sub_blocks` blocks per block,
-  and a final `print`.
+  and a final `print`. Filters redraw programs outside `min_code_lines..max_code_lines`, never
+  reaching `min_depth`, with no block holding `min_sub_blocks` blocks, or (`require_while`)
+  without a loop; the `while_min_*` knobs are minimums of how loops are built.
 - `snippet`: the 2026 alpha (if only) and beta (`for ... in range(k)` too) generators. Names of
   1-5 letters drawn from a fixed fraction of each length's name space, numbers in +-999, one
-  `+` or `-` per program.
+  `+` or `-` per program. The same skeleton with one-letter names, numbers in +-99 and an
+  operator per line is the 2025 grammar B.
 
 `preset(name, **overrides)` returns a validated spec; presets are small deltas on a base, listed
 in `PRESETS`. Overrides are nested mappings or dotted keys: `preset("nightly", nightly={"max_length":
 20})` and `preset("nightly", **{"nightly.max_length": 20})` are the same.
+
+The presets, by reference dataset:
+
+- `demo`, `nightly` (dataset-35), `alpha`, `beta` (2026 release) and the 2026 `-rq1` bases.
+- `nightly-stage1..4` (dataset-32, the curriculum): literals up to 10, 100, 999, with the
+  two-operand assignments' operators weighted `+ - * // %` = 3/3/5/7/14 in stages 1-3 (loop
+  prologues and updates keep uniform operators, as there); while loops at every stage; values
+  within +-999 throughout; stage 4 is `nightly`.
+- `nightly-ood-*` (dataset-34 and dataset-41, the 2025 OOD suites): longer-snippets 27-30 lines;
+  more-while-iterations 11-15 iterations; wider-while-steps steps 21-40; more-sub-blocks 3-4
+  blocks directly in some block; deeper-nesting 3 levels with blocks inside if bodies (ours;
+  dataset-41 has no such suite). The two loop suites have a loop in every program and only
+  `+`/`-` updates: the reference's wider-steps suite has just these, its more-iterations suite
+  also `*` loops from 1-3 doubling 6-8 times, which these knobs do not express.
+- `nightly-cpu`: sized for a CPU. The nightly grammar and m2 vocabulary with names a-f,
+  literals 0-9, values within +-99, 4-8 lines, loops of 1-3 iterations and steps 1-3, and
+  blocks that close sooner (`unindent_speed` 0.5): traces of ~350 m2 tokens, steps under ~80.
+  Its `-ood-*` suites each move one range past the ID one: 9-12 lines, 6-8 iterations (runs of
+  5-9 against 0-4), steps 4-7, 3-4 sub-blocks (at the longer-snippets lengths, the shortest that
+  fit them), depth 3.
+- `alpha/beta-ood-*` (2026 research question 1): longer-snippets 11-20 lines, deeper-nesting,
+  denser-snippets, hidden-numbers, hidden-variables, mixed-ops, and longer-names (6-10 letters,
+  against 1-5).
+- `grammar-b` (dataset-53, research project 4's robustness over training): the 2026 skeleton with
+  26 one-letter names, literals in +-99 (right operands of `+`/`-` in 0..99), `+` or `-` per line,
+  operands weighted by how often a name was assigned, values within +-99, 5-10 lines, depth 2.
+  Its traces average ~310 alpha tokens, so it needs no CPU-sized variant.
 """
 
 from __future__ import annotations
@@ -94,22 +124,37 @@ class NightlySpec:
     """The program may end once this many lines are written."""
     max_length: int = 15
     """Past this many lines every open block is closed and the program ends."""
+    min_code_lines: int = 0
+    """Programs with fewer lines are redrawn (the final print counts, the header not; 0: no minimum)."""
+    max_code_lines: int = 0
+    """Programs with more lines are redrawn (closing blocks past `max_length` adds some; 0: no maximum)."""
     max_depth: int = 2
     """Deepest indentation level."""
+    min_depth: int = 0
+    """Programs that never reach this indentation level are redrawn."""
     max_sub_blocks: int = 2
     """Most blocks (if or while) opened directly inside one block."""
+    min_sub_blocks: int = 0
+    """Programs in which no block directly holds this many blocks are redrawn (0: no minimum)."""
     nest_in_if: bool = False
     """Whether if/elif/else bodies may open blocks (the reference keeps them flat)."""
     unindent_speed: float = 0.09
     """A block of n lines is closed before the next statement with probability 1 - (1 + s)^-n."""
     while_loops: bool = True
     """Whether while loops are generated."""
+    require_while: bool = False
+    """Redraw programs without a while loop."""
     while_updates: list[str] = field(default_factory=lambda: list(WHILE_UPDATES))
     """How a loop's control variable moves each iteration."""
+    while_min_iterations: int = 1
+    """Loops are built to run while_min_iterations..while_max_iterations times, give or take one
+    (half as many for `*` updates; a `//` loop stops early when its control reaches 0)."""
     while_max_iterations: int = 10
-    """Loops are built to run 1..this many iterations (half as many for `*` updates)."""
+    """See `while_min_iterations`."""
+    while_min_step: int = 1
+    """Smallest step of a `+`/`-` update, or factor of a `*`/`//` update (factors are at least 2)."""
     while_max_step: int = 20
-    """Largest step (or factor) of a loop's control-variable update."""
+    """Largest step (or factor) of a loop's control-variable update (at most `max_literal`)."""
     read_security: bool = False
     """True: read only names assigned in the enclosing blocks; False: any name assigned so far."""
     write_security: bool = True
@@ -135,12 +180,22 @@ class NightlySpec:
         _check_range("nightly.max_initializations", self.max_initializations, 0, 20)
         _check_range("nightly.min_length", self.min_length, 1, 200)
         _check_range("nightly.max_length", self.max_length, self.min_length, 200)
+        _check_range("nightly.min_code_lines", self.min_code_lines, 0, 200)
+        if self.max_code_lines:
+            _check_range("nightly.max_code_lines", self.max_code_lines, max(self.min_code_lines, 1), 200)
         _check_range("nightly.max_depth", self.max_depth, 0, 8)
+        _check_range("nightly.min_depth", self.min_depth, 0, self.max_depth)
         _check_range("nightly.max_sub_blocks", self.max_sub_blocks, 0, 20)
+        _check_range("nightly.min_sub_blocks", self.min_sub_blocks, 0, self.max_sub_blocks)
         _check_range("nightly.unindent_speed", self.unindent_speed, 0.0, 10.0)
+        if self.require_while and not self.while_loops:
+            raise ConfigError("'nightly.require_while' needs 'nightly.while_loops': no program could pass")
         _check_subset("nightly.while_updates", self.while_updates, WHILE_UPDATES)
         _check_range("nightly.while_max_iterations", self.while_max_iterations, 1, 100)
+        _check_range("nightly.while_min_iterations", self.while_min_iterations, 1, self.while_max_iterations)
         _check_range("nightly.while_max_step", self.while_max_step, 2, 100)
+        _check_range("nightly.while_min_step", self.while_min_step, 1,
+                     min(self.while_max_step, self.max_literal))
 
 
 @dataclass
@@ -163,22 +218,34 @@ class SnippetSpec:
     """Beta: `for name in range(k)` blocks besides if blocks."""
     for_max_range: int = 3
     """k of `range(k)` is drawn from 1..for_max_range."""
+    min_name_length: int = 1
+    """Names have min_name_length..max_name_length letters (length uniform)."""
     max_name_length: int = 5
-    """Names have 1..max_name_length letters (length uniform)."""
+    """See `min_name_length`."""
     variable_diversity: float = 0.2
     """Fraction of each length's name space (>= 2 letters) that names are drawn from."""
     hidden_variables: bool = False
     """Draw names of >= 2 letters from outside the seen part of the name space (OOD)."""
     name_reuse_probability: float = 0.3
     """Chance that an assignment writes an existing name rather than a fresh one."""
+    weight_reads_by_writes: bool = False
+    """Name operands pick an assigned name in proportion to its assignments (not uniformly)."""
     max_digits: int = 3
     """Numbers have at most this many digits."""
-    number_lengths: Literal["uniform", "by_digits"] = "uniform"
-    """uniform: 0..10^max_digits - 1; by_digits: digit count uniform, then the value."""
+    number_lengths: Literal["uniform", "by_digits", "symmetric"] = "uniform"
+    """uniform: a sign, then 0..10^max_digits - 1; by_digits: a sign, the digit count uniform, then
+    the value; symmetric: uniform over -(10^max_digits - 1)..10^max_digits - 1."""
+    unsigned_right: bool = False
+    """Literal right operands of `+`/`-` assignments are never negative."""
     number_team: Literal["any", "seen", "hidden"] = "any"
     """Keep only numbers of one hash half: seen for training, hidden for OOD tests."""
     mixed_ops: bool = False
-    """Choose `+` or `-` per line (and require both) rather than one operator per program."""
+    """Choose `+` or `-` per line rather than one operator per program."""
+    require_both_ops: bool = True
+    """With `mixed_ops`, redraw programs that do not use both `+` and `-`."""
+    max_value: int = 0
+    """Run each program and redraw those whose values leave +-max_value (0: leave values to the
+    trace format's cap). Not with `for_loops`."""
 
     def validate(self) -> None:
         _check_range("snippet.min_lines", self.min_lines, 1, 100)
@@ -188,10 +255,15 @@ class SnippetSpec:
         _check_range("snippet.max_blocks_per_level", self.max_blocks_per_level, 1, 100)
         _check_range("snippet.min_blocks_peak", self.min_blocks_peak, 0, self.max_blocks_per_level)
         _check_range("snippet.for_max_range", self.for_max_range, 1, 100)
-        _check_range("snippet.max_name_length", self.max_name_length, 1 + self.hidden_variables, 8)
+        _check_range("snippet.max_name_length", self.max_name_length, 1 + self.hidden_variables, 10)
+        _check_range("snippet.min_name_length", self.min_name_length, 1, self.max_name_length)
         _check_range("snippet.variable_diversity", self.variable_diversity, 0.0001, 1.0)
         _check_range("snippet.name_reuse_probability", self.name_reuse_probability, 0.0, 1.0)
         _check_range("snippet.max_digits", self.max_digits, 1, 6)
+        _check_range("snippet.max_value", self.max_value, 0, 10**9)
+        if self.max_value and self.for_loops:
+            raise ConfigError("'snippet.max_value' needs 'snippet.for_loops' false: the generator runs "
+                              "if-only programs")
 
 
 @dataclass
@@ -215,22 +287,47 @@ class GeneratorSpec:
 
 
 # Presets: each a delta on a base (None: the dataclass defaults). Values are nested mappings.
-_STAGE_LITERALS = {1: 10, 2: 100, 3: 999, 4: 999}
+_STAGE_LITERALS = {1: 10, 2: 100, 3: 999}
+_STAGE_WEIGHTS = [3.0, 3.0, 5.0, 7.0, 14.0]   # + - * // % of two-operand assignments, stages 1-3
+# The loop suites, as the reference's: every program has a loop, and loops add or subtract (a `*` or
+# `//` loop cannot run 11 times or take wide steps within +-999).
+_ADDITIVE_LOOPS = {"while_updates": ["+", "-"], "require_while": True}
+_CPU = {"names": list("abcdef"), "max_literal": 9, "max_value": 99, "max_initializations": 2,
+        "min_length": 3, "max_length": 5, "min_code_lines": 4, "max_code_lines": 8,
+        "unindent_speed": 0.5, "while_max_iterations": 3, "while_max_step": 3}
+_CPU_LONG = {"min_length": 8, "max_length": 11, "min_code_lines": 9, "max_code_lines": 12}
 _RQ1 = {"variable_diversity": 0.01, "name_reuse_probability": 0.0, "number_lengths": "by_digits",
         "number_team": "seen"}
 
 _DELTAS: dict[str, tuple[str | None, dict]] = {
     "demo": (None, {"family": "demo"}),
     "nightly": (None, {"family": "nightly"}),
-    # Curriculum: literal caps grow 10 -> 100 -> 999; loops join at the last stage.
-    **{f"nightly-stage{k}": ("nightly", {"nightly": {
-        "max_literal": cap, "max_value": cap, "while_loops": k == 4}})
+    # Curriculum (reference dataset-32): literal caps grow 10 -> 100 -> 999 with % and // favoured,
+    # then the main grammar. Values stay within +-999 at every stage.
+    **{f"nightly-stage{k}": ("nightly", {"nightly": {"max_literal": cap, "operator_weights": _STAGE_WEIGHTS}})
        for k, cap in _STAGE_LITERALS.items()},
-    "nightly-ood-longer-snippets": ("nightly", {"nightly": {"min_length": 15, "max_length": 25}}),
-    "nightly-ood-more-while-iterations": ("nightly", {"nightly": {"while_max_iterations": 20}}),
-    "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4}}),
-    "nightly-ood-wider-while-steps": ("nightly", {"nightly": {"while_max_step": 40}}),
+    "nightly-stage4": ("nightly", {}),
+    # The reference's OOD suites (dataset-34, dataset-41), one shift each.
+    "nightly-ood-longer-snippets": ("nightly", {"nightly": {
+        "min_length": 26, "max_length": 30, "min_code_lines": 27, "max_code_lines": 30}}),
+    "nightly-ood-more-while-iterations": ("nightly", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_iterations": 11, "while_max_iterations": 15}}),
+    "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4, "min_sub_blocks": 3}}),
+    "nightly-ood-wider-while-steps": ("nightly", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_step": 21, "while_max_step": 40}}),
     "nightly-ood-deeper-nesting": ("nightly", {"nightly": {"max_depth": 3, "nest_in_if": True}}),
+    # CPU scale: the nightly grammar and m2 vocabulary, traces of a few hundred tokens.
+    "nightly-cpu": ("nightly", {"nightly": _CPU}),
+    "nightly-cpu-ood-longer-snippets": ("nightly-cpu", {"nightly": _CPU_LONG}),
+    "nightly-cpu-ood-more-while-iterations": ("nightly-cpu", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_iterations": 6, "while_max_iterations": 8}}),
+    "nightly-cpu-ood-wider-while-steps": ("nightly-cpu", {"nightly": {
+        **_ADDITIVE_LOOPS, "while_min_step": 4, "while_max_step": 7}}),
+    # Three blocks side by side do not fit in 8 lines: this suite has the longer-snippets lengths.
+    "nightly-cpu-ood-more-sub-blocks": ("nightly-cpu", {"nightly": {
+        **_CPU_LONG, "max_sub_blocks": 4, "min_sub_blocks": 3}}),
+    "nightly-cpu-ood-deeper-nesting": ("nightly-cpu", {"nightly": {
+        "max_depth": 3, "min_depth": 3, "nest_in_if": True}}),
     # 2026: the framework release (alpha, beta) and the research-question datasets (-rq1).
     "alpha": (None, {"family": "snippet", "header": ""}),
     "beta": ("alpha", {"snippet": {"for_loops": True}}),
@@ -239,14 +336,21 @@ _DELTAS: dict[str, tuple[str | None, dict]] = {
 }
 for _base in ("alpha", "beta"):
     _DELTAS.update({
-        f"{_base}-ood-longer-snippets": (f"{_base}-rq1", {"snippet": {"max_lines": 20}}),
+        f"{_base}-ood-longer-snippets": (f"{_base}-rq1", {"snippet": {"min_lines": 11, "max_lines": 20}}),
         f"{_base}-ood-deeper-nesting": (f"{_base}-rq1", {"snippet": {"max_depth": 4, "min_depth": 3}}),
         f"{_base}-ood-denser-snippets": (f"{_base}-rq1", {"snippet": {
             "max_blocks_per_level": 10, "min_blocks_peak": 3}}),
         f"{_base}-ood-hidden-numbers": (f"{_base}-rq1", {"snippet": {"number_team": "hidden"}}),
         f"{_base}-ood-hidden-variables": (f"{_base}-rq1", {"snippet": {"hidden_variables": True}}),
         f"{_base}-ood-mixed-ops": (f"{_base}-rq1", {"snippet": {"mixed_ops": True}}),
+        f"{_base}-ood-longer-names": (f"{_base}-rq1", {"snippet": {"min_name_length": 6, "max_name_length": 10}}),
     })
+# Grammar B (reference dataset-53, research project 4): one-letter names, literals in +-99 (right
+# operands of + and - in 0..99), + or - chosen per line, values within +-99.
+_DELTAS["grammar-b"] = ("alpha", {"snippet": {
+    "max_name_length": 1, "name_reuse_probability": 0.0, "weight_reads_by_writes": True,
+    "max_blocks_per_level": 10, "max_digits": 2, "number_lengths": "symmetric", "unsigned_right": True,
+    "mixed_ops": True, "require_both_ops": False, "max_value": 99}})
 
 PRESETS: tuple[str, ...] = tuple(_DELTAS)
 
