@@ -11,7 +11,9 @@ Both sides train the reference demo architecture (6 layers, 8 heads, width 128, 
   and scaled_dot_product_attention over all heads at once), fed by the real batch sampler;
   with `--muon`, also the same step with `optim.name: muon` (the optimizer's own cost); with
   `--variant "pos_encoding=alibi mlp_ratio=2"` (repeatable), also the step of a model with those
-  GPTConfig fields changed (e.g. the demo's CPU model beside the reference architecture).
+  GPTConfig fields changed (e.g. the demo's CPU model beside the reference architecture, or every
+  positional encoding beside the reference architecture's learned positions), each also printed as
+  a ratio to tinylm's step on the reference architecture.
 
 Each side runs `--warmup` untimed steps, then `--steps` timed ones, the sides taking turns so that
 load from other processes falls on all of them alike; the median step time gives tokens/s. Run it niced on a shared machine:
@@ -212,8 +214,9 @@ def main() -> None:
     print(f"parameters: {params:,} (both sides)")
     base = results[BASE]
     ours = results[name]
+    print(f"  {'side':<52} {'tokens/s':>9}            vs reference  vs {name}")
     for key, value in results.items():
-        print(f"  {key:<52} {value:>9,.0f} tokens/s   x{value / base:.2f}")
+        print(f"  {key:<52} {value:>9,.0f} tokens/s   x{value / base:<11.2f} x{value / ours:.2f}")
     print(f"speed-up over the fixed reference: {ours / base:.2f}x")
     if args.as_shipped:
         print(f"speed-up over the reference as shipped: "

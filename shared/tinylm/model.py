@@ -15,13 +15,14 @@ to go on. The relative encodings, by what they add to the attention logit of que
 - "alibi": -m_h * d, a fixed slope per head (Press et al.);
 - "t5": b[bucket(d), h], one table of log-spaced distance buckets shared by all layers (Raffel et al.);
 - "distance_bias": b_l[h, d], a learned scalar per layer, head and distance, no buckets;
-- "relative": q_i . Er_l[d], Music Transformer relative attention (Huang et al. 2018), one learned
-  embedding per layer and distance, shared by the heads;
+- "relative": q_i . Er_l[d] (scaled by 1/sqrt(hs) with q_i . k_j), Music Transformer relative
+  attention (Huang et al. 2018), one learned embedding per layer and distance, shared by the heads;
 - "relative_heads": q_i . Er_l[h, d], the same with one table per head.
 
 The tables of the last three cover distances 0..block_size-1; a longer distance (a context longer
-than block_size, or a rolling window wider than it) uses the last entry, as the reference framework
-did (the clipping of Shaw et al.): like T5's last bucket, "as far as block_size - 1 or farther".
+than block_size, or a rolling window wider than it) uses the last entry, as the reference
+framework's distance bias did (the clipping of Shaw et al.): like T5's last bucket, it means "as far
+as block_size - 1 or farther".
 """
 
 from __future__ import annotations
