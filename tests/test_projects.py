@@ -131,8 +131,8 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         if run.checkpoint is None:
             cfg = p.train_config(name)
             trained_on |= {s.dataset for s in cfg.data.stages} or {cfg.data.dataset}
-    for folder in trained_on:
-        assert not scored & set(built_programs(Path(folder))["train"]), folder
+    for dataset in trained_on:
+        assert not scored & set(built_programs(Path(dataset))["train"]), dataset
     # a second run of every stage finds everything done and changes nothing
     before = {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")}
     again = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,

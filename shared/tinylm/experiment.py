@@ -102,6 +102,8 @@ class EvalSection:
     extra_windows: list[str] = field(default_factory=list)
     """Windows also evaluated for every run whose positional encoding allows them."""
     batch_size: int = 128
+    threads: int | None = None
+    """CPU threads for torch while decoding (None: torch's default; 1 suits tiny models)."""
     runs: list[str] | None = None
     """Runs to evaluate (default: all)."""
 
@@ -378,7 +380,11 @@ def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
 def evaluate_runs(project: Project, only: list[str] | None = None, log=print) -> None:
     from tinylm.evaluate import evaluate_checkpoint, sweep
 
+    import torch
+
     ev = project.cfg.eval
+    if ev.threads:
+        torch.set_num_threads(ev.threads)
     runs = only or project.eval_runs()
     plain = list(ev.suites)
     # runs whose results derived suites are made from go first, on the plain suites
