@@ -378,9 +378,9 @@ def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
 
 
 def evaluate_runs(project: Project, only: list[str] | None = None, log=print) -> None:
-    from tinylm.evaluate import evaluate_checkpoint, sweep
-
     import torch
+
+    from tinylm.evaluate import evaluate_checkpoint, sweep
 
     ev = project.cfg.eval
     if ev.threads:
@@ -411,6 +411,11 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
 # ----------------------------------------------------------------------------- stage 4: report
 
 
+def _windows_if_trained(project: Project, run: str) -> list[str]:
+    """The windows a run is scored with; just the main one while the run has no checkpoint."""
+    return _windows(project, run) if project.checkpoint(run).is_file() else [project.cfg.eval.window]
+
+
 def run_row(project: Project, run: str) -> dict:
     """A run's row for the report (size, data, tokens seen, every suite's summary); suites of an
     extra window are keyed 'SUITE [WINDOW]'."""
@@ -439,10 +444,18 @@ def write_report(project: Project, log=print) -> list[Path]:
     from tinylm import report
     from tinylm.files import atomic_write_text
 
-    rows = {name: run_row(project, name) for name in project.eval_runs()}
+    rows = {}
+    for name in project.eval_runs():
+        if all((project.eval_dir(name, w) / "summary.json").is_file() for w in _windows_if_trained(project, name)):
+            rows[name] = run_row(project, name)
+        else:
+            log(f"run {name}: not evaluated yet; left out of the report")
     written = []
     for item in project.cfg.report:
         chosen = [rows[r] for r in (item.runs or rows) if r in rows]
+        if not chosen or (item.kind == "sweep" and not (project.work / "sweep" / item.runs[0] / "sweep.json").is_file()):
+            log(f"{item.file}: none of its runs is evaluated yet; not written")
+            continue
         if item.suites:
             chosen = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}} for r in chosen]
         path = project.results / item.file
