@@ -452,10 +452,13 @@ def write_report(project: Project, log=print) -> list[Path]:
             log(f"run {name}: not evaluated yet; left out of the report")
     written = []
     for item in project.cfg.report:
-        chosen = [rows[r] for r in (item.runs or rows) if r in rows]
-        if not chosen or (item.kind == "sweep" and not (project.work / "sweep" / item.runs[0] / "sweep.json").is_file()):
-            log(f"{item.file}: none of its runs is evaluated yet; not written")
+        missing = [r for r in item.runs if r not in rows]
+        if item.kind == "sweep" and not (project.work / "sweep" / item.runs[0] / "sweep.json").is_file():
+            missing = item.runs
+        if missing or not rows:
+            log(f"{item.file}: not written, its runs are not all evaluated yet ({', '.join(missing) or 'none'})")
             continue
+        chosen = [rows[r] for r in (item.runs or rows)]
         if item.suites:
             chosen = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}} for r in chosen]
         path = project.results / item.file
