@@ -31,7 +31,8 @@ from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples
 
 BOUNDARY_TOKENS = {"demo": "# code\n", "m2": "# code\n", "alpha": STEP, "beta": STEP}
 """The token each keyword vocabulary's reference filter counted from."""
-FORMAT_BOUNDARIES = {"demo": BOUNDARY_TOKENS["demo"], "m2": BOUNDARY_TOKENS["m2"], "2026": BOUNDARY_TOKENS["alpha"]}
+FORMAT_BOUNDARIES = {"demo": BOUNDARY_TOKENS["demo"], "m2": BOUNDARY_TOKENS["m2"],
+                     "2026": BOUNDARY_TOKENS["alpha"]}
 """The same by trace format, for dataset builds."""
 
 
