@@ -40,8 +40,9 @@ from pathlib import Path
 
 import torch
 
-from tinylm.decode import SPECULATE, STEP_TOKEN, GenerateConfig, generate
+from tinylm.decode import SPECULATE, GenerateConfig, generate
 from tinylm.evaluate import read_suite, score
+from tinylm.lang.format import STEP
 from tinylm.model import GPT, GPTConfig, model_preset
 from tinylm.runtime import select_device
 from tinylm.tokenizer import keyword_tokenizer
@@ -153,7 +154,7 @@ def main() -> None:
     for window in windows:
         for speculate in sorted({0, args.speculate}):
             tick, cpu = time.time(), time.process_time()
-            gens[window, speculate], res = run_ours(model, examples, window, speculate, tok.token_id(STEP_TOKEN),
+            gens[window, speculate], res = run_ours(model, examples, window, speculate, tok.token_id(STEP),
                                                     tok.eos_id, args.rows)
             wall, cpu = time.time() - tick, time.process_time() - cpu
             rows.append((f"tinylm.decode window={window} speculate={speculate}", sum(map(len, res.ids)), wall, cpu,

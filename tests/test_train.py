@@ -184,6 +184,25 @@ def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
 
 
+@pytest.mark.parametrize("pos_encoding, table", [("relative", "Er"), ("distance_bias", "dist_bias")])
+def test_muon_leaves_the_positional_tables_in_the_blocks_to_adamw(pos_encoding, table):
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.optim import build_optimizer
+
+    shape = {k: v for k, v in TINY.items() if k != "preset"}
+    model = GPT(GPTConfig(**{**PRESETS["demo"], **shape, "vocab_size": 20, "pos_encoding": pos_encoding}))
+    muon, adamw = build_optimizer(model, "muon", 1e-3, 0.1, (0.9, 0.95), 0.95, "cpu").optimizers
+    names = {id(p): n for n, p in model.named_parameters()}
+    on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    on_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    tables = {f"blocks.{i}.attn.{table}" for i in range(TINY["n_layer"])}
+    assert all(model.get_parameter(n).dim() == 2 for n in tables)  # matrices, yet not hidden weights
+    assert tables <= on_adamw and not tables & on_muon
+    assert on_muon == {f"blocks.{i}.{layer}.weight" for i in range(TINY["n_layer"])
+                       for layer in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")}
+    assert on_muon | on_adamw == set(names.values())
+
+
 def test_orthogonalize_flattens_the_spectrum():
     from tinylm.optim import orthogonalize
 

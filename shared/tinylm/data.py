@@ -53,9 +53,9 @@ import numpy as np
 import torch
 
 from tinylm.errors import DataError, TinylmError, TokenizeError
+from tinylm.lang.format import STEP
 
 IGNORE = -100  # target value the loss skips
-STEP_TOKEN = "\n#STEP\n"
 
 
 @dataclass
@@ -180,7 +180,7 @@ def open_dataset(folder: str | Path) -> TokenDataset:
     if eos_id is None:
         raise DataError(f"{folder}: its tokenizer has no terminator token '\\n\\n'")
     try:
-        step_id = tokenizer.token_id(STEP_TOKEN)
+        step_id = tokenizer.token_id(STEP)
     except TokenizeError:  # a vocabulary without a step token: "step" masks are unavailable
         step_id = None
     splits = {name: open_split(folder / f"{name}.bin", manifest["dtype"], eos_id, tokenizer.vocab_size)

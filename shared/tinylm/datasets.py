@@ -66,12 +66,9 @@ from tinylm.cli import ArgumentParser
 from tinylm.config import load_config, to_dict
 from tinylm.errors import ConfigError, DataError, TinylmError, TokenizeError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
-from tinylm.lang.trace import iter_examples
+from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples, split_examples
 
-STEP = "\n#STEP\n"          # boundary between trace steps
-SEPARATOR = "\n\n"          # ends every example in every output file
 FORMAT = "tinylm-dataset-1"
-FILTER_BOUNDARY = {"demo": "# code\n", "m2": "# code\n", "2026": STEP}  # where the reference filters counted
 ALPHABET = "".join(chr(c) for c in range(32, 127)) + "\t\n"  # learned vocabularies cover all of it
 STAGED_OVERSAMPLE = 1.5     # `data generate` on a dataset folder: programs per requested example
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -368,9 +365,9 @@ def filter_mask(traces: list[str], ids: np.ndarray, tokenizer, block_size: int, 
     boundary token the reference used for the format."""
     if block_size == 0:
         return np.ones(len(traces), dtype=bool)
-    from tinylm.lang.filter import keep_mask, keep_text
+    from tinylm.lang.filter import FORMAT_BOUNDARIES, keep_mask, keep_text
 
-    boundary = FILTER_BOUNDARY[fmt]
+    boundary = FORMAT_BOUNDARIES[fmt]
     try:
         boundary_id = tokenizer.token_id(boundary)
     except TokenizeError:  # a learned vocabulary may split the boundary: count the tokens between
@@ -410,7 +407,7 @@ def pack_chunk(traces: list[str], ids: np.ndarray, id_offsets: np.ndarray, keep:
                stats: dict) -> Chunk:
     """The kept traces with their keys and ids, packed flat."""
     kept = [t for t, k in zip(traces, keep) if k]
-    blobs = [(t + SEPARATOR).encode() for t in kept]
+    blobs = [(t + EXAMPLE_END).encode() for t in kept]
     ids, id_offsets = _select(ids, id_offsets, keep)
     return Chunk(keys=program_keys(kept), text=np.frombuffer(b"".join(blobs), dtype=np.uint8),
                  text_offsets=_offsets(map(len, blobs)), ids=ids, id_offsets=id_offsets, stats=stats)
@@ -940,15 +937,15 @@ def run_stage_job(job: StageJob):
     if job.kind == "generate":
         seed, start, count = job.items
         programs = stream_programs(job.generator, seed, start, count)[0]
-        return "".join(p.strip("\n") + SEPARATOR for p in programs)
+        return "".join(p.strip("\n") + EXAMPLE_END for p in programs)
     if job.kind == "trace":
         traces, errors = trace_chunk(job.items, spec.trace_format)
-        return "".join(t + SEPARATOR for t in traces), errors
+        return "".join(t + EXAMPLE_END for t in traces), errors
     tokenizer = _worker_tokenizer(job.tokenizer)
     ids, offsets = encode_chunk(job.items, tokenizer, where=job.where)
     if job.kind == "filter":
         keep = filter_mask(job.items, ids, tokenizer, spec.block_size, spec.trace_format)
-        return "".join(t + SEPARATOR for t, k in zip(job.items, keep) if k), int((~keep).sum())
+        return "".join(t + EXAMPLE_END for t, k in zip(job.items, keep) if k), int((~keep).sum())
     return pack_chunk(job.items, ids, offsets, np.ones(len(job.items), dtype=bool), {})
 
 
@@ -997,7 +994,7 @@ def stage_trace(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
         for text, errs in _stage_map(jobs, workers):
             f.write(text)
             errors.update(errs)
-            kept += text.count(SEPARATOR)
+            kept += text.count(EXAMPLE_END)
     detail = ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"
     return f"traced {kept} programs to {out}; errors: {detail}"
 
@@ -1014,7 +1011,7 @@ def stage_filter(src: Path, out: Path, spec: DatasetSpec, workers: int) -> str:
         for text, n in _stage_map(jobs, workers):
             f.write(text)
             dropped += n
-            kept += text.count(SEPARATOR)
+            kept += text.count(EXAMPLE_END)
     return f"kept {kept} traces, dropped {dropped} (block_size {spec.block_size}) to {out}"
 
 
@@ -1061,7 +1058,7 @@ def read_hard_matched(results: Path, suite: Path, also: tuple[str, ...] = ()) ->
         if not path.is_file():
             raise DataError(f"{path}: no such file")
     try:
-        examples = [p for p in suite.read_text().split(SEPARATOR) if p.strip()]
+        examples = split_examples(suite.read_text())
     except UnicodeDecodeError:
         raise DataError(f"{suite}: not a text file of examples") from None
     hard = []

@@ -75,10 +75,10 @@ from torch.nn import functional as F
 
 from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError
+from tinylm.lang.format import STEP
 
 WINDOWS = ("reference", "step-anchored", "rolling")
 SPECULATE = 4  # default draft length of greedy decoding (module docstring)
-STEP_TOKEN = "\n#STEP\n"
 
 
 # -----------------------------------------------------------------------------
@@ -777,7 +777,7 @@ def step_token_id(tokenizer) -> int:
     from tinylm.errors import TokenizeError
 
     try:
-        return tokenizer.token_id(STEP_TOKEN)
+        return tokenizer.token_id(STEP)
     except TokenizeError:
         raise ConfigError(f"tokenizer {tokenizer.name} has no \"\\n#STEP\\n\" token: "
                           f"use --window reference") from None

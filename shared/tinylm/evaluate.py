@@ -63,12 +63,11 @@ import torch
 
 from tinylm import runtime
 from tinylm.cli import ArgumentParser
-from tinylm.decode import SPECULATE, STEP_TOKEN, WINDOWS, GenerateConfig, check_window, generate
+from tinylm.decode import SPECULATE, WINDOWS, GenerateConfig, check_window, generate
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
+from tinylm.lang.format import EXAMPLE_END, PROMPT_END, STEP, split_examples
 
-PROMPT_END = "#STEP\n"
-EXAMPLE_END = "\n\n"
 CLASSES = ("hard", "soft", "failure")
 
 
@@ -91,7 +90,7 @@ def _last_line(joined: str) -> str:
 def _steps(tokens: list[str]) -> list[list[str]]:
     steps, cur = [], []
     for t in tokens:
-        if t == STEP_TOKEN:
+        if t == STEP:
             steps.append(cur)
             cur = []
         else:
@@ -153,11 +152,7 @@ def read_suite(path: str | Path, tokenizer, limit: int | None = None) -> list[Ex
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such test file")
-    text = path.read_text()
-    pieces = text.split(EXAMPLE_END)
-    if pieces and pieces[-1].strip() == "":
-        pieces.pop()
-    pieces = [p for p in pieces if p.strip()]
+    pieces = split_examples(path.read_text())
     if not pieces:
         raise DataError(f"{path}: no examples (empty test file)")
     if limit is not None:

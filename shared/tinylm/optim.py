@@ -3,15 +3,17 @@
 `optim.name: adamw` is the reference's optimizer: AdamW on every parameter, weight decay on
 matrices and embeddings only (`GPT.configure_optimizer`).
 
-`optim.name: muon` gives every 2-D weight inside a transformer block (attention and MLP
-projections) to `Muon`: Nesterov momentum, orthogonalised by five quintic Newton-Schulz
-iterations (coefficients 3.4445, -4.775, 2.0315), then a step scaled to AdamW's update RMS
+`optim.name: muon` gives the weight matrix of every linear layer inside a transformer block
+(attention and MLP projections) to `Muon`: Nesterov momentum, orthogonalised by five quintic
+Newton-Schulz iterations (coefficients 3.4445, -4.775, 2.0315), then a step scaled to AdamW's update RMS
 (0.2 * sqrt(max(rows, cols))), so the one learning rate, schedule and weight decay of the config
 serve both halves. This is the algorithm of `torch.optim.Muon` (torch >= 2.9) with
 `adjust_lr_fn="match_rms_adamw"`. It is written out here because torch's version iterates in
 bfloat16, which CPUs without bf16 units run several times slower than float32, and to keep
 torch >= 2.4 working. The iteration runs in bfloat16 on CUDA and float32 elsewhere. Embeddings,
-the output head, norms and biases stay on AdamW: Muon is defined for hidden matrices only.
+the output head, norms, biases and the positional tables inside the blocks (`Er` of `relative`,
+`dist_bias` of `distance_bias`, matrices too) stay on AdamW: Muon is defined for hidden weight
+matrices only.
 
 Both halves sit behind `OptimizerGroup`, which exposes the union of their `param_groups` (the
 schedule sets `lr` on each) and a single state dict for checkpoints.
@@ -119,9 +121,9 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
         return model.configure_optimizer(weight_decay, lr, betas, device_type)
     if name != "muon":
         raise ConfigError(f"optim.name: expected 'adamw' or 'muon', got {name!r}")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    hidden = [p for n, p in named if p.dim() == 2 and n.startswith("blocks.")]
+    hidden = [m.weight for m in model.blocks.modules()
+              if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
     hidden_ids = {id(p) for p in hidden}
-    rest = [p for _, p in named if id(p) not in hidden_ids]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
     return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum),
                            adamw(rest, lr, weight_decay, betas, device_type)])

@@ -37,8 +37,7 @@ import numpy as np
 from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError, TokenizeError
 from tinylm.files import atomic_write_bytes, atomic_write_text
-
-EXAMPLE_END = "\n\n"
+from tinylm.lang.format import EXAMPLE_END, STEP, split_examples
 
 _LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 _DIGITS = tuple("0123456789")
@@ -58,14 +57,6 @@ KEYWORD_VOCABS: dict[str, tuple[str, ...]] = {
     "beta": ("\n#STEP\n", "range", "for", "\n\n", "if", "in", ";", "?", "@", "^", "$", "\n", "\t",
              *_LETTERS, *_DIGITS, "=", "+", "-", ":", "<", ">", "(", ")"),
 }
-
-
-def split_examples(text: str) -> list[str]:
-    """Examples of a text file separated by blank lines; a final empty piece is dropped."""
-    examples = text.split(EXAMPLE_END)
-    if examples and examples[-1] == "":
-        examples.pop()
-    return examples
 
 
 def _where(where: str, example: int | None = None, offset: int | None = None) -> str:
@@ -444,7 +435,7 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def train_sentencepiece(texts: Iterable[str], *, model_type: str, vocab_size: int,
-                        user_defined_symbols: Sequence[str] = (EXAMPLE_END, "\n#STEP\n"),
+                        user_defined_symbols: Sequence[str] = (EXAMPLE_END, STEP),
                         split_by_whitespace: bool = True, seed: int = 0,
                         name: str | None = None) -> SentencePieceTokenizer:
     """Train SentencePiece `model_type` ("bpe" or "unigram") in memory, deterministically.

@@ -27,10 +27,13 @@ import numpy as np
 from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path
-from tinylm.lang.trace import iter_examples
+from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples
 
-BOUNDARY_TOKENS = {"demo": "# code\n", "m2": "# code\n", "alpha": "\n#STEP\n", "beta": "\n#STEP\n"}
-EXAMPLE_END = "\n\n"
+BOUNDARY_TOKENS = {"demo": "# code\n", "m2": "# code\n", "alpha": STEP, "beta": STEP}
+"""The token each keyword vocabulary's reference filter counted from."""
+FORMAT_BOUNDARIES = {"demo": BOUNDARY_TOKENS["demo"], "m2": BOUNDARY_TOKENS["m2"],
+                     "2026": BOUNDARY_TOKENS["alpha"]}
+"""The same by trace format, for dataset builds."""
 
 
 def _too_long(boundaries: np.ndarray, block_size: int) -> bool:

@@ -24,13 +24,13 @@ import functools
 import hashlib
 import keyword
 import math
-import operator
 import random
 from bisect import bisect
 from collections.abc import Callable
 from itertools import accumulate
 
 from tinylm.errors import ConfigError
+from tinylm.lang.parse import BINARY_OPS, COMPARE_OPS
 from tinylm.lang.spec import GeneratorSpec, NightlySpec, SnippetSpec
 
 CHUNK = 256
@@ -130,10 +130,6 @@ class _Doomed(Exception):
     """The program fails when run: an unbound name, a division by zero, a value beyond the cap."""
 
 
-_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv,
-           "%": operator.mod}
-_COMPARE = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge,
-            "==": operator.eq, "!=": operator.ne}
 STEP_LIMIT = 10_000
 """Lines a program may run (loop bodies count once per iteration) before it counts as runaway."""
 
@@ -147,6 +143,11 @@ class _LineRunner:
     raises `_Doomed` at once: a program that fails early fails whatever follows, so the writer can
     drop it without writing the rest, and the programs kept are exactly those that run.
     `printed` is the output so far.
+
+    It is not the tracer's interpreter (`tinylm.lang.trace`), which runs a whole parsed program
+    and writes its steps: this one runs a program before it is finished, and where a draft stops
+    decides how much of the chunk's random stream it used, so it is part of which programs a seed
+    gives. Both take the operators' meaning from `tinylm.lang.parse`.
     """
 
     def __init__(self, cap: int):
@@ -216,14 +217,14 @@ class _LineRunner:
 
     def test(self, condition: str) -> bool:
         left, comparison, right = condition.split(" ")
-        return _COMPARE[comparison](self.value(left), self.value(right))
+        return COMPARE_OPS[comparison](self.value(left), self.value(right))
 
     def assign(self, name: str, expression: str) -> None:
         terms = expression.split(" ")
         value = self.value(terms[0])
         if len(terms) == 3:
             try:
-                value = _BINARY[terms[1]](value, self.value(terms[2]))
+                value = BINARY_OPS[terms[1]](value, self.value(terms[2]))
             except ZeroDivisionError:
                 raise _Doomed from None
         if abs(value) > self.cap:

@@ -1,4 +1,5 @@
-"""The TinyPy language: parse a program's text into the small AST that the tracer interprets.
+"""The TinyPy language: parse a program's text into the small AST that the tracer interprets,
+and the operators' meaning (`BINARY_OPS`, `COMPARE_OPS`) that every TinyPy interpreter uses.
 
 TinyPy is the subset of Python the generators emit, one statement per line, nested with tabs:
 
@@ -26,6 +27,7 @@ one regex each; the rest by a small recursive-descent parser that also produces 
 from __future__ import annotations
 
 import keyword
+import operator
 import re
 from dataclasses import dataclass
 
@@ -65,6 +67,13 @@ class Compare:
 
 
 Expr = Const | Name | Neg | BinOp
+
+# What the operators mean, for every TinyPy interpreter (the tracer's, the generators' runner):
+# Python's own on ints, so `//` and `%` floor and a zero divisor raises ZeroDivisionError.
+BINARY_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv,
+              "%": operator.mod}
+COMPARE_OPS = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge,
+               "==": operator.eq, "!=": operator.ne}
 
 
 @dataclass(slots=True, eq=False)
@@ -136,7 +145,7 @@ _TOKEN = re.compile(r"[ ]*([0-9]+|[a-z]+|//|<=|>=|==|!=|[-+*%<>=(),:])")
 # The same with any other word or character as one token, to say what is wrong where.
 _ANY_TOKEN = re.compile(r"[ ]*([0-9]+|[A-Za-z_]\w*|//|<=|>=|==|!=|[^ ])")
 _KEYWORDS = frozenset(keyword.kwlist)
-_COMPARISONS = frozenset(("<", ">", "<=", ">=", "==", "!="))
+_COMPARISONS = frozenset(COMPARE_OPS)
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "//": 2, "%": 2}
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -49,9 +48,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tinylm.cli import ArgumentParser
-from tinylm.errors import ConfigError, DataError, TinyPySyntaxError
+from tinylm.errors import ConfigError, TinyPySyntaxError
 from tinylm.files import atomic_path
+from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples
 from tinylm.lang.parse import (
+    BINARY_OPS,
+    COMPARE_OPS,
     Assign,
     BinOp,
     Const,
@@ -102,10 +104,6 @@ class RunResult(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Expressions → closures of the variable dict. A missing name raises KeyError (unbound).
 
-_BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv,
-           "%": operator.mod}
-_CMPOPS = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge,
-           "==": operator.eq, "!=": operator.ne}
 _COMPILED: dict = {}
 _COMPILED_LIMIT = 1 << 18
 
@@ -121,7 +119,7 @@ def _compile(e) -> Callable[[dict], int]:
     if t is Neg:
         f = _compiled(e.operand)
         return lambda env: -f(env)
-    op = (_BINOPS if t is BinOp else _CMPOPS)[e.op]
+    op = (BINARY_OPS if t is BinOp else COMPARE_OPS)[e.op]
     left, right = e.left, e.right
     # The shapes the generators emit most, without a nested call per operand.
     if type(left) is Name and type(right) is Const:
@@ -181,10 +179,10 @@ def _layout(lines: list[str], text: str) -> tuple[list[str], list[str]]:
     start = 0
     for line in lines:
         end = start + len(line)
-        pre.append(f"\n#STEP\n{text[:start]}@{line}$")
+        pre.append(f"{STEP}{text[:start]}@{line}$")
         post.append(text[end:])
         start = end + 1
-    pre.append(f"\n#STEP\n{text}\n@^$")
+    pre.append(f"{STEP}{text}\n@^$")
     post.append("")
     return pre, post
 
@@ -211,6 +209,8 @@ def _execute(program: Program, fmt: TraceFormat, step_cap: int, layout: tuple[li
 
     One loop over an explicit stack of blocks, with no nested functions: closures would turn
     every local into a cell and cost more per program than a short demo program takes to run.
+    (The generators' `_LineRunner` is the other interpreter: it runs programs while they are
+    written, to drop failing drafts; the operators' meaning is `parse.BINARY_OPS`/`COMPARE_OPS`.)
     """
     env: dict[str, int] = {}
     shown: dict[str, str] = {}  # name -> "name?value", in env's order
@@ -393,26 +393,6 @@ def trace_texts(programs: Iterable[str | Program], fmt: str, *,
     return traces, errors
 
 
-# ---------------------------------------------------------------------------------------------
-# Files of examples separated by a blank line (programs.txt, traces.txt)
-
-
-def iter_examples(path: str | Path, chunk_chars: int = 1 << 22) -> Iterator[str]:
-    """Stream the examples of a file in which each is followed by a blank line (the last one may
-    end the file without it; extra blank lines are ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    rest = ""
-    with open(path, encoding="utf-8") as f:
-        while chunk := f.read(chunk_chars):
-            pieces = (rest + chunk).split("\n\n")
-            rest = pieces.pop()
-            yield from (p.strip("\n") for p in pieces if p.strip("\n"))
-    if rest.strip("\n"):
-        yield rest.strip("\n")
-
-
 def trace_file(in_path: str | Path, out_path: str | Path, fmt: str, *,
                step_cap: int = STEP_CAP) -> Counter:
     """Trace every program of `in_path` into `out_path` (atomically); counts 'programs', 'traced'
@@ -424,7 +404,7 @@ def trace_file(in_path: str | Path, out_path: str | Path, fmt: str, *,
             counts["programs"] += 1
             if error is None:
                 counts["traced"] += 1
-                out.write(text + "\n\n")
+                out.write(text + EXAMPLE_END)
             else:
                 counts[error] += 1
     return counts
