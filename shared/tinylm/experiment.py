@@ -39,7 +39,6 @@ from tinylm.config import deep_merge, from_dict, load_config, parse_overrides, r
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import find_repo_root, resolve_path
 
-STAGES = ("data", "train", "eval", "report")
 CHECKPOINT = "best.pt"
 
 # ----------------------------------------------------------------------------- config
