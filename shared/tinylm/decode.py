@@ -76,6 +76,7 @@ from torch.nn import functional as F
 from tinylm.cli import ArgumentParser
 from tinylm.errors import ConfigError
 from tinylm.lang.format import STEP
+from tinylm.model import ABSOLUTE_POSITIONS
 
 WINDOWS = ("reference", "step-anchored", "rolling")
 SPECULATE = 4  # default draft length of greedy decoding (module docstring)
@@ -237,7 +238,7 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 
 def check_window(model, window: str) -> None:
     """The rolling window needs positions that go on past block_size (a relative encoding)."""
-    if window == "rolling" and model.config.pos_encoding in ("learned", "sinusoidal"):
+    if window == "rolling" and model.config.pos_encoding in ABSOLUTE_POSITIONS:
         raise ConfigError(f"window='rolling' needs a relative positional encoding; this model has "
                           f"{model.config.pos_encoding} positions, which stop at block_size: use "
                           f"'reference' or 'step-anchored'")

@@ -343,12 +343,13 @@ def _eval_config(project: Project, window: str, limit: int | None):
 def _windows(project: Project, run: str) -> list[str]:
     """The main window, then every extra one the run's positional encoding allows."""
     from tinylm.checkpoint import load_checkpoint
+    from tinylm.model import ABSOLUTE_POSITIONS
 
     extra = project.cfg.eval.extra_windows
     if not extra:
         return [project.cfg.eval.window]
     pos = load_checkpoint(project.checkpoint(run))["model_config"]["pos_encoding"]
-    absolute = pos in ("learned", "sinusoidal")
+    absolute = pos in ABSOLUTE_POSITIONS
     return [project.cfg.eval.window] + [w for w in extra if w != project.cfg.eval.window
                                         and not (w == "rolling" and absolute)]
 

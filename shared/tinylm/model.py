@@ -38,6 +38,8 @@ from torch.nn import functional as F
 from tinylm.errors import ConfigError
 from tinylm.optim import adamw
 
+ABSOLUTE_POSITIONS = ("learned", "sinusoidal")
+"""Encodings that know only positions < block_size (no rolling window past it)."""
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "distance_bias", "relative", "relative_heads",
                  "none")
 LAYER_DISTANCES = ("distance_bias", "relative", "relative_heads")  # each layer applies its own table
@@ -502,7 +504,7 @@ class GPT(nn.Module):
 
     def _check_positions(self, end: int, pos: torch.Tensor) -> None:
         """Absolute encodings only know positions < block_size (checked without a sync when possible)."""
-        if self.config.pos_encoding not in ("learned", "sinusoidal") or end <= self.config.block_size:
+        if self.config.pos_encoding not in ABSOLUTE_POSITIONS or end <= self.config.block_size:
             return
         if int(pos.max()) >= self.config.block_size:
             raise ValueError(
