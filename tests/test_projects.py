@@ -117,6 +117,12 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         if run.init_run:
             cfg = p.train_config(name)
             assert Path(cfg.init_from) == p.checkpoint(run.init_run)
+    # a run with steps_of trained exactly as many steps as the run it names
+    for name, run in p.cfg.runs.items():
+        if run.steps_of:
+            length = json.loads((p.run_dir(name) / "run.json").read_text())["max_steps"]
+            assert length == p.trained_steps(run.steps_of) is not None, name
+            assert (p.run_dir(name) / f"ckpt_{length:08d}.pt").is_file(), name
     # a sweep run is scored at every checkpoint it kept
     for name, run in p.cfg.runs.items():
         if run.sweep:

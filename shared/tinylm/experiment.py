@@ -19,7 +19,7 @@ Where things go (PROJECT/runs/ is git-ignored):
 Names. In the `train` section and in a run's overrides, `data.dataset` and `data.stages[i].dataset`
 may name a dataset of the experiment instead of giving a path; a suite is `DATASET/FILE`
 (`nightly-cpu/test.txt`) or a path from the repository root; `init_run: R` starts a run from run
-R's best checkpoint (R must come earlier). Every stage resumes: a dataset whose manifest holds its
+R's best checkpoint and `steps_of: R` trains as many steps as run R did (R must come earlier). Every stage resumes: a dataset whose manifest holds its
 spec is not rebuilt, a run continues from its newest checkpoint (a finished one does nothing), an
 evaluation reads back what it finished.
 """
@@ -68,6 +68,9 @@ class RunEntry:
     """Evaluate every kept checkpoint of the run, not only best.pt."""
     checkpoint: str | None = None
     """Not trained here: evaluate this existing checkpoint (e.g. another project's model) as the run."""
+    steps_of: str | None = None
+    """Train as many optimizer steps as this earlier run did (the length its schedule_minutes chose on
+    this machine): runs compared at equal steps, sized to the machine once, their length immune to load."""
 
 
 @dataclass
@@ -141,8 +144,12 @@ class Experiment:
             if run.checkpoint is not None and (run.overrides or run.init_run or run.sweep):
                 raise ConfigError(f"runs.{name}: a run given by 'checkpoint' is not trained here; "
                                   f"it takes no overrides, init_run or sweep")
-            if run.init_run is not None and (run.init_run not in order or order.index(run.init_run) >= order.index(name)):
-                raise ConfigError(f"runs.{name}.init_run: '{run.init_run}' is not a run listed before '{name}'")
+            for key in ("init_run", "steps_of"):
+                earlier = getattr(run, key)
+                if earlier is not None and (earlier not in order or order.index(earlier) >= order.index(name)):
+                    raise ConfigError(f"runs.{name}.{key}: '{earlier}' is not a run listed before '{name}'")
+            if run.steps_of is not None and self.runs[run.steps_of].checkpoint is not None:
+                raise ConfigError(f"runs.{name}.steps_of: run '{run.steps_of}' is not trained here")
         for name in self.eval.runs or []:
             if name not in self.runs:
                 raise ConfigError(f"eval.runs: unknown run '{name}' (runs: {', '.join(order)})")
@@ -243,7 +250,17 @@ class Project:
         data["out_dir"] = str(self.run_dir(run))
         if entry.init_run is not None:
             data["init_from"] = str(self.checkpoint(entry.init_run))
+        if entry.steps_of is not None and (steps := self.trained_steps(entry.steps_of)) is not None:
+            data.update(max_steps=steps, max_tokens=None, max_epochs=None, schedule_minutes=None)
         return from_dict(TrainConfig, data, where=f"{self.config_file} (run '{run}')")
+
+    def trained_steps(self, run: str) -> int | None:
+        """The length of a finished run (its run.json max_steps, once its last checkpoint exists), or None."""
+        info = self.run_dir(run) / "run.json"
+        if not info.is_file():
+            return None
+        steps = json.loads(info.read_text())["max_steps"]
+        return steps if (self.run_dir(run) / f"ckpt_{steps:08d}.pt").is_file() else None
 
     def _resolve_datasets(self, data: dict) -> dict:
         section = dict(data.get("data") or {})
@@ -315,6 +332,10 @@ def train_runs(project: Project, only: list[str] | None = None, log=print) -> No
         if project.cfg.runs[name].checkpoint is not None:
             log(f"run {name}: not trained here, evaluated from {project.checkpoint(name)}")
             continue
+        steps_of = project.cfg.runs[name].steps_of
+        if steps_of is not None and project.trained_steps(steps_of) is None:
+            raise DataError(f"run '{name}' trains as many steps as run '{steps_of}', which has not finished: "
+                            f"train run '{steps_of}' first")
         cfg = project.train_config(name)
         if cfg.init_from and not Path(cfg.init_from).is_file():
             raise DataError(f"run '{name}' starts from {cfg.init_from}, which does not exist: train run "
