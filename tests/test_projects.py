@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, built_programs
 
 PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
@@ -57,6 +58,42 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "smoke" in proc.stderr  # names the configs that exist
+
+
+@pytest.mark.parametrize("runs,message", [
+    ({"a": {}, "b": {"steps_of": "c"}}, "runs.b.steps_of: 'c' is not a run listed before 'b'"),
+    ({"a": {"steps_of": "b"}, "b": {}}, "runs.a.steps_of: 'b' is not a run listed before 'a'"),
+    ({"a": {"checkpoint": "x.pt"}, "b": {"steps_of": "a"}}, "runs.b.steps_of: run 'a' is not trained here"),
+    ({"a": {"suites": ["id", "nope"]}}, "runs.a.suites: unknown suite 'nope'"),
+])
+def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
+    from tinylm.errors import ConfigError
+    from tinylm.experiment import Project
+
+    folder = _copy_repo(tmp_path, "research_project_1")
+    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    (folder / "configs" / "bad.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": []}))
+    with pytest.raises(ConfigError, match=message):
+        Project(folder, "bad")
+
+
+def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
+    from tinylm.errors import DataError
+    from tinylm.experiment import Project, train_runs
+
+    folder = _copy_repo(tmp_path, "research_project_1")
+    p = Project(folder, "smoke")
+    assert p.trained_steps("base") is None
+    assert p.train_config("width-64").max_steps == 12  # not known yet: the shared section's length
+    with pytest.raises(DataError, match="run 'width-64' trains as many steps as run 'base', which has not finished"):
+        train_runs(p, ["width-64"], log=lambda *_: None)
+    base = p.run_dir("base")
+    base.mkdir(parents=True)
+    (base / "run.json").write_text(json.dumps({"max_steps": 7}))
+    assert p.trained_steps("base") is None  # sized, but its last checkpoint is not written yet
+    (base / "ckpt_00000007.pt").write_bytes(b"")
+    cfg = p.train_config("width-64")
+    assert (p.trained_steps("base"), cfg.max_steps, cfg.schedule_minutes) == (7, 7, None)
 
 
 def _copy_repo(tmp_path: Path, project: str) -> Path:
@@ -123,6 +160,11 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
             length = json.loads((p.run_dir(name) / "run.json").read_text())["max_steps"]
             assert length == p.trained_steps(run.steps_of) is not None, name
             assert (p.run_dir(name) / f"ckpt_{length:08d}.pt").is_file(), name
+    # a run given its own suites is scored on those only
+    for name, run in p.cfg.runs.items():
+        if run.suites:
+            summary = json.loads((p.eval_dir(name) / "summary.json").read_text())
+            assert [s["suite"] for s in summary["suites"]] == run.suites, name
     # a sweep run is scored at every checkpoint it kept
     for name, run in p.cfg.runs.items():
         if run.sweep:

@@ -22,7 +22,7 @@ def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:
 
 
 def rows() -> list[dict]:
-    return [{"run": "small", "parameters": 120_000, "train_examples": 2_000, "tokens": 1_048_576,
+    return [{"run": "small", "parameters": 120_000, "train_examples": 2_000, "tokens": 1_048_576, "val_loss": 0.03125,
              "suites": {"id": suite(61.5), "ood": suite(12.25)}},
             {"run": "big", "parameters": 4_500_000, "train_examples": 20_000, "tokens": None,
              "suites": {"id": suite(97.0)}}]
@@ -39,9 +39,9 @@ def png(path: Path) -> np.ndarray:
 
 def test_runs_table_takes_its_numbers_from_the_rows_and_dashes_what_is_missing():
     lines = runs_table(rows()).splitlines()
-    assert lines[0] == "| run | parameters | train examples | tokens seen | id hard % | ood hard % |"
-    assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 61.5 | 12.2 |"
-    assert lines[3] == "| big | 4,500,000 | 20,000 | - | 97.0 | - |"
+    assert lines[0] == "| run | parameters | train examples | tokens seen | val loss | id hard % | ood hard % |"
+    assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 0.0312 | 61.5 | 12.2 |"
+    assert lines[3] == "| big | 4,500,000 | 20,000 | - | - | 97.0 | - |"
 
 
 def test_scaling_plot_draws_each_suite_against_x_on_a_log_axis(tmp_path):
@@ -107,8 +107,10 @@ def test_bad_rows_name_the_run(change, message, tmp_path):
 # tinylm report compare: evaluation folders and the run folders of their checkpoints
 
 
-def fake_run(tmp_path: Path, name: str, parameters: int, train_examples: int, step: int, hard: dict) -> Path:
-    """A run folder (run.json, config.yaml, its dataset's manifest) and an evaluation of its best.pt."""
+def fake_run(tmp_path: Path, name: str, parameters: int, train_examples: int, step: int, hard: dict,
+             val_loss: float = 0.25) -> Path:
+    """A run folder (run.json, config.yaml, metrics.jsonl, its dataset's manifest) and an evaluation
+    of its best.pt, saved at `step`, where the run logged `val_loss` (others before and after)."""
     dataset = tmp_path / f"data_{name}"
     dataset.mkdir()
     (dataset / "manifest.json").write_text(json.dumps({"splits": {"train": {"examples": train_examples}}}))
@@ -116,6 +118,9 @@ def fake_run(tmp_path: Path, name: str, parameters: int, train_examples: int, st
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"parameters": parameters, "seed": 1}))
     (run / "config.yaml").write_text(f"data:\n  dataset: {dataset}\nbatch_size: 8\nmodel:\n  block_size: 64\n")
+    logged = [{"step": 1, "loss": 3.0}, {"step": step // 2, "val_loss": 2.0}, {"step": step, "loss": 1.0},
+              {"step": step, "val_loss": val_loss}, {"step": step + 10, "val_loss": val_loss / 2}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
     out = tmp_path / f"eval_{name}"
     out.mkdir()
     suites = [{"suite": s, **suite(h), "timing": {}} for s, h in hard.items()]
@@ -126,13 +131,14 @@ def fake_run(tmp_path: Path, name: str, parameters: int, train_examples: int, st
 
 def test_compare_reads_eval_and_run_folders(tmp_path, capsys):
     a = fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0, "ood": 5.0})
-    b = fake_run(tmp_path, "b", 800_000, 9_000, 100, {"id": 90.0})
+    b = fake_run(tmp_path, "b", 800_000, 9_000, 100, {"id": 90.0}, val_loss=0.125)
     out = tmp_path / "cmp"
     assert main(["report", "compare", "--run", f"A={a}", "--run", f"B={b}", "--x", "parameters",
                  "--out", str(out)]) == 0
     table = (out / "table.md").read_text().splitlines()
-    assert table[2] == "| A | 50,000 | 1,000 | 15,360 | 40.0 | 5.0 |"   # 30 steps x 8 rows x 64 tokens
-    assert table[3] == "| B | 800,000 | 9,000 | 51,200 | 90.0 | - |"
+    # 30 steps x 8 rows x 64 tokens; the validation loss logged at the step of the checkpoint scored
+    assert table[2] == "| A | 50,000 | 1,000 | 15,360 | 0.2500 | 40.0 | 5.0 |"
+    assert table[3] == "| B | 800,000 | 9,000 | 51,200 | 0.1250 | 90.0 | - |"
     assert "| A | 50,000" in capsys.readouterr().out
     png(out / "scaling.png")
     saved = json.loads((out / "runs.json").read_text())
@@ -145,8 +151,9 @@ def test_compare_without_a_run_folder_dashes_its_numbers(tmp_path):
     a = fake_run(tmp_path, "a", 50_000, 1_000, 30, {"id": 40.0})
     (tmp_path / "run_a" / "run.json").unlink()
     (tmp_path / "run_a" / "config.yaml").unlink()
+    (tmp_path / "run_a" / "metrics.jsonl").unlink()
     row = compare_row("A", a)
-    assert (row["parameters"], row["train_examples"], row["tokens"]) == (None, None, None)
+    assert (row["parameters"], row["train_examples"], row["tokens"], row["val_loss"]) == (None, None, None, None)
     assert row["suites"]["id"]["hard_pct"] == 40.0
 
 

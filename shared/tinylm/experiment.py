@@ -68,6 +68,8 @@ class RunEntry:
     """Evaluate every kept checkpoint of the run, not only best.pt."""
     checkpoint: str | None = None
     """Not trained here: evaluate this existing checkpoint (e.g. another project's model) as the run."""
+    suites: list[str] | None = None
+    """Evaluate the run on these suites only (default: every suite of `eval`)."""
     steps_of: str | None = None
     """Train as many optimizer steps as this earlier run did (the length its schedule_minutes chose on
     this machine): runs compared at equal steps, sized to the machine once, their length immune to load."""
@@ -153,6 +155,11 @@ class Experiment:
         for name in self.eval.runs or []:
             if name not in self.runs:
                 raise ConfigError(f"eval.runs: unknown run '{name}' (runs: {', '.join(order)})")
+        defined = list(self.eval.suites) + [d.name for d in self.eval.derived]
+        for name, run in self.runs.items():
+            for suite in run.suites or []:
+                if suite not in defined:
+                    raise ConfigError(f"runs.{name}.suites: unknown suite '{suite}' (suites: {', '.join(defined)})")
         suites = set(self.eval.suites)
         for i, d in enumerate(self.eval.derived):
             where = f"eval.derived[{i}]"
@@ -419,9 +426,10 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
                 evaluate_checkpoint(checkpoint, _suite_args(project, [d.suite]), project.eval_dir(name),
                                     _eval_config(project, ev.window, ev.limit), log=log)
                 derive_suite(project, d, log)
+        suites = project.cfg.runs[name].suites or plain + [d.name for d in ev.derived]
         for window in _windows(project, name):
             log(f"\n== evaluating run {name}, {window} window")
-            evaluate_checkpoint(checkpoint, _suite_args(project, plain + [d.name for d in ev.derived], log),
+            evaluate_checkpoint(checkpoint, _suite_args(project, suites, log),
                                 project.eval_dir(name, window), _eval_config(project, window, ev.limit), log=log)
         if project.cfg.runs[name].sweep:
             log(f"\n== sweeping every checkpoint of run {name}")

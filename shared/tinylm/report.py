@@ -150,12 +150,14 @@ def metric_pct(summary: dict, metric: str) -> float | None:
 
 
 def runs_table(rows: list[dict], metrics: tuple[str, ...] = ("hard_pct",)) -> str:
-    """One line per run: parameters, training examples, tokens seen, then each suite's `metrics`
-    (hard match %, and e.g. the % of trace steps right; '-' where a number or a suite is missing)."""
+    """One line per run: parameters, training examples, tokens seen, the validation loss of the
+    checkpoint scored, then each suite's `metrics` (hard match %, and e.g. the % of trace steps
+    right; '-' where a number or a suite is missing)."""
     suites = check_runs(rows)
-    header = ["run", "parameters", "train examples", "tokens seen"] + [
+    header = ["run", "parameters", "train examples", "tokens seen", "val loss"] + [
         f"{name} {COLUMNS[m]}" for name in suites for m in metrics]
-    lines = [[r["run"], _count(r.get("parameters")), _count(r.get("train_examples")), _count(r.get("tokens"))]
+    lines = [[r["run"], _count(r.get("parameters")), _count(r.get("train_examples")), _count(r.get("tokens")),
+              "-" if r.get("val_loss") is None else f"{r['val_loss']:.4f}"]
              + [_pct(metric_pct(r["suites"].get(name, {}), m)) for name in suites for m in metrics] for r in rows]
     return markdown_table(header, lines)
 
@@ -357,8 +359,20 @@ def compare_row(label: str, eval_dir: str | Path) -> dict:
     checkpoint, step = summary.get("checkpoint"), summary.get("step")
     facts = run_facts(Path(checkpoint).parent) if checkpoint else dict.fromkeys(FACTS)
     tokens = step * facts["tokens_per_step"] if step is not None and facts["tokens_per_step"] else None
+    val_loss = val_loss_at(Path(checkpoint).parent, step) if checkpoint and step is not None else None
     return {"run": label, "parameters": facts["parameters"], "train_examples": facts["train_examples"],
-            "tokens": tokens, "suites": suites, "eval_dir": str(eval_dir), "checkpoint": checkpoint, "step": step}
+            "tokens": tokens, "val_loss": val_loss, "suites": suites, "eval_dir": str(eval_dir),
+            "checkpoint": checkpoint, "step": step}
+
+
+def val_loss_at(run_dir: Path, step: int) -> float | None:
+    """The validation loss the run logged at `step` (metrics.jsonl), or None."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    losses = [r["val_loss"] for r in map(json.loads, path.read_text().splitlines())
+              if r.get("step") == step and r.get("val_loss") is not None]
+    return losses[-1] if losses else None
 
 
 def compare(runs: list[tuple[str, str | Path]], out_dir: str | Path, x: str = "none",
