@@ -52,8 +52,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from tinylm.config import from_dict, to_dict
 from tinylm.data import IGNORE, BatchStream, TokenDataset, TokenSplit, split_step_starts
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, DataError
 
 POLICIES = ("identity", "random", "oracle", "mlp", "cnn", "gru")
 LEARNED = ("mlp", "cnn", "gru")
@@ -325,6 +326,17 @@ class ForgetLM(nn.Module):
     def num_params(self, non_embedding: bool = False) -> int:
         return self.gpt.num_params(non_embedding) + sum(p.numel() for p in self.policy.parameters())
 
+    def checkpoint_entry(self) -> dict:
+        """What a checkpoint holds beside the GPT: the policy's config and its weights (and baseline)."""
+        return {"config": to_dict(self.cfg),
+                "state": {k: v for k, v in self.state_dict().items() if not k.startswith("gpt.")}}
+
+    def load_entry(self, entry: dict) -> None:
+        missing, unexpected = self.load_state_dict(entry["state"], strict=False)
+        wrong = unexpected + [k for k in missing if not k.startswith("gpt.")]
+        if wrong:
+            raise DataError(f"the checkpoint's forget policy does not fit policy {self.cfg.policy!r} ({wrong[0]})")
+
     def configure_optimizer(self, weight_decay: float, lr: float, betas, device_type: str):
         from tinylm.optim import adamw
 
@@ -435,3 +447,16 @@ def validation_steps(dataset: TokenDataset, block_size: int, max_tokens: int | N
     pool = split_step_starts(dataset, dataset.val)
     n = min(len(pool), -(-max_tokens // block_size)) if max_tokens else len(pool)
     return pool[np.linspace(0, len(pool) - 1, n).round().astype(np.int64)]
+
+
+def load_forget_model(path, device="cpu"):
+    """(ForgetLM in eval mode, tokenizer, checkpoint) from a forgetting run's checkpoint."""
+    from tinylm.checkpoint import load_model
+
+    gpt, tokenizer, ckpt = load_model(path, device)
+    if "forget" not in ckpt:
+        raise DataError(f"{path}: not a forgetting run's checkpoint (no 'forget' entry)")
+    cfg = from_dict(ForgetConfig, ckpt["forget"]["config"], where=f"{path} (forget)", prefix="forget.")
+    lm = ForgetLM(gpt, cfg, TraceTokens.of(tokenizer))
+    lm.load_entry(ckpt["forget"])
+    return lm.to(device).eval(), tokenizer, ckpt
