@@ -20,8 +20,8 @@ PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
 CONFIGS = [(p, c.stem) for p in PROJECTS for c in sorted((REPO / p / "configs").glob("*.yaml"))]
 
 
-def test_there_are_four_projects_with_three_sizes_each():
-    assert PROJECTS == [f"research_project_{i}" for i in range(1, 5)]
+def test_there_are_five_projects_with_three_sizes_each():
+    assert PROJECTS == [f"research_project_{i}" for i in range(1, 6)]
     for project in PROJECTS:
         assert {c for p, c in CONFIGS if p == project} >= {"smoke", "cpu", "paper"}
         for script in ("1_data.py", "2_train.py", "3_eval.py", "4_report.py", "run_all.py", "README.md"):
@@ -121,7 +121,7 @@ def _table_hard(path: Path) -> dict[tuple[str, str], float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("project", PROJECTS)
 def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path, project):
-    from tinylm.experiment import Project
+    from tinylm.experiment import FORGET_WINDOW, Project
 
     folder = _copy_repo(tmp_path, project)
     proc = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
@@ -138,14 +138,14 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         cells = _table_hard(p.results / item.file)
         assert cells
         for (run, suite), value in cells.items():
-            window = p.cfg.eval.window
+            window = FORGET_WINDOW if p.forgets(run) else p.cfg.eval.window
             if suite.endswith("]"):
                 suite, window = suite[:-1].split(" [")
             summary = json.loads((p.eval_dir(run, window) / "summary.json").read_text())
             scored = {s["suite"]: s["hard_pct"] for s in summary["suites"]}
             assert value == pytest.approx(scored[suite], abs=0.05), (item.file, run, suite)
     for item in p.cfg.report:
-        if item.kind != "table":
+        if item.file.endswith(".png"):
             import matplotlib.image
 
             assert matplotlib.image.imread(p.results / item.file).ndim == 3, item.file
@@ -181,6 +181,16 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
             trained_on |= {s.dataset for s in cfg.data.stages} or {cfg.data.dataset}
     for dataset in trained_on:
         assert not scored & set(built_programs(Path(dataset))["train"]), dataset
+    # a forgetting run's table row is its evaluation: the policy kept what its ratio says, for less attention
+    for item in p.cfg.report:
+        if item.kind == "forget" and item.file.endswith(".md"):
+            text = (p.results / item.file).read_text()
+            for name in p.cfg.runs:
+                if p.forgets(name):
+                    f = json.loads((p.eval_dir(name, FORGET_WINDOW) / "summary.json").read_text())["suites"][0]["forget"]
+                    assert f"| {name} | {f['variant']} |" in text
+                    assert f["kept_ratio"] == pytest.approx(f["keep_ratio"], abs=0.1)
+                    assert f["attn_flops_per_token"] <= f["attn_flops_full_per_token"]
     # a second run of every stage finds everything done and changes nothing
     before = {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")}
     again = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,

@@ -33,8 +33,8 @@ FORMAT = "tinylm-checkpoint-1"
 
 def save_checkpoint(path: str | Path, *, model_config: dict, model_state: dict, tokenizer: dict,
                     train_state: dict | None = None, config: dict | None = None,
-                    meta: dict | None = None) -> None:
-    """Write a checkpoint atomically."""
+                    meta: dict | None = None, extra: dict | None = None) -> None:
+    """Write a checkpoint atomically; `extra`: more top-level entries (e.g. a run's `forget` policy)."""
     payload: dict[str, Any] = {
         "format": FORMAT,
         "model_config": model_config,
@@ -47,6 +47,7 @@ def save_checkpoint(path: str | Path, *, model_config: dict, model_state: dict, 
         payload["train_state"] = train_state
     if config is not None:
         payload["config"] = config
+    payload.update(extra or {})
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -329,7 +329,7 @@ def _csv_text(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
+def summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
     n = len(records)
     counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
     outputs = [r["output_correct"] for r in records if r["output_correct"] is not None]
@@ -450,7 +450,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in final))
         atomic_write_text(out_dir / "results.csv", _csv_text(final))
         finished = {r["batch"] for r in final}
-        summary = _summarize(name, suite, final, [timing[b] for b in sorted(timing) if b in finished], settings)
+        summary = summarize(name, suite, final, [timing[b] for b in sorted(timing) if b in finished], settings)
         atomic_write_json(out_dir / "summary.json", summary)
     return rt.broadcast_object(summary)
 

@@ -8,6 +8,10 @@ scripts that call `stage_main`, plus `run_all.py` (`run_all`):
     3_eval.py    evaluate every run's best checkpoint (a `sweep` run: every checkpoint) on every suite
     4_report.py  the tables and plots under `report`, into results/<config>/
 
+A run whose training config has a `forget` section (tinylm.forget) is evaluated by the forgetting
+decoder (tinylm.forget_eval) into eval/<run>/forget, with what it saves; report items of kind
+`forget` compare such runs at their keep ratios (a table, or a plot of a metric against the ratio).
+
 Where things go (PROJECT/runs/ is git-ignored):
 - a dataset without overrides is built in its own folder (`datasets/NAME`, shared by every project);
   one with overrides (the smoke sizes) is built from a copy of its spec under
@@ -40,6 +44,7 @@ from tinylm.errors import ConfigError, DataError
 from tinylm.files import find_repo_root, resolve_path
 
 CHECKPOINT = "best.pt"
+FORGET_WINDOW = "forget"  # the evaluation folder of a run scored by the forgetting decoder
 
 # ----------------------------------------------------------------------------- config
 
@@ -114,9 +119,9 @@ class EvalSection:
 
 @dataclass
 class ReportItem:
-    kind: Literal["table", "scaling", "bars", "sweep"]
+    kind: Literal["table", "scaling", "bars", "sweep", "forget"]
     file: str
-    """Output file name under results/<config>/ (.md for a table, .png for a plot)."""
+    """Output file name under results/<config>/ (.md for a table, .png for a plot; forget: either)."""
     runs: list[str] = field(default_factory=list)
     """Runs shown (default: all evaluated runs)."""
     suites: list[str] = field(default_factory=list)
@@ -183,9 +188,10 @@ class Experiment:
                                       f"'SUITE [WINDOW]' for an extra window)")
             if item.kind == "sweep" and len(item.runs) != 1:
                 raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
-            suffix = ".md" if item.kind == "table" else ".png"
+            suffix = {"table": (".md",), "forget": (".md", ".png")}.get(item.kind, (".png",))
             if not item.file.endswith(suffix) or "/" in item.file:
-                raise ConfigError(f"report[{i}].file: expected a file name ending in {suffix}, got {item.file!r}")
+                raise ConfigError(f"report[{i}].file: expected a file name ending in {' or '.join(suffix)}, "
+                                  f"got {item.file!r}")
 
 
 # ----------------------------------------------------------------------------- a loaded project
@@ -286,6 +292,10 @@ class Project:
     def eval_runs(self) -> list[str]:
         return self.cfg.eval.runs or list(self.cfg.runs)
 
+    def forgets(self, run: str) -> bool:
+        """Whether the run trains with a drop policy (and is scored by the forgetting decoder)."""
+        return self.cfg.runs[run].checkpoint is None and self.train_config(run).forget is not None
+
 
 # ----------------------------------------------------------------------------- stage 1: data
 
@@ -373,6 +383,8 @@ def _windows(project: Project, run: str) -> list[str]:
     from tinylm.checkpoint import load_checkpoint
     from tinylm.model import ABSOLUTE_POSITIONS
 
+    if project.forgets(run):
+        return [FORGET_WINDOW]
     extra = project.cfg.eval.extra_windows
     if not extra:
         return [project.cfg.eval.window]
@@ -427,6 +439,13 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
                                     _eval_config(project, ev.window, ev.limit), log=log)
                 derive_suite(project, d, log)
         suites = project.cfg.runs[name].suites or plain + [d.name for d in ev.derived]
+        if project.forgets(name):
+            from tinylm import forget_eval
+
+            log(f"\n== evaluating run {name} with its drop policy")
+            forget_eval.evaluate_checkpoint(checkpoint, _suite_args(project, suites), project.eval_dir(name, FORGET_WINDOW),
+                                            ev.limit, ev.batch_size, log=log)
+            continue
         for window in _windows(project, name):
             log(f"\n== evaluating run {name}, {window} window")
             evaluate_checkpoint(checkpoint, _suite_args(project, suites, log),
@@ -469,6 +488,16 @@ def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:
     return json.loads(path.read_text())["rows"], run_facts(project.run_dir(run))["tokens_per_step"]
 
 
+def _forget_row(project: Project, run: str, suite: str) -> dict:
+    """A run's numbers on one suite for a forget item: its scores, and what its policy kept and cost
+    (None for a run decoded without one)."""
+    summary = json.loads((project.eval_dir(run, _windows(project, run)[0]) / "summary.json").read_text())
+    found = [s for s in summary["suites"] if s["suite"] == suite]
+    if not found:
+        raise DataError(f"run '{run}' was not evaluated on suite '{suite}'")
+    return {"run": run, "suite": suite, **found[0], "forget": found[0].get("forget")}
+
+
 def write_report(project: Project, log=print) -> list[Path]:
     from tinylm import report
     from tinylm.files import atomic_write_text
@@ -492,7 +521,14 @@ def write_report(project: Project, log=print) -> list[Path]:
             chosen = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}} for r in chosen]
         path = project.results / item.file
         title = item.title or None
-        if item.kind == "table":
+        if item.kind == "forget":
+            forget_rows = [_forget_row(project, r, item.suites[0] if item.suites else project.suites()[0])
+                           for r in (item.runs or rows)]
+            if path.suffix == ".md":
+                atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.forget_table(forget_rows) + "\n")
+            else:
+                report.plot_forget(forget_rows, path, title=title, metric=item.metrics[0])
+        elif item.kind == "table":
             atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.runs_table(chosen, tuple(item.metrics)) + "\n")
         elif item.kind == "scaling":
             report.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])

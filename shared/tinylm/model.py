@@ -9,8 +9,11 @@ at position s - pad[b] (rows are left-padded to a common length) and keys at slo
 invisible. Absolute encodings ("learned", "sinusoidal") add an embedding of that position to the
 token embedding; "rope" rotates queries and keys by it; the relative encodings only see
 differences of slots, which equal differences of positions; "none" (NoPE) has only the causal mask
-to go on. The relative encodings, by what they add to the attention logit of query i and key j
-(distance d = i - j >= 0):
+to go on. Given `positions` (B, T), token t sits at positions[b, t] instead, whatever its slot
+(a compacted sequence whose dropped tokens left gaps, see tinylm.forget): absolute encodings and
+RoPE use those positions, the relative ones their differences, and the causal mask stays the
+slots' order (kept tokens keep their order). The relative encodings, by what they add to the
+attention logit of query i and key j (distance d = i - j >= 0):
 
 - "alibi": -m_h * d, a fixed slope per head (Press et al.);
 - "t5": b[bucket(d), h], one table of log-spaced distance buckets shared by all layers (Raffel et al.);
@@ -215,7 +218,8 @@ class KVCache:
 
     k[l], v[l]: (B, nkv, max_len, hs). Slots [0, length) are filled. Row b is left-padded by
     pad[b] slots: the token in slot s has position s - pad[b], and slots < pad[b] are never
-    attended to. Keys are stored after RoPE, so a slot's key never changes.
+    attended to. Keys are stored after RoPE, so a slot's key never changes. pos (B, max_len): the
+    positions the forwards gave explicitly (`positions`), which the relative encodings then read.
     """
 
     def __init__(self, n_layer: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int,
@@ -225,6 +229,7 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.length = 0
         self.pad = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.pos = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, max_len)
 
     @property
     def batch_size(self) -> int:
@@ -244,6 +249,7 @@ class KVCache:
         self.k = [k.index_select(0, index) for k in self.k]
         self.v = [v.index_select(0, index) for v in self.v]
         self.pad = self.pad.index_select(0, index)
+        self.pos = self.pos.index_select(0, index)
 
     def crop(self, n: int) -> None:
         """Forget every slot from n on."""
@@ -264,8 +270,19 @@ class AttnInputs(NamedTuple):
 
     mask: torch.Tensor | None  # None: plain causal; bool (1|B, 1, T, S); or float additive (1|B, nh, T, S)
     rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin (1|B, 1, T, hs/2)
-    dist: torch.Tensor | None  # (T, S) query slot - key slot, for the LAYER_DISTANCES encodings
+    dist: torch.Tensor | None  # (T, S) query slot - key slot, or (B, T, S) position differences, for LAYER_DISTANCES
     skew: bool  # relative embeddings may use the skewing trick (no cache: S == T, dist = i - j)
+    key_bias: torch.Tensor | None = None  # (B, 1, 1, S) added to every query's logit of each key
+
+
+def add_key_bias(mask: torch.Tensor | None, ctx: AttnInputs, T: int, S: int, device) -> torch.Tensor | None:
+    """The attention mask with ctx.key_bias added: float (B|1, nh|1, T, S), -inf where not visible."""
+    if ctx.key_bias is None:
+        return mask
+    if mask is None or not mask.is_floating_point():
+        visible = CausalSelfAttention.visible(ctx._replace(mask=mask), T, S, device)
+        mask = torch.zeros(visible.shape, device=device).masked_fill(~visible, float("-inf"))
+    return mask + ctx.key_bias.to(mask.dtype)
 
 
 # -----------------------------------------------------------------------------
@@ -310,10 +327,10 @@ class CausalSelfAttention(nn.Module):
         if last:  # the last query alone, with the last row of the mask
             q, T = q[:, :, -1:], 1
             mask = None if ctx.mask is None else ctx.mask[..., -1:, :]
-            dist = None if ctx.dist is None else ctx.dist[-1:]
+            dist = None if ctx.dist is None else ctx.dist[..., -1:, :]
             if mask is None and dist is None:  # it sees every key (is_causal would show it only the first)
                 mask = torch.ones(1, 1, 1, k.size(2), dtype=torch.bool, device=q.device)
-            ctx = AttnInputs(mask, None, dist, skew=False)
+            ctx = AttnInputs(mask, None, dist, skew=False, key_bias=ctx.key_bias)
         if self.nkv != self.nh:  # each key/value head serves nh // nkv query heads
             k = k.repeat_interleave(self.nh // self.nkv, dim=1)  # (B, nh, S, hs)
             v = v.repeat_interleave(self.nh // self.nkv, dim=1)
@@ -322,6 +339,7 @@ class CausalSelfAttention(nn.Module):
             y = self.relative_attention(q, k, v, ctx, dropout_p)
         else:
             mask = ctx.mask if ctx.dist is None else self.distance_mask(ctx, T, k.size(2))
+            mask = add_key_bias(mask, ctx, T, k.size(2), q.device)
             if mask is not None and mask.is_floating_point():
                 mask = mask.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
@@ -339,8 +357,9 @@ class CausalSelfAttention(nn.Module):
     def distance_mask(self, ctx: AttnInputs, T: int, S: int) -> torch.Tensor:
         """Additive mask (1|B, nh, T, S): each head's bias for the distance, -inf where a key is not visible."""
         L = self.dist_bias.size(1)
-        bias = self.dist_bias[:, ctx.dist.clamp(0, L - 1)]  # (nh, T, S); far distances take the last entry
-        return bias[None].masked_fill(~self.visible(ctx, T, S, bias.device), float("-inf"))
+        bias = self.dist_bias[:, ctx.dist.clamp(0, L - 1)]  # (nh, [B,] T, S); far distances take the last entry
+        bias = bias[None] if ctx.dist.dim() == 2 else bias.transpose(0, 1)  # (1|B, nh, T, S)
+        return bias.masked_fill(~self.visible(ctx, T, S, bias.device), float("-inf"))
 
     def relative_attention(self, q, k, v, ctx: AttnInputs, dropout_p: float) -> torch.Tensor:
         """softmax((q k^T + S_rel) / sqrt(hs)) v, with S_rel[i, j] = q_i . Er[i - j] (Huang et al. 2018);
@@ -353,9 +372,12 @@ class CausalSelfAttention(nn.Module):
             srel = F.pad(qe, (1, 0)).view(*qe.shape[:2], T + 1, T)[:, :, 1:]  # (B, nh, T, T)
         else:
             qe = q @ self.Er.transpose(-2, -1).to(q.dtype)  # (B, nh, T, L); column d <-> distance d
-            idx = ctx.dist.clamp(0, L - 1).expand(*qe.shape[:2], T, S)  # (B, nh, T, S)
+            dist = ctx.dist if ctx.dist.dim() == 2 else ctx.dist[:, None]  # (T, S) or (B, 1, T, S)
+            idx = dist.clamp(0, L - 1).expand(*qe.shape[:2], T, S)  # (B, nh, T, S)
             srel = qe.gather(-1, idx)
         att = (q @ k.transpose(-2, -1) + srel) * (1.0 / math.sqrt(self.hs))  # (B, nh, T, S)
+        if ctx.key_bias is not None:
+            att = att + ctx.key_bias.to(att.dtype)
         att = att.masked_fill(~self.visible(ctx, T, S, q.device), float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
         return att @ v  # (B, nh, T, hs)
@@ -462,7 +484,8 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None, last: bool = False,
-                window: int | None = None):
+                window: int | None = None, positions: torch.Tensor | None = None,
+                key_bias: torch.Tensor | None = None):
         """idx (B, T) -> logits (B, T, V) and the mean cross-entropy over the kept targets (or None).
 
         A target is kept unless it is -100 or loss_mask (B, T) is false there. With a cache, idx
@@ -470,15 +493,22 @@ class GPT(nn.Module):
         (decoding): logits (B, 1, V) of the last position only; the final block computes keys and
         values for every position (and caches them) but queries, MLP and output layer for the last.
         `window`: sliding-window attention, every query sees only the last `window` slots (itself
-        included), in every layer.
+        included), in every layer. `positions` (B, T): each token's position (see the module
+        docstring), kept in the cache for later forwards. `key_bias` (B, S): added to the
+        attention logit of every query for each key, in every layer (S: cached + new slots).
         """
         B, T = idx.size()
         start = 0 if cache is None else cache.length
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} slots; {start} filled, {T} more requested")
         slots = torch.arange(start, start + T, device=idx.device)  # (T,)
-        pos = slots if cache is None else (slots[None] - cache.pad[:, None]).clamp(min=0)  # (T,) or (B, T)
-        self._check_positions(start + T, pos)
+        if positions is not None:
+            pos = positions  # (B, T)
+            if cache is not None:
+                cache.pos[:, start:start + T] = positions
+        else:
+            pos = slots if cache is None else (slots[None] - cache.pad[:, None]).clamp(min=0)  # (T,) or (B, T)
+        self._check_positions(start + T if positions is None else None, pos)
 
         x = self.wte(idx)  # (B, T, C)
         if self.config.pos_encoding == "learned":
@@ -487,7 +517,9 @@ class GPT(nn.Module):
             x = x + sinusoidal_embedding(pos, self.config.n_embd).to(x.dtype)
         x = self.drop(x)
 
-        ctx = self.attention_inputs(slots, start + T, pos, cache, window)
+        ctx = self.attention_inputs(slots, start + T, pos, cache, window, positions is not None)
+        if key_bias is not None:
+            ctx = ctx._replace(key_bias=key_bias[:, None, None, :])  # (B, 1, 1, S)
         for i, block in enumerate(self.blocks):
             x = block(x, ctx, cache, last=last and i == len(self.blocks) - 1)
         if cache is not None:
@@ -502,9 +534,10 @@ class GPT(nn.Module):
                                    ignore_index=-100)
         return logits, loss
 
-    def _check_positions(self, end: int, pos: torch.Tensor) -> None:
-        """Absolute encodings only know positions < block_size (checked without a sync when possible)."""
-        if self.config.pos_encoding not in ABSOLUTE_POSITIONS or end <= self.config.block_size:
+    def _check_positions(self, end: int | None, pos: torch.Tensor) -> None:
+        """Absolute encodings only know positions < block_size (checked without a sync when the
+        last slot `end` bounds them; None: explicit positions, always checked)."""
+        if self.config.pos_encoding not in ABSOLUTE_POSITIONS or (end is not None and end <= self.config.block_size):
             return
         if int(pos.max()) >= self.config.block_size:
             raise ValueError(
@@ -512,18 +545,23 @@ class GPT(nn.Module):
                 f"({self.config.pos_encoding} positions)"
             )
 
-    def attention_inputs(self, slots: torch.Tensor, S: int, pos: torch.Tensor,
-                         cache: KVCache | None, window: int | None = None) -> AttnInputs:
-        """Mask, RoPE angles and slot distances for this forward (S keys), shared by all layers."""
+    def attention_inputs(self, slots: torch.Tensor, S: int, pos: torch.Tensor, cache: KVCache | None,
+                         window: int | None = None, explicit: bool = False) -> AttnInputs:
+        """Mask, RoPE angles and distances for this forward (S keys), shared by all layers; with
+        `explicit` positions pos (B, T), distances are position differences (B, T, S)."""
         c = self.config
         keys = torch.arange(S, device=slots.device)  # (S,)
-        dist = slots[:, None] - keys[None, :]  # (T, S) query slot - key slot
+        slot_dist = slots[:, None] - keys[None, :]  # (T, S) query slot - key slot
+        dist = slot_dist
+        if explicit:
+            key_pos = pos if cache is None else cache.pos[:, :S]  # (B, S)
+            dist = pos[:, :, None] - key_pos[:, None, :]  # (B, T, S)
         mask = None
-        causal = dist >= 0 if window is None else (dist >= 0) & (dist < window)  # (T, S)
+        causal = slot_dist >= 0 if window is None else (slot_dist >= 0) & (slot_dist < window)  # (T, S)
         if cache is not None:
             # visible: not in the future, and not padding (a padding slot sees itself, to keep softmax finite)
             not_pad = keys[None, :] >= cache.pad[:, None]  # (B, S)
-            mask = causal[None] & (not_pad[:, None, :] | (dist == 0)[None])  # (B, T, S)
+            mask = causal[None] & (not_pad[:, None, :] | (slot_dist == 0)[None])  # (B, T, S)
             mask = mask[:, None]  # (B, 1, T, S)
         elif window is not None:
             mask = causal[None, None]  # (1, 1, T, S)
@@ -531,14 +569,14 @@ class GPT(nn.Module):
         if c.pos_encoding in ("alibi", "t5"):
             if c.pos_encoding == "alibi":
                 slopes = alibi_slopes(c.n_head).to(dist.device)  # (nh,)
-                bias = -slopes[:, None, None] * dist.clamp(min=0)  # (nh, T, S)
+                bias = -slopes[:, None, None] * dist.clamp(min=0).unsqueeze(-3)  # ([B,] nh, T, S)
             else:
-                buckets = t5_buckets(dist, c.t5_num_buckets, c.t5_max_distance)  # (T, S)
-                bias = self.rel_bias(buckets).permute(2, 0, 1)  # (nh, T, S)
+                buckets = t5_buckets(dist, c.t5_num_buckets, c.t5_max_distance)  # ([B,] T, S)
+                bias = self.rel_bias(buckets).movedim(-1, -3)  # ([B,] nh, T, S)
             visible = causal[None, None] if mask is None else mask
-            mask = bias[None].masked_fill(~visible, float("-inf"))  # (1|B, nh, T, S)
+            mask = (bias if explicit else bias[None]).masked_fill(~visible, float("-inf"))  # (1|B, nh, T, S)
         if c.pos_encoding in LAYER_DISTANCES:
-            return AttnInputs(mask, None, dist, skew=cache is None)
+            return AttnInputs(mask, None, dist, skew=cache is None and not explicit)
         return AttnInputs(mask, rope, None, skew=False)
 
     # -------------------------------------------------------------------------

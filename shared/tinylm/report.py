@@ -289,6 +289,48 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
     return save_figure(fig, path)
 
 
+def forget_table(rows: list[dict]) -> str:
+    """One line per forgetting run (tinylm.forget_eval): policy, keep ratio, scores, target loss, the
+    kept ratio measured, attention FLOPs per generated token (and as a share of keeping everything),
+    wall time and KV cache per token; '-' for a run decoded without a policy."""
+    header = ["run", "policy", "keep ratio", "hard %", "steps %", "target loss", "kept", "attn MFLOP/token",
+              "of full", "ms/token", "KV peak KiB"]
+    lines = []
+    for r in rows:
+        f = r.get("forget")
+        if f is None:
+            lines.append([r["run"], "-", "-", _pct(r["hard_pct"]), _pct(100 * r["steps_correct_frac_mean"])]
+                         + ["-"] * 6)
+            continue
+        lines.append([r["run"], f["variant"], f"{f['keep_ratio']:g}", _pct(r["hard_pct"]),
+                      _pct(100 * r["steps_correct_frac_mean"]), f"{f['target_loss']:.4f}", f"{f['kept_ratio']:.3f}",
+                      f"{f['attn_flops_per_token'] / 1e6:.2f}",
+                      f"{100 * f['attn_flops_per_token'] / max(f['attn_flops_full_per_token'], 1):.0f}%",
+                      f"{f['ms_per_token']:.2f}", f"{f['kv_peak_kib']:.0f}"])
+    return markdown_table(header, lines)
+
+
+def plot_forget(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
+    """`metric` against the measured kept ratio, one line per policy; a run without a policy is a
+    dashed level."""
+    fig = new_figure(7, 4.5, title)
+    ax = fig.subplots()
+    variants = sorted({r["forget"]["variant"] for r in rows if r.get("forget")})
+    for v in variants:
+        pts = sorted((r["forget"]["kept_ratio"], metric_pct(r, metric)) for r in rows
+                     if r.get("forget") and r["forget"]["variant"] == v)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+    for r in rows:
+        if not r.get("forget"):
+            ax.axhline(metric_pct(r, metric), linestyle="--", color="gray", label=f"{r['run']} (no policy)")
+    ax.set_xlabel("kept fraction of the context")
+    ax.set_ylabel(METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right")
+    ax.set_xlim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 # -----------------------------------------------------------------------------
 # Where the numbers come from: evaluation folders and the run folders of their checkpoints
 

@@ -25,6 +25,11 @@ and reproduces the uninterrupted run bit for bit (same device type and world siz
 rate is a pure function of the step, so a resumed run follows the same schedule. `--resume` and
 `init_from` refuse a checkpoint whose tokenizer is not the dataset's (`tinylm.checkpoint.check_tokenizer`).
 
+A run with a `forget` section (tinylm.forget) trains a GPT that sees only the context tokens a drop
+policy keeps: each row is a step boundary's context and the next step (`StepBatchStream`), the
+loss is on that step, and a learned policy's scorer trains with the LM (or alone, `freeze_lm`).
+Its checkpoints hold the GPT as any run's do, plus `forget` (the policy's config and weights).
+
 `batch_size` is the global number of rows per optimizer step, whatever the number of processes:
 each of W ranks runs `grad_accum` micro-batches of `batch_size / (W * grad_accum)` rows. The loss
 is the mean over every counted target token of the global batch, so 2-rank DDP takes the same
@@ -62,6 +67,7 @@ from tinylm.data import (
 )
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
+from tinylm.forget import ForgetConfig, StepBatchStream, step_windows, validation_steps
 from tinylm.optim import OptimizerGroup, build_optimizer
 
 # ----------------------------------------------------------------------------- config
@@ -176,6 +182,8 @@ class TrainConfig:
     """Checkpoint whose weights and architecture start the run (e.g. for fine-tuning with data.mask: step);
     the model section is then ignored, and the optimizer starts fresh."""
     data: DataConfig = field(default_factory=DataConfig)
+    forget: ForgetConfig | None = None
+    """A drop policy: train on step boundaries, the model seeing only the context it keeps (tinylm.forget)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128
     """Rows per optimizer step, summed over processes and micro-batches."""
@@ -365,19 +373,35 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     torch.manual_seed(cfg.seed + rt.rank)  # dropout differs between ranks
     if init is not None:
         model.load_state_dict(init["model"])
+    if cfg.forget is not None:
+        model = forget_model(model, cfg, stages)
     model.to(rt.device)
     optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay,
                                 tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
     tokens_per_step = cfg.batch_size * model_config.block_size
     length = run_length(cfg, stages, tokens_per_step)
-    batches = BatchStream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum,
-                          cfg.data.aligned_fraction, cfg.data.mask, cfg.seed, rt.rank, rt.world_size,
-                          cfg.data.step_fraction)
+    stream, extra = (BatchStream, {}) if cfg.forget is None else (StepBatchStream, {"max_target": cfg.forget.max_target})
+    batches = stream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum, cfg.data.aligned_fraction,
+                     cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, **extra)
     out_dir = run_dir(cfg, config_file)
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
                batches=batches, stages=stages, model_config=model_config,
                max_steps=min(length["steps"].values()), out_dir=out_dir, length=length,
                tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
+
+
+def forget_model(gpt, cfg: TrainConfig, stages: list[Stage]):
+    """The GPT inside a ForgetLM with the run's policy (a fresh scorer)."""
+    from tinylm.forget import ForgetLM, TraceTokens
+    from tinylm.tokenizer import tokenizer_from_dict
+
+    dataset = stages[0].dataset
+    if cfg.forget.max_target >= gpt.config.block_size:
+        raise ConfigError(f"forget.max_target {cfg.forget.max_target} leaves no context in block_size "
+                          f"{gpt.config.block_size}")
+    if any(s.dataset.step_id is None for s in stages):
+        raise DataError(f"{dataset.folder}: its vocabulary has no step token; forgetting splits at steps")
+    return ForgetLM(gpt, cfg.forget, TraceTokens.of(tokenizer_from_dict(dataset.manifest["tokenizer"])))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -406,9 +430,11 @@ def save(run: Run, val_loss: float | None) -> None:
         "val_loss": val_loss,
     }
     path = run.out_dir / f"ckpt_{run.step:08d}.pt"
-    save_checkpoint(path, model_config=to_dict(run.model_config), model_state=run.model.state_dict(),
+    forgets = run.cfg.forget is not None
+    save_checkpoint(path, model_config=to_dict(run.model_config),
+                    model_state=(run.model.gpt if forgets else run.model).state_dict(),
                     tokenizer=run.stages[0].dataset.manifest["tokenizer"], train_state=train_state,
-                    config=to_dict(run.cfg))
+                    config=to_dict(run.cfg), extra={"forget": run.model.checkpoint_entry()} if forgets else None)
     if run.cfg.checkpoint.keep_best and val_loss is not None and val_loss <= run.best_val_loss:
         with atomic_path(run.out_dir / "best.pt") as tmp:
             shutil.copyfile(path, tmp)
@@ -435,7 +461,11 @@ def restore(run: Run) -> None:
     if saved_optim != run.cfg.optim.name:
         raise ConfigError(f"{found[-1]}: optimizer state is {saved_optim}'s, config has optim.name: "
                           f"{run.cfg.optim.name}")
-    run.model.load_state_dict(ckpt["model"])
+    if run.cfg.forget is not None:
+        run.model.gpt.load_state_dict(ckpt["model"])
+        run.model.load_entry(ckpt["forget"])
+    else:
+        run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.batches.load_state_dict(state["sampler"])
     run.step = state["step"]
@@ -509,23 +539,36 @@ class Metrics:
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+def outputs(run: Run, model: torch.nn.Module, batch: tuple[torch.Tensor, ...], generator=None):
+    """(logits (B, L, V), labels (B, L), extra loss or None) of one micro-batch: (x, y) for a GPT;
+    (x, y, n_ctx, t_len) for a forgetting run, whose policy sees how far the run has come."""
+    if run.cfg.forget is None:
+        x, y = batch
+        return model(x)[0], y, None
+    logits, labels, extra, _ = model(*batch, progress=run.step / max(run.max_steps - 1, 1), generator=generator)
+    return logits, labels, extra
+
+
+def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
     """Forward and backward every micro-batch (gradients synced on the last only), clip, step.
     A step whose loss or gradient norm is not finite is not taken (the weights stay as they were)."""
     rt, model = run.rt, run.train_model
-    counted = torch.tensor(float(sum(int((y != IGNORE).sum()) for _, y in micro_batches)), device=rt.device)
+    counted = torch.tensor(float(sum(int((batch[1] != IGNORE).sum()) for batch in micro_batches)), device=rt.device)
     counted = rt.all_reduce_sum(counted).clamp(min=1.0)  # target tokens in the global batch
     loss_sum = torch.zeros((), device=rt.device)
-    for i, (x, y) in enumerate(micro_batches):
-        x, y = rt.to_device(x, y)
+    for i, batch in enumerate(micro_batches):
+        batch = rt.to_device(*batch)
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last or not rt.distributed else model.no_sync():
             with rt.autocast():
-                logits, _ = model(x)  # (B, T, V)
+                logits, y, extra = outputs(run, model, batch)  # (B, T, V), (B, T)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
                                    reduction="sum")
             # DDP averages gradients over ranks; scaling by W / counted makes that the global token mean
-            (loss * (rt.world_size / counted)).backward()
+            total = loss * (rt.world_size / counted)
+            if extra is not None:  # a policy's own loss, a mean over rows: averaged over micro-batches
+                total = total + extra / len(micro_batches)
+            total.backward()
         loss_sum += loss.detach()
     loss = (rt.all_reduce_sum(loss_sum) / counted).item()
     clip = run.cfg.optim.grad_clip or math.inf
@@ -542,16 +585,23 @@ def evaluate(run: Run) -> float:
     rt, cfg = run.rt, run.cfg
     dataset = run.stages[-1].dataset
     T = run.model_config.block_size
-    step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
-    starts = validation_starts(dataset.val, T, cfg.eval_tokens, cfg.data.aligned_fraction,
-                               cfg.data.step_fraction, step_pool)[rt.rank::rt.world_size]
+    if cfg.forget is not None:
+        starts = validation_steps(dataset, T, cfg.eval_tokens)[rt.rank::rt.world_size]
+    else:
+        step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
+        starts = validation_starts(dataset.val, T, cfg.eval_tokens, cfg.data.aligned_fraction,
+                                   cfg.data.step_fraction, step_pool)[rt.rank::rt.world_size]
     run.model.eval()
     totals = torch.zeros(2, device=rt.device)  # (loss sum, counted tokens)
     for lo in range(0, len(starts), cfg.eval_batch_size):
-        x, y = make_batch(dataset, dataset.val, starts[lo:lo + cfg.eval_batch_size], T, cfg.data.mask)
-        x, y = rt.to_device(x, y)
-        with rt.autocast():
-            logits, _ = run.model(x)
+        rows = starts[lo:lo + cfg.eval_batch_size]
+        if cfg.forget is None:
+            batch = make_batch(dataset, dataset.val, rows, T, cfg.data.mask)
+        else:
+            batch = step_windows(dataset.val, rows, T, cfg.forget.max_target, dataset.eos_id, dataset.step_id)
+        batch = rt.to_device(*batch)
+        with rt.autocast():  # a random policy draws the same tokens at every evaluation
+            logits, y, _ = outputs(run, run.model, batch, torch.Generator().manual_seed(cfg.seed + lo))
         totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
                                      reduction="sum")
         totals[1] += (y != IGNORE).sum()

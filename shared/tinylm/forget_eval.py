@@ -1,0 +1,215 @@
+"""Forgetting runs scored: greedy decoding that forgets, what it saves, and the target loss.
+
+Decoding (`decode`): rows advance one trace step per round. Before each step the policy re-selects
+the kept tokens of the row's context (the prompt and the steps so far, its last `block_size -
+max_target` tokens, as in training); the kept tokens are prefilled into a fresh KV cache with their
+original positions (rows left-padded to a common length) and the step is generated greedily on
+them, each new token at the next position, until its step token or the terminator. So attention
+runs on b kept + step tokens instead of n + step; the identity policy is the same decoder keeping
+everything.
+
+What is measured per suite (`Meter`), beside the scores of `tinylm.evaluate.score`:
+
+- `kept_ratio`: kept / context tokens, summed over every selection;
+- attention FLOPs per generated token, as decoded (`attn_flops_per_token`) and as the whole
+  context would cost (`attn_flops_full_per_token`): 4 * n_layer * n_head * head_dim per (query,
+  key) pair computed, causal pairs counted (a prefill of m tokens: m(m+1)/2, a token with s keys:
+  s), the n^2 against b^2 of the issue;
+- `ms_per_token`: decoding wall time per generated token (one process, its torch threads);
+- memory: `kv_peak_kib`, the largest KV cache one row held (slots used x layers x 2 x kv heads x
+  head_dim x 4 bytes, from the shapes: the same on every machine), and on CUDA also
+  `cuda_peak_mib` (torch.cuda.max_memory_allocated over the suite);
+- `target_loss`: teacher-forced cross-entropy per target token on every step of every example,
+  the policy choosing as in decoding (the training objective, on the suite).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinylm.data import IGNORE, TokenSplit, example_starts, offsets_after
+from tinylm.evaluate import read_suite, score, suite_paths, summarize
+from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
+from tinylm.forget import LEARNED, ForgetLM, load_forget_model, step_windows
+
+SLACK = 16  # tokens a row may generate past its target's length, as tinylm.evaluate allows
+
+
+@dataclass
+class Meter:
+    context_tokens: int = 0
+    kept_tokens: int = 0
+    pairs: int = 0       # (query, key) pairs attended, per layer and head
+    pairs_full: int = 0  # the same had every context token been kept
+    generated: int = 0
+    seconds: float = 0.0
+    kv_slots_peak: int = 0
+
+    def summary(self, lm: ForgetLM) -> dict:
+        c = lm.config
+        per_pair = 4 * c.n_layer * c.n_head * c.hs
+        per_slot = c.n_layer * 2 * c.kv_heads * c.hs * 4
+        tokens = max(self.generated, 1)
+        return {"kept_ratio": self.kept_tokens / max(self.context_tokens, 1),
+                "attn_flops_per_token": per_pair * self.pairs / tokens,
+                "attn_flops_full_per_token": per_pair * self.pairs_full / tokens,
+                "ms_per_token": 1000 * self.seconds / tokens, "kv_peak_kib": per_slot * self.kv_slots_peak / 1024,
+                "generated_tokens": self.generated}
+
+
+def _select(lm: ForgetLM, contexts: list[list[int]], device, generator) -> list[list[int]]:
+    """The kept positions of each context (a row's window: position 0 = its first token)."""
+    n = torch.tensor([len(c) for c in contexts])
+    x = torch.full((len(contexts), int(n.max())), lm.policy.ids.step_id, dtype=torch.long)
+    for r, c in enumerate(contexts):
+        x[r, :len(c)] = torch.tensor(c)
+    keep = lm.select(x.to(device), n.to(device), generator=generator)[0].cpu()
+    return [row.nonzero().flatten().tolist() for row in keep]
+
+
+@torch.no_grad()
+def decode(lm: ForgetLM, prompts: list[list[int]], budgets: list[int], eos_id: int, meter: Meter,
+           seed: int = 0) -> list[list[int]]:
+    """Greedy generations of every prompt (see the module docstring); `meter` adds what they cost."""
+    device, step_id = lm.gpt.wte.weight.device, lm.policy.ids.step_id
+    max_ctx, max_step = lm.config.block_size - lm.cfg.max_target, lm.cfg.max_target
+    seqs, gen = [list(p) for p in prompts], [[] for _ in prompts]
+    live = list(range(len(prompts)))
+    generator = torch.Generator().manual_seed(seed)
+    tick = time.time()
+    while live:
+        contexts = [seqs[b][-max_ctx:] for b in live]
+        kept = _select(lm, contexts, device, generator)
+        K = max(len(k) for k in kept)
+        room = [min(max_step, budgets[b] - len(gen[b])) for b in live]
+        cache = lm.gpt.new_cache(len(live), K + max(room))
+        x = torch.zeros(len(live), K, dtype=torch.long)
+        pos = torch.zeros(len(live), K, dtype=torch.long)
+        for r, (c, k) in enumerate(zip(contexts, kept)):
+            x[r, K - len(k):] = torch.tensor([c[i] for i in k])
+            pos[r, K - len(k):] = torch.tensor(k)
+            cache.pad[r] = K - len(k)
+        logits, _ = lm.gpt(x.to(device), positions=pos.to(device), cache=cache, last=True)
+        active = [True] * len(live)
+        for c, k in zip(contexts, kept):
+            meter.context_tokens += len(c)
+            meter.kept_tokens += len(k)
+            meter.pairs += len(k) * (len(k) + 1) // 2
+            meter.pairs_full += len(c) * (len(c) + 1) // 2
+        j = 0
+        while True:
+            tok = logits[:, -1].argmax(-1).cpu()
+            for r, b in enumerate(live):
+                if not active[r]:
+                    continue
+                t = int(tok[r])
+                seqs[b].append(t)
+                gen[b].append(t)
+                meter.generated += 1
+                meter.kv_slots_peak = max(meter.kv_slots_peak, len(kept[r]) + j + 1)
+                if t in (step_id, eos_id) or len(gen[b]) >= budgets[b] or j + 1 >= room[r]:
+                    active[r] = False
+                else:  # the next token attends to the kept context and the step so far
+                    meter.pairs += len(kept[r]) + j + 2
+                    meter.pairs_full += len(contexts[r]) + j + 2
+            if not any(active):
+                break
+            step_pos = torch.tensor([[len(c) + j] for c in contexts], device=device)
+            logits, _ = lm.gpt(tok[:, None].to(device), positions=step_pos, cache=cache, last=True)
+            j += 1
+        live = [b for b in live if gen[b][-1] != eos_id and len(gen[b]) < budgets[b]]
+    meter.seconds += time.time() - tick
+    return gen
+
+
+@torch.no_grad()
+def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int = 0) -> float:
+    """Teacher-forced loss per target token over every step of every example (see the module docstring)."""
+    tokens = np.concatenate([np.array(e.prompt_ids + e.target_ids + [eos_id], dtype=np.int64) for e in examples])
+    split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
+    after = offsets_after(tokens, lm.policy.ids.step_id)
+    device = lm.gpt.wte.weight.device
+    generator = torch.Generator().manual_seed(seed)
+    total, counted = 0.0, 0
+    for lo in range(0, len(after), batch_size):
+        batch = step_windows(split, after[lo:lo + batch_size], lm.config.block_size, lm.cfg.max_target,
+                             eos_id, lm.policy.ids.step_id)
+        logits, labels, _, _ = lm(*(t.to(device) for t in batch), generator=generator)
+        total += float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                                       reduction="sum"))
+        counted += int((labels != IGNORE).sum())
+    return total / max(counted, 1)
+
+
+def variant(cfg) -> str:
+    """A policy's name in tables and plots: the policy, and how a learned one was trained when not the default."""
+    if cfg.policy not in LEARNED:
+        return cfg.policy
+    return cfg.policy + ("-reinforce" if cfg.estimator == "reinforce" else "") + ("-frozen" if cfg.freeze_lm else "")
+
+
+def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path, limit: int | None,
+                   batch_size: int, settings: dict, log=print) -> dict:
+    """Decode and score one suite into out_dir (results.jsonl, summary.json); returns the summary."""
+    eos = tokenizer.eos_id
+    examples = read_suite(path, tokenizer, limit)
+    order = sorted(examples, key=lambda e: (-len(e.target_ids), e.id))
+    meter, records = Meter(), []
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    for lo in range(0, len(order), batch_size):
+        batch = order[lo:lo + batch_size]
+        gens = decode(lm, [e.prompt_ids for e in batch], [len(e.target_ids) + SLACK for e in batch], eos, meter,
+                      seed=lo)
+        for e, g in zip(batch, gens):
+            records.append({"id": e.id, "prompt": e.prompt, "target": e.target,
+                            "generated": tokenizer.decode(g[:g.index(eos)] if eos in g else g),
+                            **score(tokenizer.token_strings(e.target_ids), tokenizer.token_strings(g),
+                                    tokenizer.token_strings([eos])[0])})
+        log(f"{name}: {len(records)}/{len(order)} examples, hard "
+            f"{100 * sum(r['class'] == 'hard' for r in records) / len(records):.1f}%")
+    records.sort(key=lambda r: r["id"])
+    timing = [{"wall_s": meter.seconds, "generated_tokens": meter.generated, "positions": meter.pairs,
+               "processes": 1}]
+    summary = summarize(name, path, records, timing, settings)
+    summary["forget"] = {"variant": variant(lm.cfg), "policy": lm.cfg.policy,
+                         "keep_ratio": 1.0 if lm.cfg.policy == "identity" else lm.cfg.keep_ratio,
+                         **meter.summary(lm),
+                         "target_loss": target_loss(lm, examples, eos, batch_size)}
+    if torch.cuda.is_available():
+        summary["forget"]["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str | Path, limit: int | None = None,
+                        batch_size: int = 64, device: str = "cpu", log=print) -> dict:
+    """Every suite of a forgetting run's checkpoint into OUT/<suite>/, gathered in OUT/summary.json
+    (the layout of tinylm.evaluate, so reports read both); a suite already scored is read back."""
+    from tinylm.evaluate import checkpoint_info
+    from tinylm.report import suites_table
+
+    named = suite_paths(suites)
+    out_dir = Path(out_dir)
+    lm, tokenizer, ckpt = load_forget_model(checkpoint, device)
+    info = checkpoint_info(checkpoint, ckpt)
+    summaries = []
+    for name, path in named:
+        settings = {"suite": str(path), "limit": limit, "batch_size": batch_size, "decoder": "forget", **info}
+        done = out_dir / name / "summary.json"
+        if done.is_file() and json.loads(done.read_text())["settings"] == settings:
+            summaries.append(json.loads(done.read_text()))
+            continue
+        summaries.append(evaluate_suite(lm, tokenizer, name, path, out_dir / name, limit, batch_size, settings, log))
+    combined = {**info, "suites": summaries, "meta": run_metadata()}
+    atomic_write_json(out_dir / "summary.json", combined)
+    atomic_write_text(out_dir / "table.md", suites_table(summaries) + "\n")
+    return combined
