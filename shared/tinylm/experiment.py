@@ -285,20 +285,21 @@ class Project:
 
 def _spec_copy(project: Project, name: str) -> Path:
     """The dataset.yaml an overridden dataset is built from: the committed spec with the overrides applied."""
-    from tinylm.datasets import load_spec, spec_file
+    from tinylm.datasets import DatasetSpec, load_dataset_spec, spec_file
 
     entry = project.cfg.datasets[name]
     source = spec_file(resolve_path(entry.spec, project.config_file))
-    spec = load_spec(source, entry.overrides)
+    spec = load_dataset_spec(source, entry.overrides)
     folder = project.dataset_dir(name)
     data = to_dict(spec)
-    for suite in data["ood"] if entry.ood_count is not None else []:
-        suite["count"] = entry.ood_count
-    # a folder that is another dataset of this experiment means that dataset as built here
-    built = {resolve_path(e.spec, project.config_file).resolve(): other
-             for other, e in project.cfg.datasets.items()}
-    data["decontaminate"] = [str(project.dataset_dir(built[p]) if p in built else p)
-                             for p in (resolve_path(d, source).resolve() for d in spec.decontaminate)]
+    if isinstance(spec, DatasetSpec):  # a text corpus has no OOD suites and decontaminates nothing
+        for suite in data["ood"] if entry.ood_count is not None else []:
+            suite["count"] = entry.ood_count
+        # a folder that is another dataset of this experiment means that dataset as built here
+        built = {resolve_path(e.spec, project.config_file).resolve(): other
+                 for other, e in project.cfg.datasets.items()}
+        data["decontaminate"] = [str(project.dataset_dir(built[p]) if p in built else p)
+                                 for p in (resolve_path(d, source).resolve() for d in spec.decontaminate)]
     target = folder / "dataset.yaml"
     if not target.exists() or read_yaml(target) != data:
         write_yaml(data, target)
@@ -306,12 +307,12 @@ def _spec_copy(project: Project, name: str) -> Path:
 
 
 def build_datasets(project: Project, workers: int | None = None, log=print) -> None:
-    from tinylm.datasets import build, load_spec
+    from tinylm.datasets import build, load_dataset_spec
 
     for name, entry in project.cfg.datasets.items():
         folder = _spec_copy(project, name) if entry.changed else project.dataset_dir(name)
         manifest = folder / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("config") == to_dict(load_spec(folder)):
+        if manifest.is_file() and json.loads(manifest.read_text()).get("config") == to_dict(load_dataset_spec(folder)):
             log(f"dataset {name}: {folder} is built")
             continue
         log(f"dataset {name}: building {folder}")
