@@ -196,3 +196,29 @@ def test_tinylm_data_build_prints_the_splits(tmp_path, capsys):
     assert main(["data", "build", folder, "--workers", "1", "splits.train=30"]) == 0
     assert "val 20, train 30" in capsys.readouterr().out
     shutil.rmtree(folder)
+
+
+def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
+    from tinylm.experiment import Project, build_datasets, evaluate_runs, train_runs, write_report
+
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    (tmp_path / "datasets" / "stories-mini").mkdir(parents=True)
+    shutil.copy(REPO / "datasets" / "stories-mini" / "dataset.yaml", tmp_path / "datasets" / "stories-mini")
+    shutil.copytree(REPO / "tinystories_recipe", tmp_path / "recipe",
+                    ignore=shutil.ignore_patterns("runs", "results", "__pycache__"))
+    assert Project(tmp_path / "recipe", "cpu").train_config("main").schedule_minutes == 10
+    p = Project(tmp_path / "recipe", "smoke")
+    quiet = lambda *_: None  # noqa: E731
+    build_datasets(p, 1, log=quiet)
+    train_runs(p, log=quiet)
+    evaluate_runs(p, log=quiet)
+    [report] = write_report(p, log=quiet)
+    text = report.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "step" not in line]
+    assert [int(r[0]) for r in rows] == [4, 8]
+    for r in rows:
+        assert float(r[5]) == pytest.approx(math.exp(float(r[3])), rel=2e-3)  # val perplexity = exp(val loss)
+    samples = json.loads((p.work / "eval" / "main" / "samples.json").read_text())["samples"]
+    assert [s["decoding"] for s in samples] == ["greedy", "top-p", "beam"]
+    assert all(s["text"].startswith("Once upon a time") and f"> {s['text'].splitlines()[0]}" in text for s in samples)
+    assert p.dataset_dir("stories-mini") == p.work / "datasets" / "stories-mini"  # smoke sizes: its own build
