@@ -147,3 +147,22 @@ def test_packed_rows_run_on_into_the_next_document(tmp_path):
     ds = text_dataset(tmp_path, tok, STORIES)
     x, y = make_batch(ds, ds.val, ds.val.starts[:1], 32)
     assert (x == tok.bos_id).sum() == 2 and (y != IGNORE).all()  # the second story follows the first
+
+
+def test_unpacked_training_runs_and_needs_rows_at_documents(tmp_path):
+    from tinylm.config import from_dict
+    from tinylm.errors import ConfigError
+    from tinylm.train import TrainConfig, run
+
+    tok = train_text_tokenizer(STORIES, level="word")
+    (tmp_path / "ds").mkdir()
+    text_dataset(tmp_path / "ds", tok, STORIES * 4)
+    base = dict(model={"preset": "llama-gqa", "n_layer": 1, "n_embd": 32, "block_size": 32}, max_steps=3,
+                batch_size=4, eval_interval=3, eval_tokens=None, optim={"warmup_steps": 1}, device="cpu",
+                out_dir=str(tmp_path / "run"), log={"progress": False, "tensorboard": False})
+    with pytest.raises(ConfigError, match="data.pack: false needs data.aligned_fraction: 1.0"):
+        from_dict(TrainConfig, {**base, "data": {"dataset": str(tmp_path / "ds"), "pack": False}})
+    cfg = from_dict(TrainConfig, {**base, "data": {"dataset": str(tmp_path / "ds"), "pack": False,
+                                                   "aligned_fraction": 1.0}})
+    summary = run(cfg)
+    assert summary["step"] == 3 and math.isfinite(summary["val_loss"])
