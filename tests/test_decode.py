@@ -328,6 +328,49 @@ def test_length_penalty_changes_the_choice():
     assert len(chosen[0.0]) < len(chosen[2.0])  # without a penalty the shortest hypothesis wins
 
 
+@torch.no_grad()
+def raw_logit_sum(model, prompt, seq) -> float:
+    """What a beam scored on raw logits would rank by: the sum of the chosen tokens' logits."""
+    logits = model(torch.tensor([list(prompt) + list(seq)]))[0][0]
+    return sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(seq))
+
+
+def test_beam_ranks_by_log_probabilities_not_raw_logits():
+    model = sharp_model("rope", seed=8, vocab=4)
+    prompt, n = [2, 2], 3
+    seqs = list(itertools.product(range(4), repeat=n))
+    best = max(seqs, key=lambda seq: logprob(model, prompt, seq))
+    raw_best = max(seqs, key=lambda seq: raw_logit_sum(model, prompt, seq))
+    assert raw_best != best  # this model tells the two scores apart
+    got = beam_search(model, [prompt], [n], width=16, length_penalty=0.0).ids[0]  # exhaustive width
+    assert tuple(got) == best
+
+
+def test_temperature_zero_is_greedy_whatever_top_k_and_top_p():
+    model = sharp_model("alibi", seed=4)
+    ps = prompts([3, 8], seed=5)
+    greedy = generate(model, ps, GenerateConfig(max_new_tokens=20, speculate=0)).ids
+    for kw in (dict(), dict(top_k=3), dict(top_p=0.5), dict(top_k=2, top_p=0.9, seed=7)):
+        cfg = GenerateConfig(max_new_tokens=20, temperature=0.0, speculate=0, **kw)
+        assert generate(model, ps, cfg).ids == greedy
+    sampler = Sampler(temperature=0.0, top_k=2)
+    logits = torch.tensor([[0.5, 3.0, -1.0, 2.9]])
+    assert sampler(logits).tolist() == [1]  # no division by the temperature: no nan, no inf
+    assert Sampler(temperature=1e-6)(logits).tolist() == [1]  # a tiny temperature tends to greedy
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=1.0, seed=1), dict(beam=3), dict(speculate=4)])
+def test_suppressed_tokens_are_never_generated(kw):
+    model = sharp_model(seed=6)
+    ps = prompts([4, 12], seed=3)
+    cfg = GenerateConfig(max_new_tokens=30, **kw)
+    free = {t for ids in generate(model, ps, cfg).ids for t in ids}
+    banned = sorted(free)[:2]  # tokens this model does generate
+    out = generate(model, ps, cfg, suppress=banned).ids
+    assert all(len(ids) == 30 for ids in out)
+    assert not {t for ids in out for t in ids} & set(banned)
+
+
 def test_beam_search_stops_at_the_terminator_in_the_cache():
     model = sharp_model(seed=3)
     ps = prompts([5, 17], seed=2)

@@ -31,12 +31,8 @@ TRACE = ("# code\na = 1\nb = a\n#STEP\n"
          "# code\na = 1\nb = a\n@^$a?1;b?1")
 
 
-def toks(text: str) -> list[str]:
-    return TOK.token_strings(TOK.encode(text))
-
-
-def target_of(trace: str) -> list[str]:
-    return toks(split_example(trace)[1])
+def target_of(trace: str) -> str:
+    return split_example(trace)[1]
 
 
 # -----------------------------------------------------------------------------
@@ -52,20 +48,20 @@ def test_prompt_ends_at_the_first_step_line():
 
 def test_exact_trace_that_stops_is_a_hard_match():
     t = target_of(TRACE)
-    s = score(t, t + ["\n\n", "a", "b"])  # whatever follows the terminator is cut
+    s = score(t, t + "\n\nab")  # whatever follows the terminator is cut
     assert (s["class"], s["stopped"], s["steps_correct_frac"], s["first_wrong_step"]) == ("hard", True, 1.0, None)
 
 
 def test_right_final_state_after_a_wrong_step_is_a_soft_match():
     wrong = TRACE.replace("@b = a$a?1", "@b = a$a?2")
-    s = score(target_of(TRACE), target_of(wrong) + ["\n\n"])
+    s = score(target_of(TRACE), target_of(wrong) + "\n\n")
     assert s["class"] == "soft"
     assert (s["steps_total"], s["steps_correct"], s["first_wrong_step"]) == (3, 2, 1)
 
 
 def test_wrong_final_state_is_a_failure():
     wrong = TRACE.replace("@^$a?1;b?1", "@^$a?1;b?2")
-    s = score(target_of(TRACE), target_of(wrong) + ["\n\n"])
+    s = score(target_of(TRACE), target_of(wrong) + "\n\n")
     assert s["class"] == "failure"
     assert s["first_wrong_step"] == 2
 
@@ -73,7 +69,7 @@ def test_wrong_final_state_is_a_failure():
 def test_right_trace_that_does_not_stop_is_a_failure_with_every_step_right():
     # the reference compares last lines: the generation's last line is the runaway continuation
     t = target_of(TRACE)
-    s = score(t, t + toks("\n#STEP\n# code\na = 1"))
+    s = score(t, t + "\n#STEP\n# code\na = 1")
     assert (s["class"], s["stopped"]) == ("failure", False)
     assert s["steps_correct"] == s["steps_total"] == 3
     assert s["first_wrong_step"] is None
@@ -81,16 +77,16 @@ def test_right_trace_that_does_not_stop_is_a_failure_with_every_step_right():
 
 def test_right_trace_that_stops_one_step_late_is_a_soft_match():
     t = target_of(TRACE)
-    s = score(t, t + toks("\n#STEP\n# code\na = 1\nb = a\n@^$a?1;b?1") + ["\n\n"])
+    s = score(t, t + "\n#STEP\n# code\na = 1\nb = a\n@^$a?1;b?1\n\n")
     assert s["class"] == "soft"
 
 
 def test_printed_output_of_m2_traces():
     m2 = "# code\nprint(1)\n#STEP\n# code\n@print(1)$|\n#STEP\n# code\nprint(1)\n@^$|# 1"
     t = target_of(m2)
-    assert score(t, t + ["\n\n"])["output_correct"] is True
+    assert score(t, t + "\n\n")["output_correct"] is True
     other = target_of(m2.replace("|# 1", "|# 2"))
-    assert score(t, other + ["\n\n"])["output_correct"] is False
+    assert score(t, other + "\n\n")["output_correct"] is False
     assert score(target_of(TRACE), target_of(TRACE))["output_correct"] is None
 
 

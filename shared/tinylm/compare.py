@@ -2,7 +2,8 @@
 
 A run folder (`tinylm train`'s out_dir) holds config.yaml (the resolved config), run.json (the
 parameter count) and metrics.jsonl: a line per step (loss, lr, grad_norm, tokens, tokens_per_s,
-elapsed_s) and one per evaluation (val_loss); metrics.csv holds the step lines as CSV.
+elapsed_s) and one per evaluation (val_loss, val_perplexity, train_loss, train_perplexity);
+metrics.csv holds the step lines as CSV, eval.csv the evaluation lines.
 
 The figure has, for every run, the training loss (a thin line) and the validation loss (points)
 on one panel, the learning rate on a second and, where the metrics hold any, the accuracies (keys

@@ -16,6 +16,13 @@ inputs `x = tokens[s : s+T]`, targets `y = tokens[s+1 : s+T+1]`. Two kinds of wi
 A row whose window runs past the end of the data is padded: padded inputs are the terminator,
 padded targets are -100 (ignored by the loss).
 
+Packed or not. Windows are cut from the stream of examples as it is (packed: a window runs on
+into the next example). Unpacked (`pack=False`, for documents of varying length such as
+stories), each row is one example from its start: every target after its terminator is -100 and
+every input after it is the tokenizer's `<pad>`, so padding never counts in a loss, a mean or a
+perplexity, and (the attention being causal) never changes the logits of the real tokens. An
+example longer than the window is cut at the window's end.
+
 `first_examples` keeps only the first N examples of a split (a training-data cap for data-scaling
 studies): the split then ends with example N's terminator, so no window reads a token past it.
 
@@ -78,8 +85,9 @@ class TokenDataset:
     manifest: dict
     train: TokenSplit
     val: TokenSplit
-    eos_id: int          # terminator "\n\n", ends every example
+    eos_id: int          # terminator "\n\n" (or a text tokenizer's <eos>), ends every example
     step_id: int | None  # "\n#STEP\n", the trace step boundary (None if the vocabulary lacks it)
+    pad_id: int | None = None  # a text tokenizer's <pad>: the inputs of unpacked rows after their example
 
     @property
     def vocab_size(self) -> int:
@@ -185,7 +193,8 @@ def open_dataset(folder: str | Path) -> TokenDataset:
         step_id = None
     splits = {name: open_split(folder / f"{name}.bin", manifest["dtype"], eos_id, tokenizer.vocab_size)
               for name in ("train", "val")}
-    return TokenDataset(folder=folder, manifest=manifest, eos_id=eos_id, step_id=step_id, **splits)
+    return TokenDataset(folder=folder, manifest=manifest, eos_id=eos_id, step_id=step_id,
+                        pad_id=tokenizer.pad_id, **splits)
 
 
 # ----------------------------------------------------------------------------- windows and masks
@@ -223,10 +232,21 @@ def trace_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np
     return np.where(begun & ~ended, y, IGNORE)
 
 
+def unpacked_rows(x: np.ndarray, y: np.ndarray, eos_id: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row cut after its first terminator target: later inputs `pad_id`, later targets -100."""
+    after = np.cumsum(y == eos_id, axis=1) - (y == eos_id) > 0    # strictly after the first terminator target
+    return np.where(after, pad_id, x), np.where(after, IGNORE, y)
+
+
 def make_batch(dataset: TokenDataset, split: TokenSplit, starts: np.ndarray, block_size: int,
-               mask: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) host tensors for windows at `starts`, with the loss mask applied to `y`."""
+               mask: str = "all", pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) host tensors for windows at `starts`, with the loss mask applied to `y`; unpacked
+    (`pack=False`), each row ends at its example's terminator and is padded after it."""
     x, y = read_windows(split, starts, block_size, pad_id=dataset.eos_id)
+    if not pack:
+        if dataset.pad_id is None:
+            raise DataError(f"{dataset.folder}: its tokenizer has no <pad> token; unpacked rows need one")
+        x, y = unpacked_rows(x, y, dataset.eos_id, dataset.pad_id)
     if mask in ("step", "trace"):
         if dataset.step_id is None:
             raise DataError(f"{dataset.folder}: its vocabulary has no step token; {mask!r} masks need one")
@@ -315,7 +335,7 @@ class BatchStream:
 
     def __init__(self, stages: list[Stage], block_size: int, batch_size: int, grad_accum: int = 1,
                  aligned_fraction: float = 0.0, mask: str = "all", seed: int = 0,
-                 rank: int = 0, world_size: int = 1, step_fraction: float = 0.0):
+                 rank: int = 0, world_size: int = 1, step_fraction: float = 0.0, pack: bool = True):
         if batch_size % (world_size * grad_accum):
             raise DataError(f"batch_size {batch_size} is not divisible by world size {world_size} "
                             f"x grad_accum {grad_accum}")
@@ -326,6 +346,7 @@ class BatchStream:
         self.aligned_fraction = aligned_fraction
         self.step_fraction = step_fraction
         self.mask = mask
+        self.pack = pack
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -352,7 +373,7 @@ class BatchStream:
         mine = self.global_starts(step)[self.rank * per_rank:(self.rank + 1) * per_rank]
         dataset = self.stage(step).dataset
         self.position += 1
-        return [make_batch(dataset, dataset.train, rows, self.block_size, self.mask)
+        return [make_batch(dataset, dataset.train, rows, self.block_size, self.mask, self.pack)
                 for rows in np.split(mine, self.grad_accum)]
 
     def state_dict(self) -> dict:

@@ -37,6 +37,9 @@ as the build does.
 `tinylm data rename` makes the renamed-variables OOD suite from an evaluation of a built
 dataset's test split: the hard-matched examples, with names that dataset's train split never
 holds (`tinylm.lang.rename`), re-traced and filtered as the build would.
+
+A folder whose `dataset.yaml` says `kind: text` is a text corpus, built by `tinylm.corpus`
+(`build` hands it over; `load_dataset_spec` reads either kind).
 """
 
 from __future__ import annotations
@@ -221,9 +224,29 @@ def spec_file(folder: str | Path) -> Path:
     return path / "dataset.yaml"
 
 
+def is_text_spec(path: Path) -> bool:
+    """Whether a dataset.yaml describes a text corpus (`kind: text`, see `tinylm.corpus`)."""
+    from tinylm.config import read_yaml
+
+    return read_yaml(path).get("kind") == "text"
+
+
 def load_spec(folder: str | Path, overrides: list[str] | tuple = ()) -> DatasetSpec:
-    """Read and validate a dataset folder's `dataset.yaml` (with dotted overrides)."""
-    return load_config(DatasetSpec, spec_file(folder), overrides)
+    """Read and validate a TinyPy dataset folder's `dataset.yaml` (with dotted overrides)."""
+    path = spec_file(folder)
+    if is_text_spec(path):
+        raise ConfigError(f"{path}: a text dataset (kind: text); only 'tinylm data build' applies to it")
+    return load_config(DatasetSpec, path, overrides)
+
+
+def load_dataset_spec(folder: str | Path, overrides: list[str] | tuple = ()):
+    """The spec of a TinyPy (`DatasetSpec`) or text (`tinylm.corpus.TextDatasetSpec`) dataset folder."""
+    path = spec_file(folder)
+    if is_text_spec(path):
+        from tinylm.corpus import load_text_spec
+
+        return load_text_spec(path, overrides)
+    return load_config(DatasetSpec, path, overrides)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -830,6 +853,10 @@ def build(folder: str | Path, workers: int | None = None, keep_shards: bool = Fa
     clock = time.time()
     folder = Path(folder)
     yaml_path = spec_file(folder)
+    if is_text_spec(yaml_path):
+        from tinylm.corpus import build_text
+
+        return build_text(folder, workers, keep_shards, overrides)
     spec = load_spec(folder, overrides)
     folder = yaml_path.parent
     banned_heldout, banned_train, sources = load_banned(spec, yaml_path, [folder])

@@ -33,6 +33,9 @@ semantics for sequences longer than that:
   carries information from up to n_layer * (W - 1) tokens back, a context the model never saw in
   training; on the demo model it scores below step-anchored (BENCHMARKS.md).
 
+Suppressed tokens (`suppress`: ids, such as a text tokenizer's <unk>, <pad> and <bos>) get
+logit -inf before any choice, in every strategy, so no generation ever holds one.
+
 Batching. Rows of different prompt lengths are left-padded in one `KVCache` (its `pad`); each row
 stops at the terminator `eos_id` or at its own budget. With more prompts than rows, a finished row
 takes the next waiting prompt (prefilled into its own cache row); otherwise finished rows are dropped
@@ -249,7 +252,8 @@ class Decoder:
     tokens (`speculative_step`), under one window semantics."""
 
     def __init__(self, model, *, window: str = "reference", step_id: int | None = None,
-                 window_size: int | None = None, chunk_tokens: int = 16384, speculate: int = 0):
+                 window_size: int | None = None, chunk_tokens: int = 16384, speculate: int = 0,
+                 suppress: Sequence[int] = ()):
         if window not in WINDOWS:
             raise ConfigError(f"window must be one of {list(WINDOWS)}, got {window!r}")
         if window == "step-anchored" and step_id is None:
@@ -265,6 +269,10 @@ class Decoder:
         if not 0 <= speculate < self.W:
             raise ConfigError(f"speculate must be in [0, {self.W}) (the window size), got {speculate}")
         self.speculate = speculate
+        self.suppress = sorted(set(suppress))
+        if any(not 0 <= i < model.config.vocab_size for i in self.suppress):
+            raise ConfigError(f"suppressed token ids must be below vocab_size {model.config.vocab_size}, "
+                              f"got {self.suppress}")
         self.chunk_tokens = chunk_tokens
         self.device = model.wte.weight.device
         self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1  # see `on_threads`
@@ -347,12 +355,18 @@ class Decoder:
     def _logits(self, state: DecodeState, live: torch.Tensor, cached: torch.Tensor,
                 past: torch.Tensor) -> torch.Tensor:
         if not len(past):  # every live row decodes through the cache: no scatter needed
-            return self._cached_step(state, cached).masked_fill_(~live[:, None], 0.0)
+            return self._suppressed(self._cached_step(state, cached).masked_fill_(~live[:, None], 0.0))
         out = torch.zeros(state.batch_size, self.model.config.vocab_size, device=self.device)
         if cached.any():
             out[cached] = self._cached_step(state, cached)[cached]
         out[past] = self._window_forward(state, past)
-        return out
+        return self._suppressed(out)
+
+    def _suppressed(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., V) logits with the suppressed tokens at -inf."""
+        if self.suppress:
+            logits[..., self.suppress] = float("-inf")
+        return logits
 
     def _cached_step(self, state: DecodeState, cached: torch.Tensor) -> torch.Tensor:
         """Feed each row's last token through the cache; rows not in `cached` feed a dummy token."""
@@ -414,7 +428,7 @@ class Decoder:
         logits, _ = self.model(block, cache=cache, window=self.band)
         self.positions += block.numel()
         offsets = torch.arange(T, device=self.device)
-        choice = greedy(logits.flatten(0, 1)).view(-1, T)
+        choice = greedy(self._suppressed(logits.flatten(0, 1))).view(-1, T)
         choice = choice.gather(1, (again[:, None] + offsets[None]).clamp(max=T - 1))  # [0]: after the last token
         agree = (drafts[:, :T - 1] == choice[:, :T - 1]) & (offsets[None, :T - 1] < n_draft[:, None])
         accepted = agree.long().cumprod(dim=1).sum(dim=1)
@@ -617,9 +631,10 @@ def _budgets(max_new_tokens, n: int) -> list[int]:
 @torch.inference_mode()
 def generate(model, prompts: Sequence[Sequence[int]], cfg: GenerateConfig | None = None, *,
              eos_id: int | None = None, step_id: int | None = None, max_new_tokens=None,
-             sampler: Sampler | None = None, rows: int | None = None) -> Generations:
+             sampler: Sampler | None = None, rows: int | None = None, suppress: Sequence[int] = ()) -> Generations:
     """Decode `prompts`, at most `rows` at a time (default: all in one batch); a finished row takes
-    the next waiting prompt. `max_new_tokens` (int or one per prompt) overrides cfg's."""
+    the next waiting prompt. `max_new_tokens` (int or one per prompt) overrides cfg's; no
+    generation holds a token of `suppress`."""
     cfg = cfg or GenerateConfig()
     cfg.validate()
     if not prompts:
@@ -628,10 +643,10 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: GenerateConfig | None
     eos = eos_id if cfg.stop_at_eos else None
     if cfg.beam > 1:
         return beam_search(model, prompts, budgets, width=cfg.beam, length_penalty=cfg.length_penalty,
-                           eos_id=eos, window=cfg.window, step_id=step_id)
+                           eos_id=eos, window=cfg.window, step_id=step_id, suppress=suppress)
     sampler = sampler or Sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
     speculate = cfg.speculate if sampler.is_greedy else 0
-    dec = Decoder(model, window=cfg.window, step_id=step_id, speculate=speculate)
+    dec = Decoder(model, window=cfg.window, step_id=step_id, speculate=speculate, suppress=suppress)
     n_rows = min(rows or len(prompts), len(prompts))
     width = max(len(p) + n for p, n in zip(prompts, budgets))
     state = dec.start(prompts[:n_rows], budgets[:n_rows], width=width)
@@ -665,7 +680,7 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: GenerateConfig | None
 
 def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], *, width: int,
                 length_penalty: float = 1.0, eos_id: int | None = None, window: str = "reference",
-                step_id: int | None = None) -> Generations:
+                step_id: int | None = None, suppress: Sequence[int] = ()) -> Generations:
     """Beam search on log-softmax scores, `width` beams per prompt, all prompts in one batch.
 
     A candidate ending in eos_id among the top `width` becomes a finished hypothesis scored
@@ -673,7 +688,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
     budget (its live beams then count as hypotheses). Width 1 is greedy decoding.
     """
     P, k = len(prompts), width
-    dec = Decoder(model, window=window, step_id=step_id)
+    dec = Decoder(model, window=window, step_id=step_id, suppress=suppress)
     state = dec.start([p for p in prompts for _ in range(k)], [b for b in budgets for _ in range(k)])
     scores = torch.full((P, k), float("-inf"), device=dec.device)
     scores[:, 0] = 0.0  # one live beam at first, so that the k beams differ
@@ -736,7 +751,10 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
 
 
 def cli(argv: list[str]) -> int:
-    """tinylm generate --checkpoint C --prompt TEXT [options]: print the prompt and its continuation."""
+    """tinylm generate --checkpoint C --prompt TEXT [options]: print the prompt and its continuation.
+
+    With a text tokenizer the prompt is read as the start of a document (after <bos>), and the
+    continuation never holds <pad>, <bos> or (unless --allow-unk) <unk>."""
     ap = ArgumentParser(prog="tinylm generate", description=cli.__doc__)
     ap.add_argument("--checkpoint", required=True, help="a tinylm checkpoint (.pt)")
     ap.add_argument("--prompt", required=True, help="text to continue (escapes like \\n are decoded)")
@@ -750,6 +768,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--window", choices=WINDOWS, default="reference")
     ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
                     help="greedy: verify up to K tokens copied from earlier in the text per step (0 = off)")
+    ap.add_argument("--allow-unk", action="store_true", help="let a text tokenizer's <unk> be generated")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
@@ -766,11 +785,21 @@ def cli(argv: list[str]) -> int:
     ids = tokenizer.encode(prompt, where="--prompt").astype(np.int64).tolist()
     if not ids:
         raise ConfigError(f"--prompt {args.prompt!r} has no tokens in vocabulary {tokenizer.name}")
+    if tokenizer.bos_id is not None:
+        ids = [tokenizer.bos_id, *ids]
     step_id = step_token_id(tokenizer) if cfg.window == "step-anchored" else None
-    result = generate(model, [ids], cfg, eos_id=tokenizer.eos_id, step_id=step_id)
+    result = generate(model, [ids], cfg, eos_id=tokenizer.eos_id, step_id=step_id,
+                      suppress=suppressed_ids(tokenizer, allow_unk=args.allow_unk))
     sys.stdout.write(tokenizer.decode(ids + result.ids[0]))
     sys.stdout.write("\n")
     return 0
+
+
+def suppressed_ids(tokenizer, *, allow_unk: bool = False) -> list[int]:
+    """The special tokens a continuation must not hold: <pad>, <bos> and, unless `allow_unk`, <unk>
+    (none for the TinyPy tokenizers, which have no such tokens)."""
+    ids = [tokenizer.pad_id, tokenizer.bos_id] + ([] if allow_unk else [tokenizer.unk_id])
+    return [i for i in ids if i is not None]
 
 
 def step_token_id(tokenizer) -> int:

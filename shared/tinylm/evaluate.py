@@ -3,10 +3,13 @@
 An example is a program followed by its trace. The prompt is the example up to and including the
 first "#STEP" line; the target is the rest. The model continues the prompt (greedy by default,
 reference window semantics, see `tinylm.decode`) and each example gets one class, as in the
-reference evaluator:
+reference evaluator. Scoring compares decoded text, never token ids: the generation is decoded
+(cut at the terminator token, or at the first "\\n\\n" of its text) and compared with the target
+as the tokenizer decodes it (the target itself for the learned tokenizers, which keep every
+character; with TinyPy's canonical spaces for the keyword ones). So a generation scores the same
+whatever tokenizer wrote it, keyword, char, BPE or unigram:
 
-- hard: the generation, cut at the first terminator "\\n\\n", equals the target (compared as
-  the token strings joined by spaces);
+- hard: the cut generation equals the target;
 - soft: not hard, but the last line (the final state) of the cut generation equals the target's
   (after stripping surrounding whitespace);
 - failure: anything else. A trace that is right but does not stop is a failure unless its last
@@ -15,7 +18,8 @@ reference evaluator:
 Extra metrics per example: `steps_correct` / `steps_total` (trace steps, split at "\\n#STEP\\n",
 equal position by position), `first_wrong_step` (None when all are right), and `output_correct`
 for traces that record printed output (m2 format: the final state line ends with "|" and the
-output); None when the target has none.
+output); None when the target has none. `n_target_tokens` and `n_generated_tokens` count the
+tokenizer's tokens (the cost of an example, not part of its score).
 
 Budget: each row may generate its target's length + `slack` tokens and stops at the terminator.
 The reference gave every row of a batch the longest target of the batch + 5 (2025) or + 16 (2026);
@@ -83,42 +87,28 @@ def split_example(text: str) -> tuple[str, str]:
     return text[:at + len(PROMPT_END)], text[at + len(PROMPT_END):]
 
 
-def _last_line(joined: str) -> str:
-    return joined.strip().split("\n")[-1]
+def _last_line(text: str) -> str:
+    return text.strip().split("\n")[-1]
 
 
-def _steps(tokens: list[str]) -> list[list[str]]:
-    steps, cur = [], []
-    for t in tokens:
-        if t == STEP:
-            steps.append(cur)
-            cur = []
-        else:
-            cur.append(t)
-    return steps + [cur]
+def _output(text: str) -> str | None:
+    """The text after the last "|" of the last line (m2 printed output), or None without one."""
+    line = text.split("\n")[-1]
+    return line[line.rindex("|") + 1:] if "|" in line else None
 
 
-def _output(tokens: list[str]) -> list[str] | None:
-    """Tokens after the last "|" of the last line (m2 printed output), or None without one."""
-    line_start = max((i + 1 for i, t in enumerate(tokens) if "\n" in t), default=0)
-    line = tokens[line_start:]
-    if "|" not in line:
-        return None
-    return line[len(line) - line[::-1].index("|"):]
-
-
-def score(target: list[str], generated: list[str], eos: str = EXAMPLE_END) -> dict:
-    """Class and metrics of one generation; both arguments are token strings."""
-    stopped = eos in generated
-    cut = generated[:generated.index(eos)] if stopped else generated
-    t_joined, g_joined = " ".join(target), " ".join(cut)
-    if g_joined == t_joined:
+def score(target: str, generated: str) -> dict:
+    """Class and metrics of one generation, from text alone: the target, and the generated text
+    with the terminator "\\n\\n" where the model stopped (whatever follows it is cut)."""
+    stopped = EXAMPLE_END in generated
+    cut = generated[:generated.index(EXAMPLE_END)] if stopped else generated
+    if cut == target:
         cls = "hard"
-    elif _last_line(g_joined) == _last_line(t_joined):
+    elif _last_line(cut) == _last_line(target):
         cls = "soft"
     else:
         cls = "failure"
-    t_steps, g_steps = _steps(target), _steps(cut)
+    t_steps, g_steps = target.split(STEP), cut.split(STEP)
     right = [i < len(g_steps) and g_steps[i] == s for i, s in enumerate(t_steps)]
     target_out = _output(target)
     return {
@@ -129,9 +119,16 @@ def score(target: list[str], generated: list[str], eos: str = EXAMPLE_END) -> di
         "steps_correct_frac": sum(right) / len(t_steps),
         "first_wrong_step": right.index(False) if False in right else None,
         "output_correct": None if target_out is None else _output(cut) == target_out,
-        "n_target_tokens": len(target),
-        "n_generated_tokens": len(generated),
     }
+
+
+def generated_text(tokenizer, ids: list[int]) -> str:
+    """The text of generated ids, ending with the terminator "\\n\\n" when the model wrote the
+    terminator token (its text is cut there)."""
+    eos = tokenizer.eos_id
+    if eos in ids:
+        return tokenizer.decode(ids[:ids.index(eos)]) + EXAMPLE_END
+    return tokenizer.decode(ids)
 
 
 # -----------------------------------------------------------------------------
@@ -426,10 +423,11 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         lines = []
         for i, gen in zip(ids, result.ids):
             ex = by_id[i]
+            text = generated_text(tokenizer, gen)
             rec = {"id": i, "batch": batch, "prompt": ex.prompt, "target": ex.target,
-                   "generated": tokenizer.decode(gen[:gen.index(eos)] if eos in gen else gen),
-                   **score(tokenizer.token_strings(ex.target_ids), tokenizer.token_strings(gen),
-                           tokenizer.token_strings([eos])[0])}
+                   "generated": text.split(EXAMPLE_END)[0],
+                   **score(tokenizer.decode(ex.target_ids), text),
+                   "n_target_tokens": len(ex.target_ids), "n_generated_tokens": len(gen)}
             mine.append(rec)
             lines.append(json.dumps(rec))
         _append_lines(progress, lines)

@@ -5,7 +5,8 @@ scripts that call `stage_main`, plus `run_all.py` (`run_all`):
 
     1_data.py    build every dataset under `datasets`
     2_train.py   train every run under `runs` (a run is the shared `train` section plus its overrides)
-    3_eval.py    evaluate every run's best checkpoint (a `sweep` run: every checkpoint) on every suite
+    3_eval.py    evaluate every run's best checkpoint (a `sweep` run: every checkpoint) on every suite;
+                 continue every prompt of `eval.prompts` with each of `eval.decodings` (text runs)
     4_report.py  the tables and plots under `report`, into results/<config>/
 
 A run whose training config has a `forget` section (tinylm.forget) is evaluated by the forgetting
@@ -18,6 +19,7 @@ Where things go (PROJECT/runs/ is git-ignored):
   PROJECT/runs/<config>/datasets/NAME, so it never overwrites the full-size build;
 - run R trains into PROJECT/runs/<config>/train/R and is evaluated into PROJECT/runs/<config>/eval/R/<window>;
 - derived suites (renamed variables) are written to PROJECT/runs/<config>/suites/NAME.txt;
+- the continuations of `eval.prompts` go to PROJECT/runs/<config>/eval/R/samples.json;
 - the report goes to PROJECT/results/<config>/ (committed for the configs whose numbers a README quotes).
 
 Names. In the `train` section and in a run's overrides, `data.dataset` and `data.stages[i].dataset`
@@ -115,13 +117,19 @@ class EvalSection:
     """CPU threads for torch while decoding (None: torch's default; 1 suits tiny models)."""
     runs: list[str] | None = None
     """Runs to evaluate (default: all)."""
+    prompts: list[str] = field(default_factory=list)
+    """Text runs: prompts each run's best checkpoint continues, once per decoding."""
+    decodings: dict[str, dict[str, Any]] = field(default_factory=lambda: {"greedy": {}})
+    """Decoding name -> `tinylm.decode.GenerateConfig` fields (e.g. {beam: 4}, {temperature: 0.8, top_p: 0.9})."""
 
 
 @dataclass
 class ReportItem:
-    kind: Literal["table", "scaling", "bars", "sweep", "forget"]
+    kind: Literal["table", "scaling", "bars", "sweep", "forget", "text"]
+    """table, scaling, bars, sweep: trace scores; forget: runs with a drop policy at their keep ratios;
+    text: each run's loss and perplexity at every evaluation, and its samples (eval.prompts)."""
     file: str
-    """Output file name under results/<config>/ (.md for a table, .png for a plot; forget: either)."""
+    """Output file name under results/<config>/ (.md for a table or text, .png for a plot; forget: either)."""
     runs: list[str] = field(default_factory=list)
     """Runs shown (default: all evaluated runs)."""
     suites: list[str] = field(default_factory=list)
@@ -157,6 +165,10 @@ class Experiment:
                     raise ConfigError(f"runs.{name}.{key}: '{earlier}' is not a run listed before '{name}'")
             if run.steps_of is not None and self.runs[run.steps_of].checkpoint is not None:
                 raise ConfigError(f"runs.{name}.steps_of: run '{run.steps_of}' is not trained here")
+        from tinylm.decode import GenerateConfig
+
+        for name, fields in self.eval.decodings.items():
+            from_dict(GenerateConfig, fields, where="experiment", prefix=f"eval.decodings.{name}.")
         for name in self.eval.runs or []:
             if name not in self.runs:
                 raise ConfigError(f"eval.runs: unknown run '{name}' (runs: {', '.join(order)})")
@@ -188,7 +200,7 @@ class Experiment:
                                       f"'SUITE [WINDOW]' for an extra window)")
             if item.kind == "sweep" and len(item.runs) != 1:
                 raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
-            suffix = {"table": (".md",), "forget": (".md", ".png")}.get(item.kind, (".png",))
+            suffix = {"table": (".md",), "text": (".md",), "forget": (".md", ".png")}.get(item.kind, (".png",))
             if not item.file.endswith(suffix) or "/" in item.file:
                 raise ConfigError(f"report[{i}].file: expected a file name ending in {' or '.join(suffix)}, "
                                   f"got {item.file!r}")
@@ -302,20 +314,21 @@ class Project:
 
 def _spec_copy(project: Project, name: str) -> Path:
     """The dataset.yaml an overridden dataset is built from: the committed spec with the overrides applied."""
-    from tinylm.datasets import load_spec, spec_file
+    from tinylm.datasets import DatasetSpec, load_dataset_spec, spec_file
 
     entry = project.cfg.datasets[name]
     source = spec_file(resolve_path(entry.spec, project.config_file))
-    spec = load_spec(source, entry.overrides)
+    spec = load_dataset_spec(source, entry.overrides)
     folder = project.dataset_dir(name)
     data = to_dict(spec)
-    for suite in data["ood"] if entry.ood_count is not None else []:
-        suite["count"] = entry.ood_count
-    # a folder that is another dataset of this experiment means that dataset as built here
-    built = {resolve_path(e.spec, project.config_file).resolve(): other
-             for other, e in project.cfg.datasets.items()}
-    data["decontaminate"] = [str(project.dataset_dir(built[p]) if p in built else p)
-                             for p in (resolve_path(d, source).resolve() for d in spec.decontaminate)]
+    if isinstance(spec, DatasetSpec):  # a text corpus has no OOD suites and decontaminates nothing
+        for suite in data["ood"] if entry.ood_count is not None else []:
+            suite["count"] = entry.ood_count
+        # a folder that is another dataset of this experiment means that dataset as built here
+        built = {resolve_path(e.spec, project.config_file).resolve(): other
+                 for other, e in project.cfg.datasets.items()}
+        data["decontaminate"] = [str(project.dataset_dir(built[p]) if p in built else p)
+                                 for p in (resolve_path(d, source).resolve() for d in spec.decontaminate)]
     target = folder / "dataset.yaml"
     if not target.exists() or read_yaml(target) != data:
         write_yaml(data, target)
@@ -323,12 +336,12 @@ def _spec_copy(project: Project, name: str) -> Path:
 
 
 def build_datasets(project: Project, workers: int | None = None, log=print) -> None:
-    from tinylm.datasets import build, load_spec
+    from tinylm.datasets import build, load_dataset_spec
 
     for name, entry in project.cfg.datasets.items():
         folder = _spec_copy(project, name) if entry.changed else project.dataset_dir(name)
         manifest = folder / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("config") == to_dict(load_spec(folder)):
+        if manifest.is_file() and json.loads(manifest.read_text()).get("config") == to_dict(load_dataset_spec(folder)):
             log(f"dataset {name}: {folder} is built")
             continue
         log(f"dataset {name}: building {folder}")
@@ -446,14 +459,39 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
             forget_eval.evaluate_checkpoint(checkpoint, _suite_args(project, suites), project.eval_dir(name, FORGET_WINDOW),
                                             ev.limit, ev.batch_size, log=log)
             continue
-        for window in _windows(project, name):
+        for window in _windows(project, name) if project.suites() else []:
             log(f"\n== evaluating run {name}, {window} window")
             evaluate_checkpoint(checkpoint, _suite_args(project, suites, log),
                                 project.eval_dir(name, window), _eval_config(project, window, ev.limit), log=log)
+        if ev.prompts:
+            write_samples(project, name, log)
         if project.cfg.runs[name].sweep:
             log(f"\n== sweeping every checkpoint of run {name}")
             sweep(project.run_dir(name), _suite_args(project, plain), project.work / "sweep" / name,
                   _eval_config(project, ev.window, ev.sweep_limit or ev.limit), log=log)
+
+
+def write_samples(project: Project, run: str, log=print) -> Path:
+    """samples.json: every prompt of `eval.prompts` continued with each of `eval.decodings` by the
+    run's checkpoint (a text tokenizer's prompt starts after <bos>; <unk>, <pad>, <bos> never generated)."""
+    from tinylm.checkpoint import load_model
+    from tinylm.decode import GenerateConfig, generate, suppressed_ids
+    from tinylm.files import atomic_write_json
+
+    model, tokenizer, _ = load_model(project.checkpoint(run))
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    samples = []
+    for decoding, fields in project.cfg.eval.decodings.items():
+        cfg = from_dict(GenerateConfig, fields, where=str(project.config_file), prefix=f"eval.decodings.{decoding}.")
+        for prompt in project.cfg.eval.prompts:
+            ids = bos + tokenizer.encode(prompt, where="eval.prompts").astype("int64").tolist()
+            out = generate(model, [ids], cfg, eos_id=tokenizer.eos_id, suppress=suppressed_ids(tokenizer)).ids[0]
+            samples.append({"decoding": decoding, "settings": fields, "prompt": prompt,
+                            "text": tokenizer.decode(ids + out)})
+            log(f"run {run}, {decoding}: {samples[-1]['text']!r}")
+    path = project.work / "eval" / run / "samples.json"
+    atomic_write_json(path, {"run": run, "checkpoint": str(project.checkpoint(run)), "samples": samples})
+    return path
 
 
 # ----------------------------------------------------------------------------- stage 4: report
@@ -503,13 +541,16 @@ def write_report(project: Project, log=print) -> list[Path]:
     from tinylm.files import atomic_write_text
 
     rows = {}
-    for name in project.eval_runs():
+    for name in project.eval_runs() if any(item.kind != "text" for item in project.cfg.report) else []:
         if all((project.eval_dir(name, w) / "summary.json").is_file() for w in _windows_if_trained(project, name)):
             rows[name] = run_row(project, name)
         else:
             log(f"run {name}: not evaluated yet; left out of the report")
     written = []
     for item in project.cfg.report:
+        if item.kind == "text":
+            written.append(_text_report(project, item, log))
+            continue
         missing = [r for r in item.runs if r not in rows]
         if item.kind == "sweep" and not (project.work / "sweep" / item.runs[0] / "sweep.json").is_file():
             missing = item.runs
@@ -545,6 +586,28 @@ def write_report(project: Project, log=print) -> list[Path]:
         written.append(path)
         log(f"wrote {path}")
     return written
+
+
+def _text_report(project: Project, item: ReportItem, log=print) -> Path:
+    """results/<config>/FILE.md: each run's size, length and loss/perplexity at every evaluation,
+    then its samples."""
+    from tinylm import report
+    from tinylm.files import atomic_write_text
+
+    parts = [f"# {item.title}\n"] if item.title else []
+    for run in item.runs or list(project.cfg.runs):
+        run_dir = project.run_dir(run)
+        metrics = run_dir / "metrics.jsonl"
+        if not metrics.is_file():
+            raise DataError(f"{metrics}: run '{run}' is not trained (run stage 2, 2_train.py)")
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        samples_path = project.work / "eval" / run / "samples.json"
+        samples = json.loads(samples_path.read_text())["samples"] if samples_path.is_file() else []
+        parts.append(report.text_run_report(run, report.run_facts(run_dir), records, samples))
+    path = project.results / item.file
+    atomic_write_text(path, "\n".join(parts))
+    log(f"wrote {path}")
+    return path
 
 
 # ----------------------------------------------------------------------------- command line

@@ -383,6 +383,26 @@ def run_facts(run_dir: str | Path) -> dict:
     return facts
 
 
+def text_run_report(run: str, facts: dict, records: list[dict], samples: list[dict]) -> str:
+    """Markdown for a text run: its size, then train and validation loss and perplexity at every
+    evaluation (train: over the steps since the previous one), then each sample as a quote."""
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    minutes = steps[-1]["elapsed_s"] / 60 if steps else None
+    head = (f"## {run}\n\n{_count(facts.get('parameters'))} parameters, {_count(steps[-1]['step'] if steps else None)} "
+            f"steps, {_count(steps[-1]['tokens'] if steps else None)} tokens"
+            + (f", {minutes:.1f} min of training" if minutes is not None else "") + ".\n")
+    rows = [[_count(r["step"]), _count(r["step"] * facts["tokens_per_step"]) if facts.get("tokens_per_step") else "-",
+             *(f"{r[k]:.4f}" if r.get(k) is not None else "-" for k in ("train_loss", "val_loss")),
+             *(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("train_perplexity", "val_perplexity"))]
+            for r in evals]
+    table = markdown_table(["step", "tokens", "train loss", "val loss", "train perplexity", "val perplexity"], rows)
+    quotes = [f"**{s['decoding']}** `{json.dumps(s['settings'])}`:\n\n" + "\n".join(f"> {line}" if line else ">"
+                                                                                    for line in s["text"].split("\n"))
+              for s in samples]
+    return "\n".join([head, table, ""] + (["\n\n".join(quotes) + "\n"] if quotes else []))
+
+
 def compare_row(label: str, eval_dir: str | Path) -> dict:
     """The cross-run row of one evaluation folder (`tinylm eval --checkpoint ... --out EVAL_DIR`)."""
     eval_dir = Path(eval_dir)

@@ -16,8 +16,11 @@ included) and `run.json` (seed, git revision, world size, parameter count, and `
 training examples and tokens of each stage, the steps of an epoch and the steps each given
 length asks for); during training,
 `metrics.jsonl` (one line per step: loss, lr, grad norm, tokens/s, elapsed; one per evaluation:
-val_loss), `metrics.csv` (the step lines) and TensorBoard events; and checkpoints `ckpt_STEP.pt`
-(the last `checkpoint.keep_last`) plus `best.pt` (lowest validation loss).
+val_loss, val_perplexity, and train_loss, train_perplexity over the steps since the previous
+evaluation), `metrics.csv` (the step lines), `eval.csv` (the evaluation lines) and TensorBoard
+events; and checkpoints `ckpt_STEP.pt` (the last `checkpoint.keep_last`) plus `best.pt` (lowest
+validation loss). A loss is the mean cross-entropy per counted target token (padding and masked
+targets never count); a perplexity is exp of that mean.
 
 A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
 the RNG states of every rank and the resolved config; `--resume` continues from the newest one
@@ -98,8 +101,15 @@ class DataConfig:
     train_examples: int | None = None
     """Train on the first N examples of each stage's train.bin only (data-scaling studies): no
     window reaches past example N. None: all of them. Validation is unchanged."""
+    pack: bool = True
+    """Windows run on across examples (packed); false: each row is one example from its start,
+    padded after its terminator with the tokenizer's <pad>, which no loss counts (needs
+    aligned_fraction 1 and a tokenizer with <pad>: the text tokenizers). See tinylm.data."""
 
     def validate(self) -> None:
+        if not self.pack and (self.aligned_fraction != 1.0 or self.step_fraction != 0.0):
+            raise ConfigError("data.pack: false needs data.aligned_fraction: 1.0 and data.step_fraction: 0.0 "
+                              "(every row starts at an example)")
         if self.train_examples is not None and self.train_examples < 1:
             raise ConfigError(f"data.train_examples must be at least 1, got {self.train_examples}")
         for key in ("aligned_fraction", "step_fraction"):
@@ -382,7 +392,7 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     length = run_length(cfg, stages, tokens_per_step)
     stream, extra = (BatchStream, {}) if cfg.forget is None else (StepBatchStream, {"max_target": cfg.forget.max_target})
     batches = stream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum, cfg.data.aligned_fraction,
-                     cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, **extra)
+                     cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, cfg.data.pack, **extra)
     out_dir = run_dir(cfg, config_file)
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
                batches=batches, stages=stages, model_config=model_config,
@@ -486,15 +496,16 @@ class Metrics:
         self.on = run.rt.is_main
         self.jsonl = run.out_dir / "metrics.jsonl"
         self.csv = run.out_dir / "metrics.csv" if run.cfg.log.csv else None
+        self.eval_csv = run.out_dir / "eval.csv" if run.cfg.log.csv else None
         self.tb = None
         if not self.on:
             return
         if resume_step is not None:  # drop what was logged after the checkpoint we resume from
-            for path in (self.jsonl, self.csv):
+            for path in (self.jsonl, self.csv, self.eval_csv):
                 if path is not None and path.exists():
                     self._truncate(path, resume_step)
         else:
-            for path in (self.jsonl, self.csv):
+            for path in (self.jsonl, self.csv, self.eval_csv):
                 if path is not None and path.exists():
                     path.unlink()
         if run.cfg.log.tensorboard:
@@ -520,15 +531,16 @@ class Metrics:
             return
         with self.jsonl.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.csv is not None and "loss" in record:
-            new = not self.csv.exists()
-            with self.csv.open("a") as f:
+        csv = self.csv if "loss" in record else self.eval_csv
+        if csv is not None:
+            new = not csv.exists()
+            with csv.open("a") as f:
                 if new:
                     f.write(",".join(record) + "\n")
-                f.write(",".join(str(v) for v in record.values()) + "\n")
+                f.write(",".join("" if v is None else str(v) for v in record.values()) + "\n")
         if self.tb is not None:
             for key, value in record.items():
-                if key != "step":
+                if key != "step" and value is not None:
                     self.tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
@@ -576,12 +588,27 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
     if math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every rank: both are global
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss, "grad_norm": grad_norm}
+    return {"loss": loss, "grad_norm": grad_norm, "counted": counted.item()}
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp of a mean loss per counted token (inf past float range)."""
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def loss_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(2,) the summed cross-entropy of logits (B, T, V) over the counted targets of y (B, T), and
+    how many targets count: padding and masked targets (-100) add to neither."""
+    total = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    return torch.stack([total, (y != IGNORE).sum().to(total.dtype)])
 
 
 @torch.no_grad()
 def evaluate(run: Run) -> float:
-    """Mean loss over the fixed validation windows of the last stage, shared out over ranks."""
+    """Mean loss per counted target token over the fixed validation windows of the last stage,
+    shared out over ranks."""
     rt, cfg = run.rt, run.cfg
     dataset = run.stages[-1].dataset
     T = run.model_config.block_size
@@ -596,15 +623,13 @@ def evaluate(run: Run) -> float:
     for lo in range(0, len(starts), cfg.eval_batch_size):
         rows = starts[lo:lo + cfg.eval_batch_size]
         if cfg.forget is None:
-            batch = make_batch(dataset, dataset.val, rows, T, cfg.data.mask)
+            batch = make_batch(dataset, dataset.val, rows, T, cfg.data.mask, cfg.data.pack)
         else:
             batch = step_windows(dataset.val, rows, T, cfg.forget.max_target, dataset.eos_id, dataset.step_id)
         batch = rt.to_device(*batch)
         with rt.autocast():  # a random policy draws the same tokens at every evaluation
             logits, y, _ = outputs(run, run.model, batch, torch.Generator().manual_seed(cfg.seed + lo))
-        totals[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
-                                     reduction="sum")
-        totals[1] += (y != IGNORE).sum()
+        totals += loss_sums(logits, y)
     run.model.train()
     totals = rt.all_reduce_sum(totals)
     return (totals[0] / totals[1].clamp(min=1)).item()
@@ -666,6 +691,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
 
         bar = tqdm(total=run.max_steps, initial=run.step, unit="step", dynamic_ncols=True)
     val_loss = None
+    train_sums = [0.0, 0.0]  # loss x counted tokens, counted tokens: the steps since the last evaluation
     while run.step < stop:
         lr = lr_at(run.step, cfg.optim, run.max_steps)
         for group in run.optimizer.param_groups:
@@ -675,6 +701,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
         if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
             diverged(run, stats)
         run.step += 1
+        train_sums = [train_sums[0] + stats["loss"] * stats["counted"], train_sums[1] + stats["counted"]]
         elapsed = time.time() - tick
         tokens_per_s = run.tokens_per_step / max(elapsed, 1e-9)
         metrics.write({"step": run.step, "loss": stats["loss"], "lr": lr, "grad_norm": stats["grad_norm"],
@@ -695,9 +722,12 @@ def fit(run: Run, metrics: Metrics) -> dict:
         if run.step % cfg.eval_interval == 0 or run.step == stop or timed_out:
             val_loss = evaluate(run)
             run.best_val_loss = min(run.best_val_loss, val_loss)
-            metrics.write({"step": run.step, "val_loss": val_loss})
+            train_loss = train_sums[0] / train_sums[1] if train_sums[1] else None
+            train_sums = [0.0, 0.0]
+            metrics.write({"step": run.step, "val_loss": val_loss, "val_perplexity": perplexity(val_loss),
+                           "train_loss": train_loss, "train_perplexity": perplexity(train_loss)})
             if bar is not None:
-                bar.write(f"step {run.step}: val loss {val_loss:.4f}")
+                bar.write(f"step {run.step}: val loss {val_loss:.4f}, perplexity {perplexity(val_loss):.3f}")
             save(run, val_loss)
         if timed_out:
             break
@@ -767,7 +797,7 @@ def cli(argv: list[str]) -> int:
     if summary["val_loss"] is None:
         print(f"nothing to do: {summary['out_dir']} is already at step {summary['step']}")
     else:
-        print(f"done: step {summary['step']}, val loss {summary['val_loss']:.4f}, "
-              f"best {summary['best_val_loss']:.4f}; {summary['out_dir']}")
+        print(f"done: step {summary['step']}, val loss {summary['val_loss']:.4f} (perplexity "
+              f"{perplexity(summary['val_loss']):.3f}), best {summary['best_val_loss']:.4f}; {summary['out_dir']}")
     return 0
 

@@ -1,0 +1,14 @@
+"""Stage 2: train every run of the config into runs/<config>/train/<run>/.
+
+    python 2_train.py [smoke|cpu] [--run NAME ...]
+
+A run continues from its newest checkpoint when started again; a finished run is left as it is.
+"""
+
+import sys
+from pathlib import Path
+
+from tinylm.experiment import stage_main
+
+if __name__ == "__main__":
+    sys.exit(stage_main("train", Path(__file__).resolve().parent, sys.argv[1:]))
