@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.data import IGNORE, TokenSplit, example_starts, offsets_after
-from tinylm.evaluate import read_suite, score, suite_paths, summarize
+from tinylm.evaluate import generated_text, read_suite, score, suite_paths, summarize
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
 from tinylm.forget import LEARNED, ForgetLM, load_forget_model, step_windows
+from tinylm.lang.format import EXAMPLE_END
 
 SLACK = 16  # tokens a row may generate past its target's length, as tinylm.evaluate allows
 
@@ -169,10 +170,10 @@ def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path
         gens = decode(lm, [e.prompt_ids for e in batch], [len(e.target_ids) + SLACK for e in batch], eos, meter,
                       seed=lo)
         for e, g in zip(batch, gens):
+            text = generated_text(tokenizer, g)
             records.append({"id": e.id, "prompt": e.prompt, "target": e.target,
-                            "generated": tokenizer.decode(g[:g.index(eos)] if eos in g else g),
-                            **score(tokenizer.token_strings(e.target_ids), tokenizer.token_strings(g),
-                                    tokenizer.token_strings([eos])[0])})
+                            "generated": text.split(EXAMPLE_END)[0],
+                            **score(tokenizer.decode(e.target_ids), text)})
         log(f"{name}: {len(records)}/{len(order)} examples, hard "
             f"{100 * sum(r['class'] == 'hard' for r in records) / len(records):.1f}%")
     records.sort(key=lambda r: r["id"])
