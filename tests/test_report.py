@@ -13,7 +13,15 @@ import pytest
 
 from tinylm.cli import main
 from tinylm.errors import DataError
-from tinylm.report import compare_row, plot_bars, plot_scaling, plot_sweep_tokens, report, runs_table
+from tinylm.report import (
+    compare_row,
+    plot_bars,
+    plot_scaling,
+    plot_sweep_tokens,
+    plot_val_loss,
+    report,
+    runs_table,
+)
 
 
 def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:
@@ -42,6 +50,17 @@ def test_runs_table_takes_its_numbers_from_the_rows_and_dashes_what_is_missing()
     assert lines[0] == "| run | parameters | train examples | tokens seen | val loss | id hard % | ood hard % |"
     assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 0.0312 | 61.5 | 12.2 |"
     assert lines[3] == "| big | 4,500,000 | 20,000 | - | - | 97.0 | - |"
+
+
+def test_val_loss_bars_are_the_runs_validation_losses(tmp_path):
+    fig = plot_val_loss(rows(), tmp_path / "v.png", title="loss")
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars] == [0.03125]   # "big" has no validation loss: left out
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["small"]
+    png(tmp_path / "v.png")
+    with pytest.raises(DataError, match="no run has a validation loss"):
+        plot_val_loss(rows()[1:], tmp_path / "w.png")
+    assert not (tmp_path / "w.png").exists()
 
 
 def test_scaling_plot_draws_each_suite_against_x_on_a_log_axis(tmp_path):

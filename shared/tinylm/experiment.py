@@ -136,9 +136,10 @@ class ReportItem:
     """Suites shown (default: all)."""
     x: Literal["parameters", "train_examples", "tokens"] = "parameters"
     """scaling: the horizontal axis."""
-    metrics: list[Literal["hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean"]] = field(
+    metrics: list[Literal["hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean", "val_loss"]] = field(
         default_factory=lambda: ["hard_pct"])
-    """What a table shows per suite; a plot shows the first (steps_correct_frac_mean: % of trace steps right)."""
+    """What a table shows per suite; a plot shows the first (steps_correct_frac_mean: % of trace steps
+    right). val_loss (a bars plot only): one bar per run, the validation loss of the checkpoint scored."""
     title: str = ""
 
 
@@ -200,6 +201,9 @@ class Experiment:
                                       f"'SUITE [WINDOW]' for an extra window)")
             if item.kind == "sweep" and len(item.runs) != 1:
                 raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
+            if "val_loss" in item.metrics and (item.kind != "bars" or item.metrics != ["val_loss"]):
+                raise ConfigError(f"report[{i}].metrics: val_loss is a run's number, shown alone in a bars plot "
+                                  f"(tables show it always)")
             suffix = {"table": (".md",), "text": (".md",), "forget": (".md", ".png")}.get(item.kind, (".png",))
             if not item.file.endswith(suffix) or "/" in item.file:
                 raise ConfigError(f"report[{i}].file: expected a file name ending in {' or '.join(suffix)}, "
@@ -574,7 +578,10 @@ def write_report(project: Project, log=print) -> list[Path]:
         elif item.kind == "scaling":
             report.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])
         elif item.kind == "bars":
-            report.plot_bars(chosen, path, title=title, metric=item.metrics[0])
+            if item.metrics == ["val_loss"]:
+                report.plot_val_loss(chosen, path, title=title)
+            else:
+                report.plot_bars(chosen, path, title=title, metric=item.metrics[0])
         else:
             sweep_rows, tokens_per_step = _sweep_rows(project, item.runs[0])
             if item.suites:

@@ -331,6 +331,23 @@ def plot_forget(rows: list[dict], path: str | Path, title: str | None = None, me
     return save_figure(fig, path)
 
 
+def plot_val_loss(rows: list[dict], path: str | Path, title: str | None = None):
+    """One bar per run: the validation loss of the checkpoint scored (rows without one are left out)."""
+    check_runs(rows)
+    shown = [r for r in rows if r.get("val_loss") is not None]
+    if not shown:
+        raise DataError("no run has a validation loss at the step of its checkpoint (metrics.jsonl)")
+    fig = new_figure(max(5, 0.7 * len(shown) + 1), 4.5, title)
+    ax = fig.subplots()
+    bars = ax.bar(range(len(shown)), [r["val_loss"] for r in shown], 0.6)
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(range(len(shown)), [r["run"] for r in shown], rotation=20 if len(shown) > 4 else 0,
+                  ha="right" if len(shown) > 4 else "center")
+    ax.set_ylabel("validation loss per token")
+    ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)
+
+
 # -----------------------------------------------------------------------------
 # Where the numbers come from: evaluation folders and the run folders of their checkpoints
 
