@@ -92,3 +92,25 @@ def built_programs(folder: Path) -> dict[str, list[str]]:
         assert len(examples) == info["examples"] == info["requested"]
         programs[split] = [e[:e.index("\n#STEP\n")] for e in examples]
     return programs
+
+
+def model_that_writes(tokenizer, text: str, block_size: int | None = None):
+    """A GPT that writes `text` (in the tokenizer's tokens), then the terminator, whatever it reads:
+    it looks at positions only. Its position embeddings are one-hot, its blocks add nothing (all
+    zero), and the output layer maps position t to token t + 1 of the text, the terminator past its
+    end. block_size defaults to the text's length plus two."""
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+
+    ids = tokenizer.encode(text).tolist() + [tokenizer.eos_id]
+    T = block_size or len(ids) + 1
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=T, n_layer=1, n_head=1, n_embd=T))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.wpe.weight.copy_(torch.eye(T))
+        model.ln_f.weight.fill_(1.0)
+        for t in range(T):
+            model.lm_head.weight[ids[t + 1] if t + 1 < len(ids) else tokenizer.eos_id, t] = 10.0
+    return model.eval()

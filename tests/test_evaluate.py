@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from conftest import model_that_writes
 
 from tinylm import evaluate as ev
 from tinylm.checkpoint import save_checkpoint
@@ -106,24 +107,6 @@ def make_suite(path, n: int = 7) -> str:
     return str(path)
 
 
-def model_that_writes(text: str, block_size: int = 64) -> GPT:
-    """A GPT that writes `text`, then the terminator, whatever it reads: it looks at positions only.
-
-    Its position embeddings are one-hot, its blocks add nothing (all zero), and the output layer
-    maps position t to token t + 1 of the text, the terminator past its end."""
-    ids = TOK.encode(text).tolist() + [TOK.eos_id]
-    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=block_size, n_layer=1, n_head=1,
-                          n_embd=block_size))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.wpe.weight.copy_(torch.eye(block_size))
-        model.ln_f.weight.fill_(1.0)
-        for t in range(block_size):
-            model.lm_head.weight[ids[t + 1] if t + 1 < len(ids) else TOK.eos_id, t] = 10.0
-    return model.eval()
-
-
 def test_a_right_model_scores_hard_through_a_short_last_batch(tmp_path):
     soft = TRACE.replace("@b = a$a?1", "@b = a$a?2")  # a step differs from what the model writes, the end does not
     failure = TRACE.replace("@^$a?1;b?1", "@^$a?1;b?2")  # the final state differs
@@ -131,7 +114,7 @@ def test_a_right_model_scores_hard_through_a_short_last_batch(tmp_path):
     examples = {"hard": TRACE, "soft": soft, "failure": failure}
     suite = tmp_path / "test.txt"
     suite.write_text("".join(examples[c] + "\n\n" for c in classes))
-    summary = evaluate_suite(model_that_writes(TRACE), TOK, suite, tmp_path / "out", EvalConfig(batch_size=3),
+    summary = evaluate_suite(model_that_writes(TOK, TRACE, block_size=64), TOK, suite, tmp_path / "out", EvalConfig(batch_size=3),
                              log=lambda s: None)
     assert (summary["n"], summary["hard"], summary["soft"], summary["failure"]) == (7, 3, 2, 2)
     assert summary["timing"]["batches_run"] == 3  # 3 + 3 + 1
@@ -296,7 +279,7 @@ def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     # step 10: random weights (0% hard); step 20: a model that writes TRACE's trace (100% on TRACE)
-    for step, model in ((10, tiny_model()), (20, model_that_writes(TRACE))):
+    for step, model in ((10, tiny_model()), (20, model_that_writes(TOK, TRACE, block_size=64))):
         save_checkpoint(run / f"ckpt_{step:08d}.pt", model_config=asdict(model.config),
                         model_state=model.state_dict(), tokenizer=TOK.to_dict(), train_state={"step": step})
     (run / "metrics.jsonl").write_text('{"step": 10, "elapsed_s": 60.0}\n{"step": 20, "elapsed_s": 120.0}\n')

@@ -8,15 +8,14 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
+from conftest import model_that_writes
 
 from tinylm.checkpoint import save_checkpoint
 from tinylm.config import from_dict
 from tinylm.datasets import build
 from tinylm.evaluate import EvalConfig, evaluate_checkpoint, evaluate_suite, split_example
 from tinylm.lang.format import split_examples
-from tinylm.model import GPT, GPTConfig
 from tinylm.tokenizer import tokenizer_from_dict
 from tinylm.train import TrainConfig, run
 
@@ -71,22 +70,6 @@ def test_each_arm_trains_and_evaluates(datasets, name, tmp_path):
                                   EvalConfig(batch_size=4, limit=2), log=lambda *_: None)
     [suite] = summary["suites"]
     assert suite["n"] == 2 and math.isclose(sum(suite[f"{c}_pct"] for c in ("hard", "soft", "failure")), 100)
-
-
-def model_that_writes(tok, text: str) -> GPT:
-    """A GPT that writes `text` (in `tok`'s tokens) and then the terminator, whatever it reads: its
-    one-hot position embeddings and output layer map position t to token t + 1 of the text."""
-    ids = tok.encode(text).tolist() + [tok.eos_id]
-    T = len(ids) + 1
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=1, n_head=1, n_embd=T))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.wpe.weight.copy_(torch.eye(T))
-        model.ln_f.weight.fill_(1.0)
-        for t in range(T):
-            model.lm_head.weight[ids[t + 1] if t + 1 < len(ids) else tok.eos_id, t] = 10.0
-    return model.eval()
 
 
 def test_an_identical_generation_scores_identically_whatever_the_tokenizer(datasets, tmp_path):
