@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from test_train import checkpoint, tiny_config, train
 
 from tinylm.config import write_yaml
@@ -41,4 +42,26 @@ def test_two_rank_ddp_equals_one_process(tmp_path, optimizer):
     assert ddp["train_state"]["world_size"] == 2 and len(ddp["train_state"]["rng"]) == 2
     diff = max((ddp["model"][k] - one["model"][k]).abs().max().item() for k in one["model"])
     assert diff < 1e-6
+    assert ddp["train_state"]["val_loss"] == pytest.approx(one["train_state"]["val_loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy, estimator", [("random", "straight_through"), ("mlp", "straight_through"),
+                                               ("gru", "reinforce")])
+def test_two_rank_forgetting_equals_one_process(tmp_path, policy, estimator):
+    # each row's noise is seeded by its place in the global batch, and reinforce's baseline is the global mean
+    changes = {"max_steps": 2, "eval_interval": 2, "forget.policy": policy, "forget.estimator": estimator,
+               "forget.keep_ratio": 0.5, "forget.max_target": 8, "forget.hidden": 8, "forget.epsilon": [0.2, 0.0]}
+    single = train(tmp_path / "single", **changes)
+    config = tmp_path / "ddp.yaml"
+    write_yaml(tiny_config(tmp_path / "ddp", **changes), config)
+    launch_torchrun(str(config))
+
+    ddp = checkpoint(tmp_path / "ddp" / "run", 2)
+    one = checkpoint(single["out_dir"], 2)
+    for key in ("model", "forget"):
+        theirs, ours = (c[key] if key == "model" else c[key]["state"] for c in (ddp, one))
+        assert theirs.keys() == ours.keys()
+        for name in ours:  # (the baseline of a policy without reinforce is NaN in both)
+            torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=1e-6, equal_nan=True, msg=name)
     assert ddp["train_state"]["val_loss"] == pytest.approx(one["train_state"]["val_loss"], abs=1e-5)

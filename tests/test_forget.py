@@ -18,6 +18,8 @@ from tinylm.forget import (
     compact,
     free_tokens,
     keep_counts,
+    row_noise,
+    row_seeds,
     step_windows,
     top_k_keep,
 )
@@ -58,13 +60,14 @@ def test_every_policy_is_causal(policy, one_torch_thread):
     changed = x.clone()
     j = 50
     changed[:, j:] = torch.randint(0, TOK.vocab_size, changed[:, j:].shape, generator=torch.Generator().manual_seed(1))
-    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731 (the same draws for both)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(7))  # the same draws for both
     emb = lm.gpt.wte
-    a, b = lm.policy(x, emb(x), gen()), lm.policy(changed, emb(changed), gen())
+    a, b = lm.policy(x, emb(x), noise), lm.policy(changed, emb(changed), noise)
     torch.testing.assert_close(a[:, :j], b[:, :j], rtol=0, atol=1e-6)
     short = torch.full_like(n_ctx, j)
-    keep_a = lm.select(x, short, generator=gen())[0]
-    keep_b = lm.select(changed, short, generator=gen())[0]
+    seeds = row_seeds((7, r) for r in range(len(x)))
+    keep_a = lm.select(x, short, seeds)[0]
+    keep_b = lm.select(changed, short, seeds)[0]
     assert torch.equal(keep_a, keep_b)
     assert not keep_a[:, j:].any()  # nothing past the context is a kept context token
 
@@ -119,7 +122,7 @@ def test_identity_runs_the_plain_model_and_labels_are_the_target_tokens(one_torc
         plain, _ = gpt(x)
         for policy in ("identity", "random", "oracle"):
             lm = ForgetLM(gpt, ForgetConfig(policy=policy, keep_ratio=0.3), IDS).eval()
-            logits, labels, extra, kept = lm(x, y, n_ctx, t_len, generator=torch.Generator().manual_seed(0))
+            logits, labels, extra, kept = lm(x, y, n_ctx, t_len, row_seeds((0, r) for r in range(len(x))))
             for b in range(len(x)):
                 counted = labels[b][labels[b] != IGNORE]
                 n, t = int(n_ctx[b]), int(t_len[b])
@@ -185,3 +188,18 @@ def test_step_windows_cut_the_context_from_the_left_and_stop_at_the_step_end():
         counted = y[b][y[b] != IGNORE].tolist()
         assert counted == split.tokens[p:p + len(counted)].tolist()
         assert counted[-1] in (IDS.step_id, TOK.eos_id) or len(counted) == 40
+
+
+def test_a_rows_noise_depends_on_its_seed_only_not_on_its_batch(one_torch_thread):
+    """The random policy keeps the same tokens of a row alone or in a wider batch; Gumbel draws too."""
+    x, y, n_ctx, t_len = windows()
+    seeds = row_seeds((3, r) for r in range(len(x)))
+    lm = ForgetLM(tiny_gpt(), ForgetConfig(policy="random", keep_ratio=0.4), IDS).eval()
+    together = lm.select(x, n_ctx, seeds)[0]
+    for b in range(len(x)):
+        n = int(n_ctx[b])
+        alone = lm.select(x[b:b + 1, :n], n_ctx[b:b + 1], seeds[b:b + 1])[0]
+        assert torch.equal(alone[0], together[b, :n])
+    assert not torch.equal(lm.select(x, n_ctx, row_seeds((4, r) for r in range(len(x))))[0], together)
+    noise = row_noise(seeds, (len(x), 20), 96, "cpu")
+    torch.testing.assert_close(noise, row_noise(seeds, (len(x), 96), 96, "cpu")[:, :20], rtol=0, atol=0)

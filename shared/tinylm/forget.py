@@ -22,7 +22,9 @@ tokens); "oracle" keeps what a trace step needs, the most recent steps first and
 state line first (the m2 line holding "@", whose annotation after "$" is the state), so at a
 budget of one step it keeps exactly the previous step (the program text and the state); "mlp",
 "cnn" (a left-padded causal convolution, then an MLP) and "gru" (one-directional) are learned
-scorers over the LM's token embeddings (read, not trained, by the scorer).
+scorers over the LM's token embeddings (read, not trained, by the scorer) and each token's position
+in the window: without it, every copy of a token scores the same, and a trace repeats its tokens
+at every step, so no scorer could prefer the latest step.
 
 Training a learned scorer (`estimator`), with exploration logits log q, q = (1 - eps) *
 softmax(s / tau) + eps / n over the droppable context tokens (`temperature`, `epsilon`: linear
@@ -39,6 +41,12 @@ schedules from start to end over the run):
 
 `freeze_lm` trains the scorer alone on a frozen LM (e.g. started from a pretrained checkpoint);
 otherwise the LM is trained jointly. In eval mode a policy keeps the plain top-k of its scores.
+
+Noise (the random policy's scores, the Gumbel perturbations) is drawn per row from that row's own
+seed (`row_seeds`: the run's seed, the step and the row's index in the global batch; in decoding
+the example and its step), so it does not depend on how rows are batched or shared out over
+ranks: two-process training takes the same steps as one process, and a random policy keeps the
+same tokens of an example whatever the evaluation's batch size.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from tinylm.config import from_dict, to_dict
 from tinylm.data import IGNORE, BatchStream, TokenDataset, TokenSplit, split_step_starts
 from tinylm.errors import ConfigError, DataError
 
+VALIDATION_STEP = 2**63 - 1  # the step in the noise seeds of validation rows: no training step is this one
 POLICIES = ("identity", "random", "oracle", "mlp", "cnn", "gru")
 LEARNED = ("mlp", "cnn", "gru")
 
@@ -116,12 +125,17 @@ class ForgetConfig:
 # ----------------------------------------------------------------------------- scorers: (B, T) ids -> (B, T) scores
 
 
+# A scorer's read-out has no bias: the kept set and the keep distribution (a softmax over a row) do
+# not change when every score of a row shifts, so a bias gets no gradient, only an optimizer's
+# normalised rounding noise.
+
+
 class MLPScorer(nn.Module):
     """Each token on its own: its embedding through a two-layer MLP."""
 
     def __init__(self, n_embd: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_embd, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(nn.Linear(n_embd, hidden), nn.GELU(), nn.Linear(hidden, 1, bias=False))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return self.net(emb).squeeze(-1)  # (B, T)
@@ -147,7 +161,7 @@ class GRUScorer(nn.Module):
     def __init__(self, n_embd: int, hidden: int):
         super().__init__()
         self.rnn = nn.GRU(n_embd, hidden, batch_first=True)
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, 1, bias=False)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return self.out(self.rnn(emb)[0]).squeeze(-1)  # (B, T)
@@ -158,7 +172,8 @@ class TraceTokens:
     """The ids the oracle reads the trace layout from."""
 
     step_id: int
-    at_id: int
+    at_id: int | None
+    """The state line's "@" (None in a vocabulary without one: no oracle there)."""
     line_end: list[int]
     """Ids of every token that ends a line (its text ends with a newline)."""
 
@@ -167,7 +182,7 @@ class TraceTokens:
         from tinylm.lang.format import STEP
 
         strings = tokenizer.token_strings(list(range(tokenizer.vocab_size)))
-        return cls(step_id=tokenizer.token_id(STEP), at_id=tokenizer.token_id("@"),
+        return cls(step_id=tokenizer.token_id(STEP), at_id=strings.index("@") if "@" in strings else None,
                    line_end=[i for i, s in enumerate(strings) if s.endswith("\n")])
 
 
@@ -188,25 +203,30 @@ def oracle_scores(x: torch.Tensor, ids: TraceTokens) -> torch.Tensor:
 class Policy(nn.Module):
     """A policy's causal scores of every token of a (B, T) window."""
 
-    def __init__(self, cfg: ForgetConfig, n_embd: int, ids: TraceTokens):
+    def __init__(self, cfg: ForgetConfig, n_embd: int, block_size: int, ids: TraceTokens):
         super().__init__()
         self.kind = cfg.policy
         self.ids = ids
+        if cfg.policy == "oracle" and ids.at_id is None:
+            raise ConfigError('forget.policy "oracle" finds the state line by its "@"; this vocabulary has none')
+        self.block_size = block_size
         if cfg.policy == "mlp":
-            self.scorer = MLPScorer(n_embd, cfg.hidden)
+            self.scorer = MLPScorer(n_embd + 1, cfg.hidden)
         elif cfg.policy == "cnn":
-            self.scorer = CNNScorer(n_embd, cfg.hidden, cfg.kernel)
+            self.scorer = CNNScorer(n_embd + 1, cfg.hidden, cfg.kernel)
         elif cfg.policy == "gru":
-            self.scorer = GRUScorer(n_embd, cfg.hidden)
+            self.scorer = GRUScorer(n_embd + 1, cfg.hidden)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scores (B, T); `emb` (B, T, C) the LM's token embeddings of x; `generator` seeds "random"."""
-        if self.kind in LEARNED:
-            return self.scorer(emb.detach()).float()
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, T); `emb` (B, T, C) the LM's token embeddings of x; `noise` (B, T) uniform, the
+        random policy's scores."""
+        if self.kind in LEARNED:  # each token's embedding and its position in the window (/ block_size)
+            pos = torch.arange(x.size(1), device=x.device, dtype=emb.dtype) / self.block_size
+            return self.scorer(torch.cat([emb.detach(), pos.expand_as(x)[..., None]], dim=-1)).float()
         if self.kind == "oracle":
             return oracle_scores(x, self.ids)
         if self.kind == "random":
-            return torch.rand(x.shape, generator=generator, device="cpu" if generator else x.device).to(x.device)
+            return noise
         return torch.zeros(x.shape, device=x.device)  # identity: keeps everything anyway
 
 
@@ -246,9 +266,25 @@ def explore_logits(scores: torch.Tensor, free: torch.Tensor, temperature: float,
     return logq.masked_fill(~free, -math.inf)
 
 
-def gumbel(shape, device) -> torch.Tensor:
-    u = torch.rand(shape, device=device).clamp(1e-9, 1 - 1e-9)
-    return -torch.log(-torch.log(u))
+def row_seeds(keys) -> torch.Tensor:
+    """(B,) int64 seeds, one per row: a hash of each row's key, a tuple of non-negative ints (e.g.
+    the run's seed, the step and the row's index in the global batch)."""
+    return torch.tensor([int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1) for key in keys],
+                        dtype=torch.long)
+
+
+def row_noise(seeds: torch.Tensor | None, shape: tuple[int, int], width: int, device) -> torch.Tensor:
+    """(B, T) uniform noise in [0, 1): row i the first T of `width` values drawn from seeds[i] (so a
+    row's noise is the same in any batch, whatever its width T <= width); None: the global generator."""
+    if seeds is None:
+        return torch.rand(shape, device=device)
+    rows = [torch.rand(width, generator=torch.Generator().manual_seed(s))[:shape[1]] for s in seeds.tolist()]
+    return torch.stack(rows).to(device)
+
+
+def gumbel(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise from uniform noise u."""
+    return -torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
 
 
 def straight_through_bias(z: torch.Tensor, keep: torch.Tensor, free: torch.Tensor, k_free: torch.Tensor,
@@ -310,7 +346,7 @@ class ForgetLM(nn.Module):
         super().__init__()
         self.gpt = gpt
         self.cfg = cfg
-        self.policy = Policy(cfg, gpt.config.n_embd, ids)
+        self.policy = Policy(cfg, gpt.config.n_embd, gpt.config.block_size, ids)
         self.register_buffer("baseline", torch.tensor(math.nan))  # reinforce: moving mean reward
         if cfg.freeze_lm:
             gpt.requires_grad_(False)
@@ -342,21 +378,25 @@ class ForgetLM(nn.Module):
 
         return adamw([p for p in self.parameters() if p.requires_grad], lr, weight_decay, betas, device_type)
 
-    def select(self, x: torch.Tensor, n_ctx: torch.Tensor, progress: float = 1.0,
-               generator: torch.Generator | None = None):
+    def select(self, x: torch.Tensor, n_ctx: torch.Tensor, seeds: torch.Tensor | None = None,
+               progress: float = 1.0):
         """(keep (B, T), key bias (B, T) or None, log P(kept set) (B,) or None). Training mode samples
-        as the estimator says; eval mode keeps the plain top-k of the scores."""
+        as the estimator says; eval mode keeps the plain top-k of the scores. `seeds` (B,) seed each
+        row's noise (`row_seeds`; None: the global generator)."""
         cfg = self.cfg
         free, forced = free_tokens(x.size(1), n_ctx, cfg.recent)
         if cfg.policy == "identity":
             return free | forced, None, None
         k = keep_counts(n_ctx, cfg.keep_ratio, cfg.recent)
-        scores = self.policy(x, self.gpt.wte(x) if cfg.policy in LEARNED else None, generator)
-        if not (self.training and cfg.policy in LEARNED):
+        sampled = self.training and cfg.policy in LEARNED
+        noise = (row_noise(seeds, x.shape, self.config.block_size, x.device)
+                 if cfg.policy == "random" or sampled else None)
+        scores = self.policy(x, self.gpt.wte(x) if cfg.policy in LEARNED else None, noise)
+        if not sampled:
             return top_k_keep(scores, free, forced, k), None, None
         temperature, epsilon = cfg.schedule(progress)
         logq = explore_logits(scores, free, temperature, epsilon)
-        z = logq + gumbel(logq.shape, logq.device)
+        z = logq + gumbel(noise)
         keep = top_k_keep(z, free, forced, k)
         k_free = k - forced.sum(1)
         if cfg.estimator == "straight_through":
@@ -364,10 +404,10 @@ class ForgetLM(nn.Module):
         return keep, None, plackett_luce_logp(logq, z.detach(), free, k_free)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, n_ctx: torch.Tensor, t_len: torch.Tensor,
-                progress: float = 1.0, generator: torch.Generator | None = None):
-        """Windows x, y (B, T) with context lengths n_ctx and target lengths t_len (B,) ->
+                seeds: torch.Tensor | None = None, progress: float = 1.0):
+        """Windows x, y (B, T) with context lengths n_ctx, target lengths t_len and noise seeds (B,) ->
         (logits (B, L, V), labels (B, L), the scorer's extra loss (a scalar), kept context tokens (B,))."""
-        keep, bias, logp = self.select(x, n_ctx, progress, generator)
+        keep, bias, logp = self.select(x, n_ctx, seeds, progress)
         c = compact(keep, n_ctx, t_len)
         key_bias = None if bias is None else c.gather(bias, 0.0)
         logits, _ = self.gpt(c.gather(x, 0), positions=c.index, key_bias=key_bias)
@@ -375,7 +415,7 @@ class ForgetLM(nn.Module):
         extra = logits.new_zeros(())
         if logp is not None:
             reward = self.reward(logits.detach(), labels)
-            mean, m = reward.mean(), self.cfg.baseline_momentum
+            mean, m = global_mean(reward), self.cfg.baseline_momentum
             baseline = mean if self.baseline.isnan() else self.baseline.clone()  # the batches before this one
             extra = -self.cfg.policy_weight * ((reward - baseline) * logp).mean()
             self.baseline.copy_(baseline * m + (1 - m) * mean)
@@ -389,6 +429,15 @@ class ForgetLM(nn.Module):
         else:
             hit = -F.cross_entropy(logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none") * counted
         return hit.float().sum(1) / counted.sum(1).clamp(min=1)
+
+
+def global_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over every rank's rows (equal row counts per rank), or this process's."""
+    mean = values.mean()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(mean)
+        mean = mean / torch.distributed.get_world_size()
+    return mean
 
 
 # ----------------------------------------------------------------------------- batches: context + next step
@@ -433,13 +482,18 @@ class StepBatchStream(BatchStream):
         return pool[np.random.default_rng([self.seed, step]).integers(0, len(pool), size=self.batch_size)]
 
     def next(self) -> list[tuple[torch.Tensor, ...]]:
+        """The micro-batches (x, y, n_ctx, t_len, seeds) of this rank for the next step; the seeds
+        are those of the rows' places in the global batch."""
         step = self.position
         per_rank = self.batch_size // self.world_size
-        mine = self.global_starts(step)[self.rank * per_rank:(self.rank + 1) * per_rank]
+        lo = self.rank * per_rank
+        mine = self.global_starts(step)[lo:lo + per_rank]
+        seeds = row_seeds((self.seed, step, r) for r in range(lo, lo + per_rank))
         dataset = self.stage(step).dataset
         self.position += 1
-        return [step_windows(dataset.train, rows, self.block_size, self.max_target, dataset.eos_id, dataset.step_id)
-                for rows in np.split(mine, self.grad_accum)]
+        return [(*step_windows(dataset.train, mine[part], self.block_size, self.max_target, dataset.eos_id,
+                               dataset.step_id), seeds[part])
+                for part in np.array_split(np.arange(per_rank), self.grad_accum)]
 
 
 def validation_steps(dataset: TokenDataset, block_size: int, max_tokens: int | None) -> np.ndarray:

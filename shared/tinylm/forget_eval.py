@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tinylm.data import IGNORE, TokenSplit, example_starts, offsets_after
 from tinylm.evaluate import generated_text, read_suite, score, suite_paths, summarize
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
-from tinylm.forget import LEARNED, ForgetLM, load_forget_model, step_windows
+from tinylm.forget import LEARNED, ForgetLM, load_forget_model, row_seeds, step_windows
 from tinylm.lang.format import EXAMPLE_END
 
 SLACK = 16  # tokens a row may generate past its target's length, as tinylm.evaluate allows
@@ -65,29 +65,32 @@ class Meter:
                 "generated_tokens": self.generated}
 
 
-def _select(lm: ForgetLM, contexts: list[list[int]], device, generator) -> list[list[int]]:
+def _select(lm: ForgetLM, contexts: list[list[int]], device, seeds: torch.Tensor) -> list[list[int]]:
     """The kept positions of each context (a row's window: position 0 = its first token)."""
     n = torch.tensor([len(c) for c in contexts])
     x = torch.full((len(contexts), int(n.max())), lm.policy.ids.step_id, dtype=torch.long)
     for r, c in enumerate(contexts):
         x[r, :len(c)] = torch.tensor(c)
-    keep = lm.select(x.to(device), n.to(device), generator=generator)[0].cpu()
+    keep = lm.select(x.to(device), n.to(device), seeds)[0].cpu()
     return [row.nonzero().flatten().tolist() for row in keep]
 
 
 @torch.no_grad()
 def decode(lm: ForgetLM, prompts: list[list[int]], budgets: list[int], eos_id: int, meter: Meter,
-           seed: int = 0) -> list[list[int]]:
-    """Greedy generations of every prompt (see the module docstring); `meter` adds what they cost."""
+           keys: list[int], seed: int = 0) -> list[list[int]]:
+    """Greedy generations of every prompt (see the module docstring); `meter` adds what they cost.
+    A random policy's choice before step s of prompt i is seeded by (seed, keys[i], s) alone."""
     device, step_id = lm.gpt.wte.weight.device, lm.policy.ids.step_id
     max_ctx, max_step = lm.config.block_size - lm.cfg.max_target, lm.cfg.max_target
     seqs, gen = [list(p) for p in prompts], [[] for _ in prompts]
     live = list(range(len(prompts)))
-    generator = torch.Generator().manual_seed(seed)
+    steps = [0] * len(prompts)
     tick = time.time()
     while live:
         contexts = [seqs[b][-max_ctx:] for b in live]
-        kept = _select(lm, contexts, device, generator)
+        kept = _select(lm, contexts, device, row_seeds((seed, keys[b], steps[b]) for b in live))
+        for b in live:
+            steps[b] += 1
         K = max(len(k) for k in kept)
         room = [min(max_step, budgets[b] - len(gen[b])) for b in live]
         cache = lm.gpt.new_cache(len(live), K + max(room))
@@ -137,12 +140,12 @@ def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int 
     split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
     after = offsets_after(tokens, lm.policy.ids.step_id)
     device = lm.gpt.wte.weight.device
-    generator = torch.Generator().manual_seed(seed)
     total, counted = 0.0, 0
     for lo in range(0, len(after), batch_size):
-        batch = step_windows(split, after[lo:lo + batch_size], lm.config.block_size, lm.cfg.max_target,
-                             eos_id, lm.policy.ids.step_id)
-        logits, labels, _, _ = lm(*(t.to(device) for t in batch), generator=generator)
+        rows = after[lo:lo + batch_size]
+        batch = step_windows(split, rows, lm.config.block_size, lm.cfg.max_target, eos_id, lm.policy.ids.step_id)
+        seeds = row_seeds((seed, i) for i in range(lo, lo + len(rows)))  # a step's place among all
+        logits, labels, _, _ = lm(*(t.to(device) for t in batch), seeds)
         total += float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                        reduction="sum"))
         counted += int((labels != IGNORE).sum())
@@ -168,7 +171,7 @@ def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path
     for lo in range(0, len(order), batch_size):
         batch = order[lo:lo + batch_size]
         gens = decode(lm, [e.prompt_ids for e in batch], [len(e.target_ids) + SLACK for e in batch], eos, meter,
-                      seed=lo)
+                      keys=[e.id for e in batch])
         for e, g in zip(batch, gens):
             text = generated_text(tokenizer, g)
             records.append({"id": e.id, "prompt": e.prompt, "target": e.target,

@@ -70,7 +70,14 @@ from tinylm.data import (
 )
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
-from tinylm.forget import ForgetConfig, StepBatchStream, step_windows, validation_steps
+from tinylm.forget import (
+    VALIDATION_STEP,
+    ForgetConfig,
+    StepBatchStream,
+    row_seeds,
+    step_windows,
+    validation_steps,
+)
 from tinylm.optim import OptimizerGroup, build_optimizer
 
 # ----------------------------------------------------------------------------- config
@@ -551,13 +558,13 @@ class Metrics:
 # ----------------------------------------------------------------------------- the loop
 
 
-def outputs(run: Run, model: torch.nn.Module, batch: tuple[torch.Tensor, ...], generator=None):
+def outputs(run: Run, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]):
     """(logits (B, L, V), labels (B, L), extra loss or None) of one micro-batch: (x, y) for a GPT;
-    (x, y, n_ctx, t_len) for a forgetting run, whose policy sees how far the run has come."""
+    (x, y, n_ctx, t_len, seeds) for a forgetting run, whose policy sees how far the run has come."""
     if run.cfg.forget is None:
         x, y = batch
         return model(x)[0], y, None
-    logits, labels, extra, _ = model(*batch, progress=run.step / max(run.max_steps - 1, 1), generator=generator)
+    logits, labels, extra, _ = model(*batch, progress=run.step / max(run.max_steps - 1, 1))
     return logits, labels, extra
 
 
@@ -613,7 +620,9 @@ def evaluate(run: Run) -> float:
     dataset = run.stages[-1].dataset
     T = run.model_config.block_size
     if cfg.forget is not None:
-        starts = validation_steps(dataset, T, cfg.eval_tokens)[rt.rank::rt.world_size]
+        every = validation_steps(dataset, T, cfg.eval_tokens)
+        order = list(range(len(every)))[rt.rank::rt.world_size]  # a row's noise: its place in the whole sample
+        starts = every[order]
     else:
         step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
         starts = validation_starts(dataset.val, T, cfg.eval_tokens, cfg.data.aligned_fraction,
@@ -624,11 +633,12 @@ def evaluate(run: Run) -> float:
         rows = starts[lo:lo + cfg.eval_batch_size]
         if cfg.forget is None:
             batch = make_batch(dataset, dataset.val, rows, T, cfg.data.mask, cfg.data.pack)
-        else:
-            batch = step_windows(dataset.val, rows, T, cfg.forget.max_target, dataset.eos_id, dataset.step_id)
+        else:  # a random policy draws the same tokens at every evaluation
+            seeds = row_seeds((cfg.seed, VALIDATION_STEP, r) for r in order[lo:lo + cfg.eval_batch_size])
+            batch = (*step_windows(dataset.val, rows, T, cfg.forget.max_target, dataset.eos_id, dataset.step_id), seeds)
         batch = rt.to_device(*batch)
-        with rt.autocast():  # a random policy draws the same tokens at every evaluation
-            logits, y, _ = outputs(run, run.model, batch, torch.Generator().manual_seed(cfg.seed + lo))
+        with rt.autocast():
+            logits, y, _ = outputs(run, run.model, batch)
         totals += loss_sums(logits, y)
     run.model.train()
     totals = rt.all_reduce_sum(totals)
