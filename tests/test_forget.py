@@ -76,6 +76,8 @@ def test_keep_counts_and_top_k_keep_the_recent_tokens_and_the_ratio():
     n_ctx = torch.tensor([10, 3, 1])
     k = keep_counts(n_ctx, 0.25, recent=2)
     assert k.tolist() == [3, 2, 1]  # ceil(2.5) = 3; at least the 2 recent ones; at most the context
+    budget = keep_counts(torch.tensor([40, 10, 3]), 0.25, recent=1, capacity=40)
+    assert budget.tolist() == [10, 10, 3]  # a fixed budget of ceil(0.25 * 40); a shorter context kept whole
     free, forced = free_tokens(12, n_ctx, recent=2)
     keep = top_k_keep(torch.arange(12.0).flip(0).expand(3, 12), free, forced, k)  # earlier tokens score higher
     assert keep.sum(1).tolist() == k.tolist()
@@ -134,7 +136,7 @@ def test_identity_runs_the_plain_model_and_labels_are_the_target_tokens(one_torc
                 at = labels != IGNORE
                 torch.testing.assert_close(logits[at], plain[y != IGNORE], rtol=1e-4, atol=1e-5)
             else:
-                assert torch.equal(kept, keep_counts(n_ctx, 0.3, 1))
+                assert torch.equal(kept, keep_counts(n_ctx, 0.3, 1, lm.capacity))
             assert extra == 0
 
 

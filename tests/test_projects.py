@@ -181,7 +181,8 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
             trained_on |= {s.dataset for s in cfg.data.stages} or {cfg.data.dataset}
     for dataset in trained_on:
         assert not scored & set(built_programs(Path(dataset))["train"]), dataset
-    # a forgetting run's table row is its evaluation: the policy kept what its ratio says, for less attention
+    # a forgetting run's table row is its evaluation: the policy kept at least its budget's ratio (short
+    # contexts are kept whole), for less attention
     for item in p.cfg.report:
         if item.kind == "forget" and item.file.endswith(".md"):
             text = (p.results / item.file).read_text()
@@ -189,7 +190,7 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
                 if p.forgets(name):
                     f = json.loads((p.eval_dir(name, FORGET_WINDOW) / "summary.json").read_text())["suites"][0]["forget"]
                     assert f"| {name} | {f['variant']} |" in text
-                    assert f["kept_ratio"] == pytest.approx(f["keep_ratio"], abs=0.1)
+                    assert f["keep_ratio"] - 0.01 <= f["kept_ratio"] <= 1
                     assert f["attn_flops_per_token"] <= f["attn_flops_full_per_token"]
     # a second run of every stage finds everything done and changes nothing
     before = {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")}

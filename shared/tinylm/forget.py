@@ -8,8 +8,12 @@ A *policy* drops them. The formulation, the same in training and in decoding:
   and a *target* (the next step, through the next step token or the terminator, at most
   `max_target` tokens). The target is never dropped; the loss is on the target only.
 - The policy gives every context token a score that depends on tokens at or before it only
-  (causal), keeps the top `keep_ratio` of the context by score (ceil(keep_ratio * n) of its n
-  tokens), always including its last `recent` tokens, and drops the rest.
+  (causal), keeps its top k tokens by score, always including its last `recent` tokens, and drops
+  the rest. k is a budget (`keep_of`): "window" (default) keeps at most b = ceil(keep_ratio *
+  (block_size - max_target)) tokens, so attention never runs on more than b context tokens and a
+  context shorter than b (the program alone before the first step) is kept whole; "context"
+  keeps ceil(keep_ratio * n) of every context's n tokens, so even the first step sees only part
+  of the program it must copy.
 - The kept context and the target are gathered into a shorter sequence (b + t positions instead
   of n + t) that keeps each token's ORIGINAL position id (`GPT.forward(positions=...)`), so
   absolute encodings see the positions they were trained on and relative ones the true distances.
@@ -76,7 +80,10 @@ class ForgetConfig:
     policy: Literal["identity", "random", "oracle", "mlp", "cnn", "gru"] = "identity"
     """Which tokens of the context are kept."""
     keep_ratio: float = 0.5
-    """Fraction of the context kept (ceil of ratio * context length); identity keeps all."""
+    """Fraction kept, of what `keep_of` says; identity keeps all."""
+    keep_of: Literal["window", "context"] = "window"
+    """The budget: keep_ratio of the window's context capacity (block_size - max_target; at most the
+    whole context) or of each context's length."""
     recent: int = 1
     """The last `recent` context tokens are always kept (1: the step token the target follows)."""
     max_target: int = 80
@@ -233,9 +240,11 @@ class Policy(nn.Module):
 # ----------------------------------------------------------------------------- selection and compaction
 
 
-def keep_counts(n_ctx: torch.Tensor, keep_ratio: float, recent: int) -> torch.Tensor:
-    """Context tokens kept per row (B,): ceil(keep_ratio * n), at least the `recent` ones, at most n."""
-    k = torch.ceil(n_ctx.double() * keep_ratio).long()
+def keep_counts(n_ctx: torch.Tensor, keep_ratio: float, recent: int, capacity: int | None = None) -> torch.Tensor:
+    """Context tokens kept per row (B,): ceil(keep_ratio * capacity), or ceil(keep_ratio * n) without a
+    capacity; at least the `recent` ones, at most n."""
+    k = torch.ceil((n_ctx.double() if capacity is None else n_ctx.new_full(n_ctx.shape, capacity).double())
+                   * keep_ratio).long()
     return torch.maximum(k, n_ctx.clamp(max=recent)).minimum(n_ctx)
 
 
@@ -356,6 +365,11 @@ class ForgetLM(nn.Module):
         return self.gpt.config
 
     @property
+    def capacity(self) -> int | None:
+        """The budget's base (`keep_of`): the window's context capacity, or None for each context's length."""
+        return self.config.block_size - self.cfg.max_target if self.cfg.keep_of == "window" else None
+
+    @property
     def blocks(self):  # the optimizer's Muon takes the GPT's block weights
         return self.gpt.blocks
 
@@ -387,7 +401,7 @@ class ForgetLM(nn.Module):
         free, forced = free_tokens(x.size(1), n_ctx, cfg.recent)
         if cfg.policy == "identity":
             return free | forced, None, None
-        k = keep_counts(n_ctx, cfg.keep_ratio, cfg.recent)
+        k = keep_counts(n_ctx, cfg.keep_ratio, cfg.recent, self.capacity)
         sampled = self.training and cfg.policy in LEARNED
         noise = (row_noise(seeds, x.shape, self.config.block_size, x.device)
                  if cfg.policy == "random" or sampled else None)
