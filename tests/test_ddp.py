@@ -62,6 +62,10 @@ def test_two_rank_forgetting_equals_one_process(tmp_path, policy, estimator):
     for key in ("model", "forget"):
         theirs, ours = (c[key] if key == "model" else c[key]["state"] for c in (ddp, one))
         assert theirs.keys() == ours.keys()
-        for name in ours:  # (the baseline of a policy without reinforce is NaN in both)
-            torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=1e-6, equal_nan=True, msg=name)
+        # (the baseline of a policy without reinforce is NaN in both). Adam divides a gradient by its own
+        # size, so an element whose gradient is near eps turns the all-reduce's different summation order
+        # into a few 1e-6; a wrong kept set or seed moves most elements by about the lr (1e-3).
+        for name in ours:
+            torch.testing.assert_close(theirs[name], ours[name], rtol=0, atol=2e-5, equal_nan=True,
+                                       msg=lambda m, name=name: f"{name}: {m}")
     assert ddp["train_state"]["val_loss"] == pytest.approx(one["train_state"]["val_loss"], abs=1e-5)
