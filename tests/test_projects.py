@@ -64,6 +64,8 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
     ({"a": {}, "b": {"steps_of": "c"}}, "runs.b.steps_of: 'c' is not a run listed before 'b'"),
     ({"a": {"steps_of": "b"}, "b": {}}, "runs.a.steps_of: 'b' is not a run listed before 'a'"),
     ({"a": {"checkpoint": "x.pt"}, "b": {"steps_of": "a"}}, "runs.b.steps_of: run 'a' is not trained here"),
+    ({"a": {}, "b": {"steps_factor": 2}}, "runs.b.steps_factor: a positive multiple of a steps_of run's steps"),
+    ({"a": {}, "b": {"steps_of": "a", "steps_factor": 0}}, "runs.b.steps_factor: a positive multiple"),
     ({"a": {"suites": ["id", "nope"]}}, "runs.a.suites: unknown suite 'nope'"),
 ])
 def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
@@ -154,11 +156,11 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         if run.init_run:
             cfg = p.train_config(name)
             assert Path(cfg.init_from) == p.checkpoint(run.init_run)
-    # a run with steps_of trained exactly as many steps as the run it names
+    # a run with steps_of trained exactly as many steps as the run it names (times its steps_factor)
     for name, run in p.cfg.runs.items():
         if run.steps_of:
             length = json.loads((p.run_dir(name) / "run.json").read_text())["max_steps"]
-            assert length == p.trained_steps(run.steps_of) is not None, name
+            assert length == round(p.trained_steps(run.steps_of) * run.steps_factor), name
             assert (p.run_dir(name) / f"ckpt_{length:08d}.pt").is_file(), name
     # a run given its own suites is scored on those only
     for name, run in p.cfg.runs.items():
@@ -182,14 +184,15 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
     for dataset in trained_on:
         assert not scored & set(built_programs(Path(dataset))["train"]), dataset
     # a forgetting run's table row is its evaluation: the policy kept at least its budget's ratio (short
-    # contexts are kept whole), for less attention
+    # contexts are kept whole), for less attention; a run trained longer is named so
     for item in p.cfg.report:
         if item.kind == "forget" and item.file.endswith(".md"):
             text = (p.results / item.file).read_text()
-            for name in p.cfg.runs:
+            for name, run in p.cfg.runs.items():
                 if p.forgets(name):
                     f = json.loads((p.eval_dir(name, FORGET_WINDOW) / "summary.json").read_text())["suites"][0]["forget"]
-                    assert f"| {name} | {f['variant']} |" in text
+                    longer = f" x{run.steps_factor:g} steps" if run.steps_factor != 1 else ""
+                    assert f"| {name} | {f['variant']}{longer} |" in text
                     assert f["keep_ratio"] - 0.01 <= f["kept_ratio"] <= 1
                     assert f["attn_flops_per_token"] <= f["attn_flops_full_per_token"]
     # a second run of every stage finds everything done and changes nothing

@@ -25,7 +25,8 @@ Where things go (PROJECT/runs/ is git-ignored):
 Names. In the `train` section and in a run's overrides, `data.dataset` and `data.stages[i].dataset`
 may name a dataset of the experiment instead of giving a path; a suite is `DATASET/FILE`
 (`nightly-cpu/test.txt`) or a path from the repository root; `init_run: R` starts a run from run
-R's best checkpoint and `steps_of: R` trains as many steps as run R did (R must come earlier). Every stage resumes: a dataset whose manifest holds its
+R's best checkpoint and `steps_of: R` trains as many steps as run R did (R must come earlier;
+`steps_factor: F` makes it F times as many). Every stage resumes: a dataset whose manifest holds its
 spec is not rebuilt, a run continues from its newest checkpoint (a finished one does nothing), an
 evaluation reads back what it finished.
 """
@@ -80,6 +81,8 @@ class RunEntry:
     steps_of: str | None = None
     """Train as many optimizer steps as this earlier run did (the length its schedule_minutes chose on
     this machine): runs compared at equal steps, sized to the machine once, their length immune to load."""
+    steps_factor: float = 1.0
+    """With steps_of: train this many times as many steps (rounded), e.g. 4 for a longer run in the same unit."""
 
 
 @dataclass
@@ -164,6 +167,9 @@ class Experiment:
                 earlier = getattr(run, key)
                 if earlier is not None and (earlier not in order or order.index(earlier) >= order.index(name)):
                     raise ConfigError(f"runs.{name}.{key}: '{earlier}' is not a run listed before '{name}'")
+            if run.steps_factor != 1.0 and (run.steps_of is None or run.steps_factor <= 0):
+                raise ConfigError(f"runs.{name}.steps_factor: a positive multiple of a steps_of run's steps, "
+                                  f"got {run.steps_factor} with steps_of {run.steps_of!r}")
             if run.steps_of is not None and self.runs[run.steps_of].checkpoint is not None:
                 raise ConfigError(f"runs.{name}.steps_of: run '{run.steps_of}' is not trained here")
         from tinylm.decode import GenerateConfig
@@ -280,7 +286,8 @@ class Project:
         if entry.init_run is not None:
             data["init_from"] = str(self.checkpoint(entry.init_run))
         if entry.steps_of is not None and (steps := self.trained_steps(entry.steps_of)) is not None:
-            data.update(max_steps=steps, max_tokens=None, max_epochs=None, schedule_minutes=None)
+            data.update(max_steps=max(1, round(steps * entry.steps_factor)), max_tokens=None, max_epochs=None,
+                        schedule_minutes=None)
         return from_dict(TrainConfig, data, where=f"{self.config_file} (run '{run}')")
 
     def trained_steps(self, run: str) -> int | None:
@@ -532,12 +539,15 @@ def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:
 
 def _forget_row(project: Project, run: str, suite: str) -> dict:
     """A run's numbers on one suite for a forget item: its scores, and what its policy kept and cost
-    (None for a run decoded without one)."""
+    (None for a run decoded without one). A run trained a steps_factor longer is its own variant."""
     summary = json.loads((project.eval_dir(run, _windows(project, run)[0]) / "summary.json").read_text())
     found = [s for s in summary["suites"] if s["suite"] == suite]
     if not found:
         raise DataError(f"run '{run}' was not evaluated on suite '{suite}'")
-    return {"run": run, "suite": suite, **found[0], "forget": found[0].get("forget")}
+    forget, factor = found[0].get("forget"), project.cfg.runs[run].steps_factor
+    if forget is not None and factor != 1.0:
+        forget = {**forget, "variant": f"{forget['variant']} x{factor:g} steps"}
+    return {"run": run, "suite": suite, **found[0], "forget": forget}
 
 
 def write_report(project: Project, log=print) -> list[Path]:
