@@ -153,10 +153,12 @@ def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int 
 
 
 def variant(cfg) -> str:
-    """A policy's name in tables and plots: the policy, and how a learned one was trained when not the default."""
+    """A policy's name in tables and plots: the policy, and how a learned one was trained when not the
+    default (the estimator, a frozen LM, a temperature that falls over the run)."""
     if cfg.policy not in LEARNED:
         return cfg.policy
-    return cfg.policy + ("-reinforce" if cfg.estimator == "reinforce" else "") + ("-frozen" if cfg.freeze_lm else "")
+    return (cfg.policy + ("-reinforce" if cfg.estimator == "reinforce" else "") + ("-frozen" if cfg.freeze_lm else "")
+            + ("-annealed" if cfg.temperature[1] < cfg.temperature[0] else ""))
 
 
 def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path, limit: int | None,
