@@ -311,19 +311,20 @@ def forget_table(rows: list[dict]) -> str:
 
 
 def plot_forget(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
-    """`metric` against the measured kept ratio, one line per policy; a run without a policy is a
-    dashed level."""
+    """`metric` against the keep ratio (the budget every policy at that ratio shares; the kept
+    fraction measured is in the table), one line per policy, its colour and marker its own; a run
+    without a policy is a dashed level."""
     fig = new_figure(7, 4.5, title)
     ax = fig.subplots()
     variants = sorted({r["forget"]["variant"] for r in rows if r.get("forget")})
-    for v in variants:
-        pts = sorted((r["forget"]["kept_ratio"], metric_pct(r, metric)) for r in rows
+    for i, v in enumerate(variants):
+        pts = sorted((r["forget"]["keep_ratio"], metric_pct(r, metric)) for r in rows
                      if r.get("forget") and r["forget"]["variant"] == v)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=v)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="osD^v"[i // 10 % 5], color=f"C{i % 10}", label=v)
     for r in rows:
         if not r.get("forget"):
             ax.axhline(metric_pct(r, metric), linestyle="--", color="gray", label=f"{r['run']} (no policy)")
-    ax.set_xlabel("kept fraction of the context")
+    ax.set_xlabel("keep ratio (the budget)")
     ax.set_ylabel(METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right")
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
