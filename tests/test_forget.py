@@ -205,3 +205,28 @@ def test_a_rows_noise_depends_on_its_seed_only_not_on_its_batch(one_torch_thread
     assert not torch.equal(lm.select(x, n_ctx, row_seeds((4, r) for r in range(len(x))))[0], together)
     noise = row_noise(seeds, (len(x), 20), 96, "cpu")
     torch.testing.assert_close(noise, row_noise(seeds, (len(x), 96), 96, "cpu")[:, :20], rtol=0, atol=0)
+
+
+def test_keep_profile_measures_what_a_policy_keeps_where_its_budget_drops(one_torch_thread):
+    """The oracle keeps all of the previous step, random a part of it, identity drops nothing; a
+    learned scorer's score-position correlation is reported, a rule's is not."""
+    from types import SimpleNamespace
+
+    from tinylm.evaluate import split_example
+    from tinylm.forget_eval import keep_profile
+
+    examples = []
+    for text in fixture_examples("nightly", "traces")[:6]:
+        prompt, target = split_example(text + "\n\n")
+        examples.append(SimpleNamespace(prompt_ids=TOK.encode(prompt).tolist(), target_ids=TOK.encode(target).tolist()))
+    profile = {}
+    for policy in ("identity", "oracle", "random", "mlp"):
+        lm = ForgetLM(tiny_gpt(block_size=512), ForgetConfig(policy=policy, keep_ratio=0.25, max_target=80), IDS)
+        profile[policy] = keep_profile(lm.eval(), examples, TOK.eos_id, batch_size=8)
+    assert profile["identity"] == {"dropping_share": 0.0, "previous_step_kept": None, "recent_kept": None,
+                                   "score_position_corr": None}
+    assert 0 < profile["oracle"]["dropping_share"] == profile["random"]["dropping_share"] < 1
+    assert profile["oracle"]["previous_step_kept"] == 1.0  # a budget of ceil(0.25 * 432) = 108 holds a step (<= 95)
+    assert 0 < profile["random"]["previous_step_kept"] < 1
+    assert profile["oracle"]["score_position_corr"] is None and profile["random"]["score_position_corr"] is None
+    assert -1 <= profile["mlp"]["score_position_corr"] <= 1

@@ -20,7 +20,11 @@ What is measured per suite (`Meter`), beside the scores of `tinylm.evaluate.scor
   head_dim x 4 bytes, from the shapes: the same on every machine), and on CUDA also
   `cuda_peak_mib` (torch.cuda.max_memory_allocated over the suite);
 - `target_loss`: teacher-forced cross-entropy per target token on every step of every example,
-  the policy choosing as in decoding (the training objective, on the suite).
+  the policy choosing as in decoding (the training objective, on the suite);
+- what the policy keeps (`keep_profile`), on the same teacher-forced contexts where its budget
+  drops anything: the share of the previous step kept (the prompt, before the first step), the
+  share of the kept tokens among the most recent k, and a learned scorer's mean correlation of
+  score with position (negative: it prefers older tokens).
 """
 
 from __future__ import annotations
@@ -152,6 +156,39 @@ def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int 
     return total / max(counted, 1)
 
 
+@torch.no_grad()
+def keep_profile(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int = 0) -> dict:
+    """What the policy keeps of the teacher-forced contexts of `target_loss` (see the module docstring)."""
+    tokens = np.concatenate([np.array(e.prompt_ids + e.target_ids + [eos_id], dtype=np.int64) for e in examples])
+    split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
+    step_id = lm.policy.ids.step_id
+    after = offsets_after(tokens, step_id)
+    device = lm.gpt.wte.weight.device
+    previous, recent, corr, dropping = [], [], [], 0
+    for lo in range(0, len(after), batch_size):
+        rows = after[lo:lo + batch_size]
+        x, _, n_ctx, _ = step_windows(split, rows, lm.config.block_size, lm.cfg.max_target, eos_id, step_id)
+        x, n_ctx = x.to(device), n_ctx.to(device)
+        keep = lm.select(x, n_ctx, row_seeds((seed, i) for i in range(lo, lo + len(rows))))[0].cpu()
+        scores = lm.policy(x, lm.gpt.wte(x), None).cpu() if lm.cfg.policy in LEARNED else None
+        x, n_ctx = x.cpu(), n_ctx.cpu()
+        for b in range(len(rows)):
+            n, k = int(n_ctx[b]), int(keep[b].sum())
+            if k >= n:
+                continue
+            dropping += 1
+            steps_at = (x[b, :n - 1] == step_id).nonzero().flatten()
+            start = int(steps_at[-1]) + 1 if len(steps_at) else 0
+            previous.append(float(keep[b, start:n].float().mean()))
+            recent.append(float(keep[b, n - k:n].sum()) / k)
+            if scores is not None:
+                s, pos = scores[b, :n].double(), torch.arange(n, dtype=torch.float64)
+                corr.append(float(torch.corrcoef(torch.stack([s, pos]))[0, 1]))
+    means = [float(np.mean(v)) if v else None for v in (previous, recent, corr)]
+    return {"dropping_share": dropping / max(len(after), 1),
+            **dict(zip(("previous_step_kept", "recent_kept", "score_position_corr"), means))}
+
+
 def variant(cfg) -> str:
     """A policy's name in tables and plots: the policy, and how a learned one was trained when not the
     default (the estimator, a frozen LM, a temperature that falls over the run)."""
@@ -188,7 +225,8 @@ def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path
     summary["forget"] = {"variant": variant(lm.cfg), "policy": lm.cfg.policy,
                          "keep_ratio": 1.0 if lm.cfg.policy == "identity" else lm.cfg.keep_ratio,
                          **meter.summary(lm),
-                         "target_loss": target_loss(lm, examples, eos, batch_size)}
+                         "target_loss": target_loss(lm, examples, eos, batch_size),
+                         **keep_profile(lm, examples, eos, batch_size)}
     if torch.cuda.is_available():
         summary["forget"]["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     atomic_write_text(out_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))

@@ -292,21 +292,25 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
 def forget_table(rows: list[dict]) -> str:
     """One line per forgetting run (tinylm.forget_eval): policy, keep ratio, scores, target loss, the
     kept ratio measured, attention FLOPs per generated token (and as a share of keeping everything),
-    wall time and KV cache per token; '-' for a run decoded without a policy."""
+    wall time and KV cache per token, and what the policy keeps where it drops (tinylm.forget_eval.
+    keep_profile: % of the previous step, a learned scorer's score-position correlation); '-' for a
+    run decoded without a policy or a figure that does not apply."""
     header = ["run", "policy", "keep ratio", "hard %", "steps %", "target loss", "kept", "attn MFLOP/token",
-              "of full", "ms/token", "KV peak KiB"]
+              "of full", "ms/token", "KV peak KiB", "prev. step kept %", "corr(score, pos)"]
     lines = []
     for r in rows:
         f = r.get("forget")
         if f is None:
             lines.append([r["run"], "-", "-", _pct(r["hard_pct"]), _pct(100 * r["steps_correct_frac_mean"])]
-                         + ["-"] * 6)
+                         + ["-"] * 8)
             continue
+        kept_prev, corr = f.get("previous_step_kept"), f.get("score_position_corr")
         lines.append([r["run"], f["variant"], f"{f['keep_ratio']:g}", _pct(r["hard_pct"]),
                       _pct(100 * r["steps_correct_frac_mean"]), f"{f['target_loss']:.4f}", f"{f['kept_ratio']:.3f}",
                       f"{f['attn_flops_per_token'] / 1e6:.2f}",
                       f"{100 * f['attn_flops_per_token'] / max(f['attn_flops_full_per_token'], 1):.0f}%",
-                      f"{f['ms_per_token']:.2f}", f"{f['kv_peak_kib']:.0f}"])
+                      f"{f['ms_per_token']:.2f}", f"{f['kv_peak_kib']:.0f}",
+                      "-" if kept_prev is None else _pct(100 * kept_prev), "-" if corr is None else f"{corr:+.2f}"])
     return markdown_table(header, lines)
 
 
