@@ -243,8 +243,8 @@ class Policy(nn.Module):
 def keep_counts(n_ctx: torch.Tensor, keep_ratio: float, recent: int, capacity: int | None = None) -> torch.Tensor:
     """Context tokens kept per row (B,): ceil(keep_ratio * capacity), or ceil(keep_ratio * n) without a
     capacity; at least the `recent` ones, at most n."""
-    k = torch.ceil((n_ctx.double() if capacity is None else n_ctx.new_full(n_ctx.shape, capacity).double())
-                   * keep_ratio).long()
+    base = n_ctx if capacity is None else torch.full_like(n_ctx, capacity)
+    k = torch.ceil(base.double() * keep_ratio).long()
     return torch.maximum(k, n_ctx.clamp(max=recent)).minimum(n_ctx)
 
 

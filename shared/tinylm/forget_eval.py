@@ -137,19 +137,26 @@ def decode(lm: ForgetLM, prompts: list[list[int]], budgets: list[int], eos_id: i
     return gen
 
 
+def step_batches(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int = 0):
+    """The teacher-forced contexts of every step of every example, batch by batch: (x, y, n_ctx,
+    t_len) on the model's device and their noise seeds, each seeded by (seed, its step's index)."""
+    tokens = np.concatenate([np.array(e.prompt_ids + e.target_ids + [eos_id], dtype=np.int64) for e in examples])
+    split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
+    step_id = lm.policy.ids.step_id
+    after = offsets_after(tokens, step_id)
+    device = lm.gpt.wte.weight.device
+    for lo in range(0, len(after), batch_size):
+        rows = after[lo:lo + batch_size]
+        batch = step_windows(split, rows, lm.config.block_size, lm.cfg.max_target, eos_id, step_id)
+        yield [t.to(device) for t in batch], row_seeds((seed, i) for i in range(lo, lo + len(rows)))
+
+
 @torch.no_grad()
 def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int = 0) -> float:
     """Teacher-forced loss per target token over every step of every example (see the module docstring)."""
-    tokens = np.concatenate([np.array(e.prompt_ids + e.target_ids + [eos_id], dtype=np.int64) for e in examples])
-    split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
-    after = offsets_after(tokens, lm.policy.ids.step_id)
-    device = lm.gpt.wte.weight.device
     total, counted = 0.0, 0
-    for lo in range(0, len(after), batch_size):
-        rows = after[lo:lo + batch_size]
-        batch = step_windows(split, rows, lm.config.block_size, lm.cfg.max_target, eos_id, lm.policy.ids.step_id)
-        seeds = row_seeds((seed, i) for i in range(lo, lo + len(rows)))  # a step's place among all
-        logits, labels, _, _ = lm(*(t.to(device) for t in batch), seeds)
+    for batch, seeds in step_batches(lm, examples, eos_id, batch_size, seed):
+        logits, labels, _, _ = lm(*batch, seeds)
         total += float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
                                        reduction="sum"))
         counted += int((labels != IGNORE).sum())
@@ -159,20 +166,14 @@ def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int 
 @torch.no_grad()
 def keep_profile(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int = 0) -> dict:
     """What the policy keeps of the teacher-forced contexts of `target_loss` (see the module docstring)."""
-    tokens = np.concatenate([np.array(e.prompt_ids + e.target_ids + [eos_id], dtype=np.int64) for e in examples])
-    split = TokenSplit(tokens=tokens, starts=example_starts(tokens, eos_id))
     step_id = lm.policy.ids.step_id
-    after = offsets_after(tokens, step_id)
-    device = lm.gpt.wte.weight.device
-    previous, recent, corr, dropping = [], [], [], 0
-    for lo in range(0, len(after), batch_size):
-        rows = after[lo:lo + batch_size]
-        x, _, n_ctx, _ = step_windows(split, rows, lm.config.block_size, lm.cfg.max_target, eos_id, step_id)
-        x, n_ctx = x.to(device), n_ctx.to(device)
-        keep = lm.select(x, n_ctx, row_seeds((seed, i) for i in range(lo, lo + len(rows))))[0].cpu()
+    previous, recent, corr, windows, dropping = [], [], [], 0, 0
+    for (x, _, n_ctx, _), seeds in step_batches(lm, examples, eos_id, batch_size, seed):
+        keep = lm.select(x, n_ctx, seeds)[0].cpu()
         scores = lm.policy(x, lm.gpt.wte(x), None).cpu() if lm.cfg.policy in LEARNED else None
         x, n_ctx = x.cpu(), n_ctx.cpu()
-        for b in range(len(rows)):
+        windows += len(x)
+        for b in range(len(x)):
             n, k = int(n_ctx[b]), int(keep[b].sum())
             if k >= n:
                 continue
@@ -185,7 +186,7 @@ def keep_profile(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int
                 s, pos = scores[b, :n].double(), torch.arange(n, dtype=torch.float64)
                 corr.append(float(torch.corrcoef(torch.stack([s, pos]))[0, 1]))
     means = [float(np.mean(v)) if v else None for v in (previous, recent, corr)]
-    return {"dropping_share": dropping / max(len(after), 1),
+    return {"dropping_share": dropping / max(windows, 1),
             **dict(zip(("previous_step_kept", "recent_kept", "score_position_corr"), means))}
 
 
