@@ -1,4 +1,4 @@
-"""Decoding that forgets (tinylm.forget_eval.decode): wall time per generated token, side by side.
+"""Decoding that forgets (tinylm.forget_eval.decode_suite): wall time per generated token, side by side.
 
     python benchmarks/bench_forget.py research_project_5/runs/cpu/train/{identity,oracle-0.25,random-0.25}/best.pt
     python benchmarks/bench_forget.py CKPT ... --limit 50 --batch-size 50 --repeats 5 --threads 2
@@ -21,7 +21,7 @@ import torch
 
 from tinylm.evaluate import read_suite
 from tinylm.forget import load_forget_model
-from tinylm.forget_eval import SLACK, Meter, decode, variant
+from tinylm.forget_eval import Meter, decode_suite, variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,16 +39,13 @@ def main() -> None:
 
     models = [load_forget_model(c, "cpu")[:2] for c in args.checkpoints]
     examples = read_suite(args.suite, models[0][1], args.limit)
-    order = sorted(examples, key=lambda e: (-len(e.target_ids), e.id))
-    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     ms = [[] for _ in models]
     meters, outputs = [None] * len(models), [None] * len(models)
     for _ in range(args.repeats):
         for i, (lm, tok) in enumerate(models):
-            meter, gens = Meter(), []
-            for b in batches:
-                gens += decode(lm.eval(), [e.prompt_ids for e in b], [len(e.target_ids) + SLACK for e in b],
-                               tok.eos_id, meter, keys=[e.id for e in b])
+            meter = Meter()
+            gens = [g for _, batch in decode_suite(lm.eval(), examples, tok.eos_id, args.batch_size, meter)
+                    for g in batch]
             if outputs[i] is not None and gens != outputs[i]:
                 raise SystemExit(f"{args.checkpoints[i]}: generations differ between repeats")
             outputs[i], meters[i] = gens, meter

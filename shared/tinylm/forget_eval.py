@@ -199,25 +199,31 @@ def variant(cfg) -> str:
             + ("-annealed" if cfg.temperature[1] < cfg.temperature[0] else ""))
 
 
+def decode_suite(lm: ForgetLM, examples, eos_id: int, batch_size: int, meter: Meter):
+    """`decode` over a suite's examples, longest targets first, batch_size at a time, each allowed its
+    target's length + SLACK: yields (examples, their generations) batch by batch."""
+    order = sorted(examples, key=lambda e: (-len(e.target_ids), e.id))
+    for lo in range(0, len(order), batch_size):
+        batch = order[lo:lo + batch_size]
+        yield batch, decode(lm, [e.prompt_ids for e in batch], [len(e.target_ids) + SLACK for e in batch], eos_id,
+                            meter, keys=[e.id for e in batch])
+
+
 def evaluate_suite(lm: ForgetLM, tokenizer, name: str, path: Path, out_dir: Path, limit: int | None,
                    batch_size: int, settings: dict, log=print) -> dict:
     """Decode and score one suite into out_dir (results.jsonl, summary.json); returns the summary."""
     eos = tokenizer.eos_id
     examples = read_suite(path, tokenizer, limit)
-    order = sorted(examples, key=lambda e: (-len(e.target_ids), e.id))
     meter, records = Meter(), []
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    for lo in range(0, len(order), batch_size):
-        batch = order[lo:lo + batch_size]
-        gens = decode(lm, [e.prompt_ids for e in batch], [len(e.target_ids) + SLACK for e in batch], eos, meter,
-                      keys=[e.id for e in batch])
+    for batch, gens in decode_suite(lm, examples, eos, batch_size, meter):
         for e, g in zip(batch, gens):
             text = generated_text(tokenizer, g)
             records.append({"id": e.id, "prompt": e.prompt, "target": e.target,
                             "generated": text.split(EXAMPLE_END)[0],
                             **score(tokenizer.decode(e.target_ids), text)})
-        log(f"{name}: {len(records)}/{len(order)} examples, hard "
+        log(f"{name}: {len(records)}/{len(examples)} examples, hard "
             f"{100 * sum(r['class'] == 'hard' for r in records) / len(records):.1f}%")
     records.sort(key=lambda r: r["id"])
     timing = [{"wall_s": meter.seconds, "generated_tokens": meter.generated, "positions": meter.pairs,
