@@ -25,6 +25,7 @@ import hashlib
 import keyword
 import math
 import random
+import re
 from bisect import bisect
 from collections.abc import Callable
 from itertools import accumulate
@@ -109,6 +110,7 @@ def _demo_maker(spec: GeneratorSpec) -> Maker:
 ROOT, INIT, DIRECT, SIMPLE, IF, ELIF, ELSE, WHILE, UPDATE, DISPLAY, UNINDENT, END = range(12)
 _FLAT = (INIT, DIRECT, SIMPLE, DISPLAY)
 _LOOP_COMPARISONS = ("<", ">", "<=", ">=")
+_NUMBER = re.compile(r"\d+")
 
 
 class _Block:
@@ -508,7 +510,9 @@ class _Nightly:
         k, lines = self.k, len(self.lines)
         return (k.min_code_lines <= lines and (not k.max_code_lines or lines <= k.max_code_lines)
                 and self.deepest >= k.min_depth and self.peak_blocks >= k.min_sub_blocks
-                and (self.has_while or not k.require_while))
+                and (self.has_while or not k.require_while)
+                and not (k.cap_literals and any(abs(int(n)) > k.max_value
+                                                for line in self.lines for n in _NUMBER.findall(line))))
 
     def run(self) -> str:
         k = self.k
