@@ -1141,11 +1141,13 @@ def training_words(folder: Path, manifest: dict, tokens_per_read: int = 1 << 26)
 
 
 def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int,
-                 lengths: list[int], solved_only: bool = True) -> str:
+                 lengths: list[int], solved_only: bool = True, trained_letters: bool = False) -> str:
     """The renamed-variables suite: each hard-matched example of `results` (an evaluation of
-    `suite`; every example when not `solved_only`) with its variables renamed to names of `lengths` letters that never occur in the
-    dataset's train split and that its tokenizer spells, re-traced in the dataset's format and
-    filtered at its block size; dropped if its program is in the train split or twice in the suite."""
+    `suite`; every example when not `solved_only`) with its variables renamed to names of `lengths`
+    letters that never occur in the dataset's train split and that its tokenizer spells (with
+    `trained_letters`, spelled only with letters of the training names: new words of trained
+    tokens), re-traced in the dataset's format and filtered at its block size; dropped if its
+    program is in the train split or twice in the suite."""
     from tinylm.lang.rename import fresh_names, program_names, rename_program
     from tinylm.tokenizer import tokenizer_from_dict
 
@@ -1157,12 +1159,14 @@ def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int
     tokenizer = tokenizer_from_dict(manifest["tokenizer"])
     hard = read_hard_matched(results, suite, () if solved_only else ("soft", "failure"))
     taken = training_words(dataset, manifest)
+    letters = set("".join(taken)) if trained_letters else None
     rng = random.Random(seed)
     programs = []
     for text in hard:
         program = text.split(STEP, 1)[0]
         mapping = fresh_names(program_names(program), taken, rng, lengths,
-                              allowed=lambda name: name_problem(tokenizer, name) is None)
+                              allowed=lambda name: name_problem(tokenizer, name) is None
+                              and (letters is None or set(name) <= letters))
         programs.append(rename_program(program, mapping))
     chunk = process_programs(programs, manifest["trace_format"], tokenizer, manifest["block_size"],
                              where=f"{out} (renamed)")

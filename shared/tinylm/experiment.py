@@ -98,7 +98,10 @@ class DerivedSuite:
     lengths: list[int] = field(default_factory=lambda: [1])
     """Lengths of the new names (each never seen in the dataset's training programs)."""
     solved_only: bool = True
-    """Only the examples the run solved (hard match); false renames every example (smoke checks)."""
+    """Only the examples the run solved (hard match); false renames every example of the suite."""
+    trained_letters: bool = False
+    """New names spelled only with letters the training names use: unseen words of trained tokens
+    (false: any letter, so a name may bring a token training never showed)."""
     seed: int = 0
 
 
@@ -438,7 +441,7 @@ def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
         raise DataError(f"{results}: the evaluation that suite '{derived.name}' is made from is missing")
     out = project.suite_path(derived.name)
     log(stage_rename(results, project.suite_path(derived.suite), out, project.dataset_dir(derived.dataset),
-                     derived.seed, derived.lengths, derived.solved_only))
+                     derived.seed, derived.lengths, derived.solved_only, derived.trained_letters))
 
 
 def evaluate_runs(project: Project, only: list[str] | None = None, log=print) -> None:

@@ -1,0 +1,151 @@
+"""Research project 1's OOD suites shift exactly one property: measured on a real build of
+datasets/nightly-mini (at small counts), every property of every suite is checked against the range
+the training split covers, with CPython running each program as the oracle."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, built_programs
+from test_generate import block_peak, code_lines, loop_runs, max_depth
+
+
+def _values(program: str) -> list[int]:
+    """Every value a variable takes while CPython runs the program."""
+    body = code_lines(program)
+    seen: list[int] = []
+    namespace: dict = {}
+    exec(compile("def f():\n" + "\n".join("\t" + line for line in body), "<program>", "exec"), namespace)
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name != "f":
+            return None
+        seen.extend(v for v in frame.f_locals.values() if isinstance(v, int))
+        return tracer
+
+    import contextlib
+    import io
+
+    sys.settrace(tracer)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            namespace["f"]()
+    finally:
+        sys.settrace(None)
+    return seen
+
+
+def _names(program: str) -> list[str]:
+    tree = ast.parse("\n".join(code_lines(program)))
+    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id != "print"})
+
+
+def _in_if_blocks(program: str) -> list[int]:
+    """1 for each if/while statement placed inside an if body, else nothing."""
+    tree = ast.parse("\n".join(code_lines(program)))
+    return [1 for node in ast.walk(tree) if isinstance(node, ast.If)
+            for child in node.body + node.orelse if isinstance(child, (ast.If, ast.While))
+            and child not in node.orelse[:1]]  # an elif is the if's own else branch
+
+
+# property -> what it measures on one program (a list: a program may hold several loops)
+PROPERTIES: dict[str, Callable[[str], list]] = {
+    "lines": lambda p: [len(code_lines(p))],
+    "depth": lambda p: [max_depth("\n".join(code_lines(p)))],
+    "sub-blocks": lambda p: [block_peak(p)],
+    "iterations": lambda p: [n for n, _ in loop_runs(p) if n >= 0],
+    "loop steps": lambda p: [s for _, steps in loop_runs(p) for s in steps],
+    "values": lambda p: [abs(v) for v in _values(p)],
+    "literals": lambda p: [int(n.value) for n in ast.walk(ast.parse("\n".join(code_lines(p))))
+                           if isinstance(n, ast.Constant)],
+    "name length": lambda p: [len(n) for n in _names(p)],
+    "name letters": lambda p: sorted({c for n in _names(p) for c in n}),
+}
+SHIFTED = {
+    "longer-snippets": "lines",
+    "more-while-iterations": "iterations",
+    "wider-while-steps": "loop steps",
+    "more-sub-blocks": "sub-blocks",
+    "deeper-nesting": "depth",
+}
+
+
+@pytest.fixture(scope="module")
+def mini_build(tmp_path_factory) -> Path:
+    from tinylm.datasets import build
+
+    folder = tmp_path_factory.mktemp("data") / "nightly-mini"
+    folder.mkdir()
+    spec = yaml.safe_load((REPO / "datasets/nightly-mini/dataset.yaml").read_text())
+    spec["splits"] = {"train": 1500, "val": 20, "test": 200}
+    spec["shard_size"] = 500
+    for suite in spec["ood"]:
+        suite["count"] = 120
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    build(folder, workers=1)
+    return folder
+
+
+def _ranges(programs: list[str]) -> dict[str, set]:
+    return {name: {v for p in programs for v in measure(p)} for name, measure in PROPERTIES.items()}
+
+
+def _inside(values: set, reference: set) -> bool:
+    if all(isinstance(v, str) for v in values | reference):
+        return values <= reference
+    return not values or (reference and min(reference) <= min(values) and max(values) <= max(reference))
+
+
+@pytest.mark.parametrize("suite", list(SHIFTED))
+def test_each_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
+    programs = built_programs(mini_build)
+    train = _ranges(programs["train"])
+    ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
+    assert len(ood) >= 100
+    measured = _ranges(ood)
+    shifted = SHIFTED[suite]
+    assert measured[shifted] and min(measured[shifted]) > max(train[shifted]), (shifted, measured[shifted])
+    for name, values in measured.items():
+        if name != shifted:
+            assert _inside(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+    # the nesting rules of training: where training puts blocks inside if bodies, so may a suite
+    assert not any(_in_if_blocks(p) for p in ood) or any(_in_if_blocks(p) for p in programs["train"])
+
+
+def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_path):
+    """The renamed-variables suite of research project 1: every test program, names of two letters
+    that training spells only one at a time; every other property unchanged."""
+    import json
+
+    from tinylm.datasets import stage_rename
+    from tinylm.lang.trace import iter_examples
+
+    test = mini_build / "test.txt"
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"id": i, "class": "failure", "prompt": "", "target": example}) + "\n"
+                               for i, example in enumerate(iter_examples(test))))
+    out = tmp_path / "renamed.txt"
+    stage_rename(results, test, out, mini_build, seed=0, lengths=[2], solved_only=False, trained_letters=True)
+    programs = built_programs(mini_build)
+    train = _ranges(programs["train"])
+    renamed = [e.split("\n#STEP\n")[0] for e in iter_examples(out)]
+    assert len(renamed) >= 150
+    measured = _ranges(renamed)
+    assert measured["name length"] == {2} and train["name length"] == {1}
+    assert measured["name letters"] <= train["name letters"]
+    for name in set(PROPERTIES) - {"name length", "name letters"}:
+        assert _inside(measured[name], train[name]), name
+
+
+def test_the_ood_build_is_the_committed_spec():
+    """Guard: the suites measured above are the ones research project 1's cpu config scores."""
+    config = yaml.safe_load((REPO / "research_project_1/configs/cpu.yaml").read_text())
+    spec = yaml.safe_load((REPO / "datasets/nightly-mini/dataset.yaml").read_text())
+    assert config["datasets"]["nightly-mini"]["spec"] == "datasets/nightly-mini"
+    assert {s["name"] for s in spec["ood"]} == set(SHIFTED)
+    assert set(SHIFTED) <= {Path(v).stem.removeprefix("ood_") for v in config["eval"]["suites"].values()}
