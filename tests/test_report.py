@@ -15,13 +15,17 @@ from tinylm.cli import main
 from tinylm.errors import DataError
 from tinylm.report import (
     compare_row,
+    group_row,
     plot_bars,
     plot_scaling,
     plot_sweep_tokens,
     plot_val_loss,
     report,
+    runs_by_suite_table,
     runs_table,
+    summary_records,
 )
+from tinylm.stats import wilson
 
 
 def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:
@@ -47,9 +51,38 @@ def png(path: Path) -> np.ndarray:
 
 def test_runs_table_takes_its_numbers_from_the_rows_and_dashes_what_is_missing():
     lines = runs_table(rows()).splitlines()
-    assert lines[0] == "| run | parameters | train examples | tokens seen | val loss | id hard % | ood hard % |"
-    assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 0.0312 | 61.5 | 12.2 |"
-    assert lines[3] == "| big | 4,500,000 | 20,000 | - | - | 97.0 | - |"
+    assert lines[0] == ("| run | parameters | train examples | tokens seen | val loss | id n | id hard % | ood n "
+                        "| ood hard % |")
+    # Wilson intervals of 123, 24 and 194 of 200
+    assert lines[2] == "| small | 120,000 | 2,000 | 1,048,576 | 0.0312 | 200 | 61.5 (54.6–68.0) | 200 | 12.2 (8.2–17.2) |"
+    assert lines[3] == "| big | 4,500,000 | 20,000 | - | - | 200 | 97.0 (93.6–98.6) | - | - |"
+
+
+def test_wilson_intervals_match_known_values():
+    assert wilson(12, 200) == pytest.approx((0.0346, 0.1020), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)    # honest at 0%
+    assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)   # and at 100%
+    low, high = wilson(500, 1000)
+    assert (low + high) / 2 == pytest.approx(0.5) and high - low == pytest.approx(2 * 1.96 * 0.5 / math.sqrt(1000), rel=1e-2)
+    with pytest.raises(ValueError):
+        wilson(3, 2)
+
+
+def test_seeds_of_a_run_show_their_mean_and_min_max_and_the_summary_keeps_every_cell():
+    seeds = [{**rows()[0], "run": f"small-s{k}", "suites": {"id": suite(hard)}} for k, hard in ((1, 60.0), (2, 70.0), (3, 65.0))]
+    group = group_row("small", seeds)
+    assert group["suites"]["id"]["hard_pct"] == pytest.approx(65.0)
+    assert group["suites"]["id"]["spread"]["hard_pct"] == (60.0, 70.0)
+    table = runs_by_suite_table([group, seeds[0]]).splitlines()
+    assert table[0] == "| suite | small n | small hard % | small-s1 n | small-s1 hard % |"
+    assert table[2] == "| id | 3×200 | 65.0 (60.0–70.0) | 200 | 60.0 (53.1–66.5) |"
+    records = summary_records({s["run"]: s for s in seeds}, {"small-s1": 1, "small-s2": 2, "small-s3": 3},
+                              {"small": ["small-s1", "small-s2", "small-s3"]})
+    hard = [r for r in records if r["metric"] == "hard_pct"]
+    assert [(r["seed"], r["n"], r["value"]) for r in hard] == [(1, 200, 60.0), (2, 200, 70.0), (3, 200, 65.0),
+                                                               ("mean", 600, pytest.approx(65.0))]
+    assert hard[0]["ci_low"] == pytest.approx(100 * wilson(120, 200)[0])
+    assert (hard[-1]["min"], hard[-1]["max"]) == (60.0, 70.0)
 
 
 def test_val_loss_bars_are_the_runs_validation_losses(tmp_path):
@@ -67,7 +100,7 @@ def test_scaling_plot_draws_each_suite_against_x_on_a_log_axis(tmp_path):
     fig = plot_scaling(rows(), "parameters", tmp_path / "a.png", title="size")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+    lines = {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers}
     assert lines == {"id": ([120_000, 4_500_000], [61.5, 97.0]), "ood": ([120_000], [12.25])}
     assert sorted(t.get_text() for t in ax.texts) == ["big", "small", "small"]
     a = png(tmp_path / "a.png")
@@ -90,11 +123,17 @@ def test_bars_one_group_per_suite_one_bar_per_run(tmp_path):
     fig = plot_bars(rows(), tmp_path / "bars.png", metric="soft_pct")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["id", "ood"]
-    small, big = ax.containers
+    from matplotlib.container import BarContainer
+
+    small, big = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert [p.get_height() for p in small] == [1.0, 1.0]
     assert big[0].get_height() == 1.0 and math.isnan(big[1].get_height())  # big has no ood suite
     hard = plot_bars(rows(), tmp_path / "hard.png").axes[0]
-    assert [p.get_height() for p in hard.containers[0]] == [61.5, 12.25]
+    assert [p.get_height() for p in [c for c in hard.containers if isinstance(c, BarContainer)][0]] == [61.5, 12.25]
+    # each bar carries its 95% interval: 123 of 200 for small's id suite
+    caps = [c for c in hard.containers if not isinstance(c, BarContainer)][0]
+    low, high = wilson(123, 200)
+    assert caps.lines[2][0].get_segments()[0][:, 1] == pytest.approx([100 * low, 100 * high])
     assert not np.array_equal(png(tmp_path / "bars.png"), png(tmp_path / "hard.png"))
 
 
@@ -156,8 +195,8 @@ def test_compare_reads_eval_and_run_folders(tmp_path, capsys):
                  "--out", str(out)]) == 0
     table = (out / "table.md").read_text().splitlines()
     # 30 steps x 8 rows x 64 tokens; the validation loss logged at the step of the checkpoint scored
-    assert table[2] == "| A | 50,000 | 1,000 | 15,360 | 0.2500 | 40.0 | 5.0 |"
-    assert table[3] == "| B | 800,000 | 9,000 | 51,200 | 0.1250 | 90.0 | - |"
+    assert table[2] == "| A | 50,000 | 1,000 | 15,360 | 0.2500 | 200 | 40.0 (33.5–46.9) | 200 | 5.0 (2.7–9.0) |"
+    assert table[3] == "| B | 800,000 | 9,000 | 51,200 | 0.1250 | 200 | 90.0 (85.1–93.4) | - | - |"
     assert "| A | 50,000" in capsys.readouterr().out
     png(out / "scaling.png")
     saved = json.loads((out / "runs.json").read_text())

@@ -57,6 +57,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -326,11 +327,16 @@ def _csv_text(records: list[dict]) -> str:
     return buf.getvalue()
 
 
+SWEEP_KEYS = ("n", "hard", "hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean", "steps_correct_frac_std")
+"""What a sweep row keeps of each suite's summary."""
+
+
 def summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
     n = len(records)
     counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
     outputs = [r["output_correct"] for r in records if r["output_correct"] is not None]
     wall = sum(t["wall_s"] / t["processes"] for t in timing)  # processes decode batches side by side
+    mean_steps = sum(r["steps_correct_frac"] for r in records) / n
     generated = sum(t["generated_tokens"] for t in timing)
     return {
         "suite": name,
@@ -338,7 +344,9 @@ def summarize(name: str, path: Path, records: list[dict], timing: list[dict], se
         "n": n,
         **counts,
         **{f"{c}_pct": 100.0 * counts[c] / n for c in CLASSES},
-        "steps_correct_frac_mean": sum(r["steps_correct_frac"] for r in records) / n,
+        "steps_correct_frac_mean": mean_steps,
+        "steps_correct_frac_std": math.sqrt(sum((r["steps_correct_frac"] - mean_steps) ** 2 for r in records)
+                                            / max(n - 1, 1)),
         "stopped_pct": 100.0 * sum(r["stopped"] for r in records) / n,
         "output_correct_pct": 100.0 * sum(outputs) / len(outputs) if outputs else None,
         "settings": settings,
@@ -518,9 +526,7 @@ def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: Eval
         res = evaluate_checkpoint(path, suites, out_dir / path.stem, cfg, device, log, rt)
         step = res.get("step")
         rows.append({"checkpoint": path.name, "step": step, "elapsed_s": times.get(step),
-                     "suites": {s["suite"]: {k: s[k] for k in ("n", "hard_pct", "soft_pct", "failure_pct",
-                                                              "steps_correct_frac_mean")}
-                                for s in res["suites"]}})
+                     "suites": {s["suite"]: {k: s.get(k) for k in SWEEP_KEYS} for s in res["suites"]}})
     if not rt or rt.is_main:
         atomic_write_json(out_dir / "sweep.json", {"run": str(run_dir), "rows": rows})
         atomic_write_text(out_dir / "sweep.md", sweep_report(rows) + "\n")

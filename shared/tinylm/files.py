@@ -79,6 +79,22 @@ def run_metadata() -> dict:
     return meta
 
 
+def machine() -> dict:
+    """The CPU a number was measured on: its model name, the AVX/AMX flags it has, and its cores
+    (Linux reads /proc/cpuinfo, as `lscpu` does; elsewhere the platform's processor string)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor speaks for all
+    flags = sorted(f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx")))
+    return {"cpu": fields.get("model name") or platform.processor() or platform.machine(), "flags": flags,
+            "cores": os.cpu_count()}
+
+
 def find_repo_root(start: str | Path) -> Path | None:
     """The nearest folder at or above `start` holding both `pyproject.toml` and `datasets/`."""
     start = Path(start).resolve()

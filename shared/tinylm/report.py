@@ -31,12 +31,15 @@ import json
 import math
 from pathlib import Path
 
+from tinylm import stats
 from tinylm.cli import ArgumentParser
 from tinylm.config import read_yaml
 from tinylm.errors import ConfigError, DataError
 from tinylm.files import atomic_path, atomic_write_json, atomic_write_text, resolve_path
 
 SUITE_KEYS = ("n", "hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean")
+COUNT_KEYS = ("hard", "soft", "failure", "steps_correct_frac_std")
+"""Kept beside SUITE_KEYS where an evaluation wrote them: what the intervals are computed from."""
 SCALING_X = {"parameters": "parameters", "train_examples": "training examples", "tokens": "training tokens seen"}
 FACTS = ("parameters", "tokens_per_step", "train_examples")
 METRICS = {"hard_pct": "hard match %", "soft_pct": "soft match %", "failure_pct": "failure %",
@@ -149,17 +152,106 @@ def metric_pct(summary: dict, metric: str) -> float | None:
     return 100 * value if metric == "steps_correct_frac_mean" else value
 
 
+def interval_pct(summary: dict, metric: str) -> tuple[float, float] | None:
+    """The band drawn and printed around a suite's `metric`, in percent: min-max over seeds for a
+    seed group's row (`group_row`), else the 95% interval (`tinylm.stats.cell`); None where the
+    summary cannot give one (val_loss, or an older summary without the steps' spread)."""
+    if "spread" in summary:
+        low, high = summary["spread"][metric]
+        return (100 * low, 100 * high) if metric == "steps_correct_frac_mean" else (low, high)
+    if "n" not in summary or (metric not in stats.PROPORTIONS and metric != "steps_correct_frac_mean"):
+        return None
+    c = stats.cell(summary, metric)
+    return None if c["ci_low"] is None else (c["ci_low"], c["ci_high"])
+
+
+def _scored(summary: dict | None, metric: str) -> str:
+    """'97.1 (95.8-98.0)': a metric in percent and its band ('-' when missing)."""
+    value = None if summary is None else metric_pct(summary, metric)
+    if value is None:
+        return "-"
+    band = interval_pct(summary, metric)
+    return _pct(value) if band is None else f"{value:.1f} ({band[0]:.1f}–{band[1]:.1f})"
+
+
+TABLE_NOTE = ("n: programs scored (seeds × programs for a run trained with several seeds). In brackets: the 95% "
+              "interval (Wilson for hard, soft and failure %, normal for steps %); for several seeds, the mean "
+              "over seeds and their min–max.")
+
+
+def _size(summary: dict | None) -> str:
+    if summary is None:
+        return "-"
+    return f"{summary['seeds']}×{summary['n']:,}" if "seeds" in summary else f"{summary['n']:,}"
+
+
 def runs_table(rows: list[dict], metrics: tuple[str, ...] = ("hard_pct",)) -> str:
     """One line per run: parameters, training examples, tokens seen, the validation loss of the
-    checkpoint scored, then each suite's `metrics` (hard match %, and e.g. the % of trace steps
-    right; '-' where a number or a suite is missing)."""
+    checkpoint scored, then for each suite its n and `metrics` (hard match %, and e.g. the % of
+    trace steps right), each with its 95% interval, or for a seed group (`group_row`) the mean
+    over seeds with their min-max ('-' where a number or a suite is missing)."""
     suites = check_runs(rows)
     header = ["run", "parameters", "train examples", "tokens seen", "val loss"] + [
-        f"{name} {COLUMNS[m]}" for name in suites for m in metrics]
+        col for name in suites for col in [f"{name} n"] + [f"{name} {COLUMNS[m]}" for m in metrics]]
     lines = [[r["run"], _count(r.get("parameters")), _count(r.get("train_examples")), _count(r.get("tokens")),
               "-" if r.get("val_loss") is None else f"{r['val_loss']:.4f}"]
-             + [_pct(metric_pct(r["suites"].get(name, {}), m)) for name in suites for m in metrics] for r in rows]
-    return markdown_table(header, lines)
+             + [cell for name in suites for cell in [_size(r["suites"].get(name))]
+                + [_scored(r["suites"].get(name), m) for m in metrics]] for r in rows]
+    return markdown_table(header, lines) + "\n\n" + TABLE_NOTE
+
+
+def runs_by_suite_table(rows: list[dict], metrics: tuple[str, ...] = ("hard_pct",)) -> str:
+    """`runs_table` turned on its side, for a few runs on many suites: one line per suite, its n
+    and each run's `metrics` with their intervals (or mean and min-max over seeds)."""
+    suites = check_runs(rows)
+    header = ["suite"] + [col for r in rows for col in [f"{r['run']} n"] + [f"{r['run']} {COLUMNS[m]}" for m in metrics]]
+    lines = [[name] + [cell for r in rows for cell in [_size(r["suites"].get(name))]
+                       + [_scored(r["suites"].get(name), m) for m in metrics]] for name in suites]
+    return markdown_table(header, lines) + "\n\n" + TABLE_NOTE
+
+
+def group_row(name: str, rows: list[dict]) -> dict:
+    """One row for the seeds of a run: counts and sizes of the first seed, the validation loss
+    and each suite metric averaged over seeds, `spread` holding each metric's (min, max) and
+    `seeds` how many seeds scored the suite."""
+    if not rows:
+        raise DataError(f"run '{name}': no seeds evaluated")
+    suites = {}
+    for suite in rows[0]["suites"]:
+        members = [r["suites"][suite] for r in rows if suite in r["suites"]]
+        merged = {"n": members[0]["n"], "seeds": len(members), "spread": {}}
+        for key in SUITE_KEYS[1:]:
+            values = [m[key] for m in members]
+            merged[key] = sum(values) / len(values)
+            merged["spread"][key] = (min(values), max(values))
+        suites[suite] = merged
+    losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    return {**rows[0], "run": name, "suites": suites, "members": [r["run"] for r in rows],
+            "val_loss": sum(losses) / len(losses) if len(losses) == len(rows) else None}
+
+
+def summary_records(rows: dict[str, dict], seeds: dict[str, int], groups: dict[str, list[str]]) -> list[dict]:
+    """The cells of a project's report, one record each: every run (each seed of a group, named by
+    its group), suite and metric with n, value and 95% interval in percent; then per group and suite
+    the mean over its seeds with their min and max."""
+    metrics = [*stats.PROPORTIONS, "steps_correct_frac_mean"]
+    group_of = {member: name for name, members in groups.items() for member in members}
+    records = []
+    for instance, row in rows.items():
+        for suite, summary in row["suites"].items():
+            for metric in metrics:
+                records.append({"run": group_of.get(instance, instance), "seed": seeds[instance], "suite": suite,
+                                **stats.cell(summary, metric)})
+    for name, members in groups.items():
+        evaluated = [m for m in members if m in rows]
+        for suite in rows[evaluated[0]]["suites"] if evaluated else []:
+            for metric in metrics:
+                cells = [stats.cell(rows[m]["suites"][suite], metric) for m in evaluated if suite in rows[m]["suites"]]
+                spread = stats.over_seeds([c["value"] for c in cells])
+                records.append({"run": name, "seed": "mean", "seeds": [seeds[m] for m in evaluated], "suite": suite,
+                                "metric": metric, "n": sum(c["n"] for c in cells), "value": spread["mean"],
+                                "min": spread["min"], "max": spread["max"]})
+    return records
 
 
 # -----------------------------------------------------------------------------
@@ -210,7 +302,8 @@ def plot_sweep(rows: list[dict], path: str | Path):
 
 
 def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, title: str | None = None):
-    """hard match % against training tokens seen (step x tokens_per_step), one line per suite."""
+    """hard match % against training tokens seen (step x tokens_per_step), one line per suite with
+    its 95% interval as a band."""
     if tokens_per_step < 1:
         raise DataError(f"tokens_per_step must be >= 1, got {tokens_per_step}")
     stepped = sorted((r for r in rows if r.get("step") is not None), key=lambda r: r["step"])
@@ -219,8 +312,12 @@ def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, 
     fig = new_figure(6, 4, title)
     ax = fig.subplots()
     for name in sorted({name for r in stepped for name in r["suites"]}):
-        pts = [(r["step"] * tokens_per_step, r["suites"][name]["hard_pct"]) for r in stepped if name in r["suites"]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        scored = [r for r in stepped if name in r["suites"]]
+        xs = [r["step"] * tokens_per_step for r in scored]
+        line, = ax.plot(xs, [r["suites"][name]["hard_pct"] for r in scored], marker="o", label=name)
+        bands = [interval_pct(r["suites"][name], "hard_pct") for r in scored]
+        if None not in bands:
+            ax.fill_between(xs, [b[0] for b in bands], [b[1] for b in bands], color=line.get_color(), alpha=0.2)
     _hard_axis(ax, "training tokens seen")
     ax.legend()
     return save_figure(fig, path)
@@ -255,8 +352,10 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     fig = new_figure(7, 4.5, title)
     ax = fig.subplots()
     for name in suites:
-        pts = sorted((r[x], metric_pct(r["suites"][name], metric), r["run"]) for r in rows if name in r["suites"])
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ordered = sorted((r for r in rows if name in r["suites"]), key=lambda r: r[x])
+        pts = [(r[x], metric_pct(r["suites"][name], metric), r["run"]) for r in ordered]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], _error_bars([r["suites"][name] for r in ordered], metric),
+                    marker="o", capsize=3, label=name)
         for px, py, label in pts:
             ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
     from matplotlib.ticker import NullFormatter
@@ -265,9 +364,24 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     ax.margins(x=0.1)
     _hard_axis(ax, SCALING_X[x])
-    ax.set_ylabel(METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right")
+    ax.set_ylabel(_axis_label(metric))
     ax.legend()
     return save_figure(fig, path)
+
+
+def _axis_label(metric: str) -> str:
+    return METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right"
+
+
+def _error_bars(summaries: list[dict | None], metric: str):
+    """matplotlib's yerr (2 x N distances below and above) of each summary's band; 0 where none."""
+    below, above = [], []
+    for summary in summaries:
+        band = None if summary is None else interval_pct(summary, metric)
+        value = None if summary is None else metric_pct(summary, metric)
+        below.append(0.0 if band is None else max(0.0, value - band[0]))
+        above.append(0.0 if band is None else max(0.0, band[1] - value))
+    return [below, above]
 
 
 def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
@@ -279,11 +393,12 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
     ax = fig.subplots()
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
-        heights = [r["suites"][name][metric] if name in r["suites"] else math.nan for name in suites]
-        ax.bar([g + (i - (len(rows) - 1) / 2) * width for g in range(len(suites))], heights, width, label=r["run"])
+        heights = [metric_pct(r["suites"][name], metric) if name in r["suites"] else math.nan for name in suites]
+        ax.bar([g + (i - (len(rows) - 1) / 2) * width for g in range(len(suites))], heights, width, label=r["run"],
+               yerr=_error_bars([r["suites"].get(name) for name in suites], metric), capsize=3)
     ax.set_xticks(range(len(suites)), suites, rotation=20 if len(suites) > 4 else 0, ha="right" if len(suites) > 4 else "center")
-    ax.set_ylabel(METRICS[metric])
-    ax.set_ylim(0, 1.05 if metric == "steps_correct_frac_mean" else 105)
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     return save_figure(fig, path)
@@ -439,7 +554,7 @@ def compare_row(label: str, eval_dir: str | Path) -> dict:
         missing = [k for k in ("suite", *SUITE_KEYS) if k not in s]
         if missing:
             raise DataError(f"{path}: a suite summary without {missing[0]}")
-        suites[s["suite"]] = {k: s[k] for k in SUITE_KEYS}
+        suites[s["suite"]] = {k: s[k] for k in (*SUITE_KEYS, *COUNT_KEYS) if k in s}
     checkpoint, step = summary.get("checkpoint"), summary.get("step")
     facts = run_facts(Path(checkpoint).parent) if checkpoint else dict.fromkeys(FACTS)
     tokens = step * facts["tokens_per_step"] if step is not None and facts["tokens_per_step"] else None
