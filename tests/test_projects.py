@@ -7,6 +7,7 @@ clean; they check what the stages produced, not only that they finished.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -84,7 +85,12 @@ def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
     from tinylm.experiment import Project, train_runs
 
     folder = _copy_repo(tmp_path, "research_project_1")
-    p = Project(folder, "smoke")
+    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    smoke["train"].update(max_epochs=None, max_steps=12)
+    runs = {"base": {"overrides": {"max_steps": 10}}, "width-64": {"steps_of": "base"}}
+    (folder / "configs" / "steps.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": [],
+                                                                    "eval": {**smoke["eval"], "derived": []}}))
+    p = Project(folder, "steps")
     assert p.trained_steps("base") is None
     assert p.train_config("width-64").max_steps == 12  # not known yet: the shared section's length
     with pytest.raises(DataError, match="run 'width-64' trains as many steps as run 'base', which has not finished"):
@@ -98,6 +104,43 @@ def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
     assert (p.trained_steps("base"), cfg.max_steps, cfg.schedule_minutes) == (7, 7, None)
 
 
+def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_same_seed(tmp_path):
+    from tinylm.experiment import Project
+
+    folder = _copy_repo(tmp_path, "research_project_1")
+    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    runs = {"main": {"seeds": [7, 3]}, "tune": {"seeds": [3, 9], "init_run": "main"}, "one": {"steps_of": "main"}}
+    derived = [{**smoke["eval"]["derived"][0], "run": "main"}]
+    (folder / "configs" / "seeds.yaml").write_text(yaml.safe_dump(
+        {**smoke, "runs": runs, "eval": {**smoke["eval"], "derived": derived},
+         "report": [{"kind": "table", "file": "t.md", "runs": ["main", "tune-s9"]}]}, sort_keys=False))
+    p = Project(folder, "seeds")
+    assert list(p.cfg.runs) == ["main-s7", "main-s3", "tune-s3", "tune-s9", "one"]
+    assert p.groups == {"main": ["main-s7", "main-s3"], "tune": ["tune-s3", "tune-s9"]}
+    assert [p.train_config(r).seed for r in p.cfg.runs] == [7, 3, 3, 9, smoke["train"].get("seed", 1337)]
+    assert p.cfg.runs["tune-s3"].init_run == "main-s3"   # the same seed where the group has it
+    assert p.cfg.runs["tune-s9"].init_run == "main-s7"   # else the first
+    assert p.cfg.runs["one"].steps_of == "main-s7" and p.cfg.eval.derived[0].run == "main-s7"
+    assert p.members(["main", "one"]) == ["main-s7", "main-s3", "one"]
+    assert p.train_config("main-s3").out_dir.endswith("train/main-s3")
+
+
+@pytest.mark.parametrize("runs,message", [
+    ({"main": {"seeds": [1, 1]}}, "runs.main.seeds: distinct seeds"),
+    ({"main": {"seeds": [1], "overrides": {"seed": 4}}}, "runs.main.seeds: distinct seeds"),
+])
+def test_bad_seeds_are_refused(tmp_path, runs, message):
+    from tinylm.errors import ConfigError
+    from tinylm.experiment import Project
+
+    folder = _copy_repo(tmp_path, "research_project_1")
+    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    (folder / "configs" / "bad.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": [],
+                                                                  "eval": {**smoke["eval"], "derived": []}}))
+    with pytest.raises(ConfigError, match=message):
+        Project(folder, "bad")
+
+
 def _copy_repo(tmp_path: Path, project: str) -> Path:
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     for spec in REPO.glob("datasets/*/dataset.yaml"):
@@ -107,8 +150,8 @@ def _copy_repo(tmp_path: Path, project: str) -> Path:
     return tmp_path / project
 
 
-def _table_hard(path: Path) -> dict[tuple[str, str], float]:
-    """(run, column) -> number, from a markdown table written by the report stage."""
+def _table_hard(path: Path) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(run, column) -> (hard %, interval low, high), from a markdown table written by the report stage."""
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     cells = {}
@@ -116,7 +159,11 @@ def _table_hard(path: Path) -> dict[tuple[str, str], float]:
         row = [c.strip() for c in line.strip("|").split("|")]
         for col, value in zip(header[1:], row[1:]):
             if col.endswith("hard %") and value != "-":
-                cells[(row[0], col[: -len(" hard %")])] = float(value)
+                number, low, high = re.fullmatch(r"([\d.]+) \(([\d.]+)–([\d.]+)\)", value).groups()
+                run, suite = row[0], col[: -len(" hard %")]
+                if header[0] == "suite":  # the suites layout: a line per suite, runs side by side
+                    run, suite = suite, run
+                cells[(run, suite)] = (float(number), float(low), float(high))
     return cells
 
 
@@ -124,6 +171,7 @@ def _table_hard(path: Path) -> dict[tuple[str, str], float]:
 @pytest.mark.parametrize("project", PROJECTS)
 def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path, project):
     from tinylm.experiment import FORGET_WINDOW, Project
+    from tinylm.stats import wilson
 
     folder = _copy_repo(tmp_path, project)
     proc = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
@@ -140,12 +188,30 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         cells = _table_hard(p.results / item.file)
         assert cells
         for (run, suite), value in cells.items():
+            if run in p.groups:  # the mean over seeds, and their min-max
+                scores = [{s["suite"]: s for s in json.loads((p.eval_dir(m) / "summary.json").read_text())["suites"]}
+                          [suite]["hard_pct"] for m in p.groups[run]]
+                assert value == pytest.approx((sum(scores) / len(scores), min(scores), max(scores)), abs=0.05)
+                continue
             window = FORGET_WINDOW if p.forgets(run) else p.cfg.eval.window
             if suite.endswith("]"):
                 suite, window = suite[:-1].split(" [")
             summary = json.loads((p.eval_dir(run, window) / "summary.json").read_text())
-            scored = {s["suite"]: s["hard_pct"] for s in summary["suites"]}
-            assert value == pytest.approx(scored[suite], abs=0.05), (item.file, run, suite)
+            scored = {s["suite"]: s for s in summary["suites"]}[suite]
+            low, high = wilson(scored["hard"], scored["n"])
+            assert value == pytest.approx((scored["hard_pct"], 100 * low, 100 * high), abs=0.05), (item.file, run, suite)
+    # summary.json holds every run's cells with n and intervals, and the machine
+    written = json.loads((p.results / "summary.json").read_text())
+    assert written["machine"]["cpu"] and written["commit"]
+    for run in p.eval_runs():
+        window = FORGET_WINDOW if p.forgets(run) else p.cfg.eval.window
+        group = next((g for g, members in p.groups.items() if run in members), run)
+        seed = p.train_config(run).seed if p.cfg.runs[run].checkpoint is None else None
+        for s in json.loads((p.eval_dir(run, window) / "summary.json").read_text())["suites"]:
+            cell = next(c for c in written["cells"]
+                        if (c["run"], c["seed"], c["suite"], c["metric"]) == (group, seed, s["suite"], "hard_pct"))
+            assert (cell["n"], cell["value"]) == (s["n"], pytest.approx(s["hard_pct"]))
+            assert cell["ci_low"] <= cell["value"] <= cell["ci_high"]
     for item in p.cfg.report:
         if item.file.endswith(".png"):
             import matplotlib.image

@@ -83,6 +83,9 @@ class RunEntry:
     this machine): runs compared at equal steps, sized to the machine once, their length immune to load."""
     steps_factor: float = 1.0
     """With steps_of: train this many times as many steps (rounded), e.g. 4 for a longer run in the same unit."""
+    seeds: list[int] = field(default_factory=list)
+    """Train the run once per seed, as runs NAME-sSEED (see `expand_seeds`); empty: once, with the
+    `train` section's seed."""
 
 
 @dataclass
@@ -147,6 +150,8 @@ class ReportItem:
     """What a table shows per suite; a plot shows the first (steps_correct_frac_mean: % of trace steps
     right). val_loss (a bars plot only): one bar per run, the validation loss of the checkpoint scored."""
     title: str = ""
+    layout: Literal["runs", "suites"] = "runs"
+    """table: one line per run (runs), or one per suite with the runs side by side (suites)."""
 
 
 @dataclass
@@ -175,6 +180,10 @@ class Experiment:
                                   f"got {run.steps_factor} with steps_of {run.steps_of!r}")
             if run.steps_of is not None and self.runs[run.steps_of].checkpoint is not None:
                 raise ConfigError(f"runs.{name}.steps_of: run '{run.steps_of}' is not trained here")
+            if run.seeds and (run.checkpoint is not None or len(set(run.seeds)) != len(run.seeds)
+                              or "seed" in run.overrides):
+                raise ConfigError(f"runs.{name}.seeds: distinct seeds of a run trained here (and no 'seed' "
+                                  f"override beside them), got {run.seeds}")
         from tinylm.decode import GenerateConfig
 
         for name, fields in self.eval.decodings.items():
@@ -199,10 +208,12 @@ class Experiment:
             if d.dataset not in self.datasets:
                 raise ConfigError(f"{where}.dataset: unknown dataset '{d.dataset}'")
             suites.add(d.name)
+        members = {f"{name}-s{seed}" for name, run in self.runs.items() for seed in run.seeds}
         for i, item in enumerate(self.report):
             for name in item.runs:
-                if name not in self.runs:
-                    raise ConfigError(f"report[{i}].runs: unknown run '{name}'")
+                if name not in self.runs and name not in members:
+                    raise ConfigError(f"report[{i}].runs: unknown run '{name}' (a run, or NAME-sSEED for "
+                                      f"one seed of a run with seeds)")
             for name in item.suites:
                 suite, _, window = name.partition(" [")
                 if suite not in suites or (window and window.rstrip("]") not in self.eval.extra_windows):
@@ -217,6 +228,37 @@ class Experiment:
             if not item.file.endswith(suffix) or "/" in item.file:
                 raise ConfigError(f"report[{i}].file: expected a file name ending in {' or '.join(suffix)}, "
                                   f"got {item.file!r}")
+
+
+def expand_seeds(cfg: Experiment) -> dict[str, list[str]]:
+    """Replace every run with `seeds` by one run per seed, NAME-sSEED (its `seed` set), in place;
+    return the groups {NAME: [NAME-sSEED, ...]}.
+
+    A seeded run's `init_run`/`steps_of` that names a group takes the member of the same seed
+    where there is one, else the first; so does an unseeded run's, and a derived suite's `run`.
+    `eval.runs` may name groups (all their members); report items keep group names (the report
+    shows the mean and min-max over the members)."""
+    groups = {name: [f"{name}-s{seed}" for seed in run.seeds] for name, run in cfg.runs.items() if run.seeds}
+
+    def member(name: str | None, seed: int | None) -> str | None:
+        if name not in groups:
+            return name
+        wanted = f"{name}-s{seed}"
+        return wanted if wanted in groups[name] else groups[name][0]
+
+    runs: dict[str, RunEntry] = {}
+    for name, run in cfg.runs.items():
+        for seed in run.seeds or [None]:
+            runs[name if seed is None else f"{name}-s{seed}"] = RunEntry(
+                overrides={**run.overrides, **({} if seed is None else {"seed": seed})},
+                init_run=member(run.init_run, seed), sweep=run.sweep, checkpoint=run.checkpoint,
+                suites=run.suites, steps_of=member(run.steps_of, seed), steps_factor=run.steps_factor)
+    cfg.runs = runs
+    for d in cfg.eval.derived:
+        d.run = member(d.run, None)
+    if cfg.eval.runs:
+        cfg.eval.runs = [m for name in cfg.eval.runs for m in groups.get(name, [name])]
+    return groups
 
 
 # ----------------------------------------------------------------------------- a loaded project
@@ -238,6 +280,7 @@ class Project:
         self.config_file = path
         self.name = path.stem
         self.cfg: Experiment = load_config(Experiment, path)
+        self.groups = expand_seeds(self.cfg)
         self.root = find_repo_root(self.dir) or self.dir.parent
         self.work = self.dir / "runs" / self.name
         self.results = self.dir / "results" / self.name
@@ -318,6 +361,14 @@ class Project:
     def eval_runs(self) -> list[str]:
         return self.cfg.eval.runs or list(self.cfg.runs)
 
+    def members(self, names: list[str]) -> list[str]:
+        """Run names with each seed group replaced by its runs; an unknown name is a ConfigError."""
+        known = list(self.groups) + [r for r in self.cfg.runs if r not in self.groups]
+        for name in names:
+            if name not in self.cfg.runs and name not in self.groups:
+                raise ConfigError(f"--run: unknown run '{name}' (runs: {', '.join(known)})")
+        return [m for name in names for m in self.groups.get(name, [name])]
+
     def forgets(self, run: str) -> bool:
         """Whether the run trains with a drop policy (and is scored by the forgetting decoder)."""
         return self.cfg.runs[run].checkpoint is None and self.train_config(run).forget is not None
@@ -370,9 +421,7 @@ def build_datasets(project: Project, workers: int | None = None, log=print) -> N
 def train_runs(project: Project, only: list[str] | None = None, log=print) -> None:
     from tinylm.train import checkpoint_paths, run
 
-    for name in only or list(project.cfg.runs):
-        if name not in project.cfg.runs:
-            raise ConfigError(f"--run: unknown run '{name}' (runs: {', '.join(project.cfg.runs)})")
+    for name in project.members(only) if only else list(project.cfg.runs):
         if project.cfg.runs[name].checkpoint is not None:
             log(f"run {name}: not trained here, evaluated from {project.checkpoint(name)}")
             continue
@@ -452,7 +501,7 @@ def evaluate_runs(project: Project, only: list[str] | None = None, log=print) ->
     ev = project.cfg.eval
     if ev.threads:
         torch.set_num_threads(ev.threads)
-    runs = only or project.eval_runs()
+    runs = project.members(only) if only else project.eval_runs()
     plain = list(ev.suites)
     # runs whose results derived suites are made from go first, on the plain suites
     sources = {d.run for d in ev.derived}
@@ -563,7 +612,12 @@ def write_report(project: Project, log=print) -> list[Path]:
             rows[name] = run_row(project, name)
         else:
             log(f"run {name}: not evaluated yet; left out of the report")
-    written = []
+    written = [_write_summary(project, rows)] if rows else []
+    shown = [r for r in rows if not any(r in members for members in project.groups.values())]
+    for name, members in project.groups.items():
+        if all(m in rows for m in members):
+            rows[name] = report.group_row(name, [rows[m] for m in members])
+            shown.append(name)
     for item in project.cfg.report:
         if item.kind == "text":
             written.append(_text_report(project, item, log))
@@ -574,20 +628,21 @@ def write_report(project: Project, log=print) -> list[Path]:
         if missing or not rows:
             log(f"{item.file}: not written, its runs are not all evaluated yet ({', '.join(missing) or 'none'})")
             continue
-        chosen = [rows[r] for r in (item.runs or rows)]
+        chosen = [rows[r] for r in (item.runs or shown)]
         if item.suites:
             chosen = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}} for r in chosen]
         path = project.results / item.file
         title = item.title or None
         if item.kind == "forget":
             forget_rows = [_forget_row(project, r, item.suites[0] if item.suites else project.suites()[0])
-                           for r in (item.runs or rows)]
+                           for r in (item.runs or shown)]
             if path.suffix == ".md":
                 atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.forget_table(forget_rows) + "\n")
             else:
                 report.plot_forget(forget_rows, path, title=title, metric=item.metrics[0])
         elif item.kind == "table":
-            atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.runs_table(chosen, tuple(item.metrics)) + "\n")
+            table = report.runs_by_suite_table if item.layout == "suites" else report.runs_table
+            atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + table(chosen, tuple(item.metrics)) + "\n")
         elif item.kind == "scaling":
             report.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])
         elif item.kind == "bars":
@@ -606,6 +661,22 @@ def write_report(project: Project, log=print) -> list[Path]:
         written.append(path)
         log(f"wrote {path}")
     return written
+
+
+def _write_summary(project: Project, rows: dict[str, dict]) -> Path:
+    """results/<config>/summary.json: every cell of the report with n and its 95% interval (and per
+    seed group the mean and min-max over seeds), the config's commit and the machine."""
+    from tinylm import report
+    from tinylm.files import atomic_write_json, git_revision, machine
+
+    seeds = {run: project.train_config(run).seed if project.cfg.runs[run].checkpoint is None else None
+             for run in rows}
+    path = project.results / "summary.json"
+    config = project.config_file
+    atomic_write_json(path, {"config": str(config.relative_to(project.root) if config.is_relative_to(project.root) else config),
+                             "commit": git_revision(project.config_file.parent), "machine": machine(),
+                             "groups": project.groups, "cells": report.summary_records(rows, seeds, project.groups)})
+    return path
 
 
 def _text_report(project: Project, item: ReportItem, log=print) -> Path:
