@@ -288,6 +288,10 @@ MORE_PRESETS = {
     **{f"nightly-cpu-ood-{suite}": ("m2", 60 if suite in ("more-sub-blocks", "deeper-nesting") else 200)
        for suite in ("longer-snippets", "more-while-iterations", "more-sub-blocks", "wider-while-steps",
                      "deeper-nesting")},
+    "nightly-mini": ("m2", 1000),
+    **{f"nightly-mini-ood-{suite}": ("m2", 30 if suite == "more-sub-blocks" else 200)
+       for suite in ("longer-snippets", "more-while-iterations", "more-sub-blocks", "wider-while-steps",
+                     "deeper-nesting")},
     **{f"{base}-ood-{suite}": ("2026", 300) for base in ("alpha", "beta")
        for suite in ("longer-snippets", "longer-names")},
     "grammar-b": ("2026", 1000),

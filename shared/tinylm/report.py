@@ -65,12 +65,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def suites_table(summaries: list[dict]) -> str:
-    """One line per suite: size, hard/soft/failure %, mean fraction of correct steps, speed."""
-    header = ["suite", "n", "hard %", "soft %", "failure %", "steps correct", "output %", "tokens/s", "wall s"]
+    """One line per suite: size, hard match % with its 95% interval, soft/failure %, mean fraction
+    of correct steps, speed."""
+    header = ["suite", "n", "hard % (95% interval)", "soft %", "failure %", "steps correct", "output %", "tokens/s",
+              "wall s"]
     rows = []
     for s in summaries:
         t = s.get("timing", {})
-        rows.append([s["suite"], s["n"], _pct(s["hard_pct"]), _pct(s["soft_pct"]), _pct(s["failure_pct"]),
+        rows.append([s["suite"], s["n"], _scored(s, "hard_pct"), _pct(s["soft_pct"]), _pct(s["failure_pct"]),
                      f"{s['steps_correct_frac_mean']:.3f}", _pct(s.get("output_correct_pct")),
                      "-" if t.get("tokens_per_s") is None else f"{t['tokens_per_s']:.0f}",
                      "-" if t.get("wall_s") is None else f"{t['wall_s']:.1f}"])
@@ -78,14 +80,15 @@ def suites_table(summaries: list[dict]) -> str:
 
 
 def sweep_table(rows: list[dict]) -> str:
-    """One line per checkpoint: step, training time, hard match % of each suite."""
+    """One line per checkpoint: step, training time, hard match % of each suite (with its 95%
+    interval where the row has n)."""
     suites = sorted({name for r in rows for name in r["suites"]})
     header = ["checkpoint", "step", "train min"] + [f"{name} hard %" for name in suites]
     lines = []
     for r in rows:
         minutes = "-" if r.get("elapsed_s") is None else f"{r['elapsed_s'] / 60:.1f}"
         lines.append([r["checkpoint"], "-" if r.get("step") is None else r["step"], minutes]
-                     + [_pct(r["suites"].get(name, {}).get("hard_pct")) for name in suites])
+                     + [_scored(r["suites"].get(name), "hard_pct") for name in suites])
     return markdown_table(header, lines)
 
 
