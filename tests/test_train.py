@@ -247,7 +247,10 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     one = train(tmp_path / "one", **common)
     four = train(tmp_path / "four", grad_accum=4, **common)
     a, b = checkpoint(one["out_dir"], 2)["model"], checkpoint(four["out_dir"], 2)["model"]
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    # Summing four micro-batches rounds differently, and Adam scales a gradient near eps up to
+    # ~1e-6 of a weight on some CPUs; a per-micro-batch mean instead of the global one moves
+    # weights by about the learning rate (3e-3).
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert math.isfinite(one["val_loss"])
 
 
@@ -437,3 +440,27 @@ def test_runtime_device_dtype_and_rng_state(tmp_path):
     runtime.set_rng_state(torch.load(buffer, weights_only=True))
     got = (random.random(), torch.rand(2))
     assert got[0] == expected[0] and torch.equal(got[1], expected[1])
+
+
+def test_a_repeated_command_is_refused_and_leaves_the_first_run_whole(tmp_path, capsys):
+    """The sequence that once replaced metrics.jsonl and pruned the first run's checkpoints."""
+    path = tmp_path / "cfg.yaml"
+    write_yaml(tiny_config(tmp_path), path)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "max_steps=8", "eval_interval=2", "checkpoint.keep_last=2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    err = cli_error(capsys, [str(path), "max_steps=4", "eval_interval=2", "checkpoint.keep_last=2"])
+    assert str(out) in err and "--resume" in err and "out_dir" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # --resume may stand before the overrides, and 'auto' continues a run it finds
+    assert main(["train", str(path), "--resume", "max_steps=10", "eval_interval=2", "checkpoint.keep_last=2"]) == 0
+    assert checkpoint(out, 10)["train_state"]["step"] == 10
+    assert main(["train", str(path), "--resume", "auto", "max_steps=12", "eval_interval=2"]) == 0
+    assert checkpoint(out, 12)["train_state"]["step"] == 12
+
+
+def test_resume_auto_starts_afresh_where_there_is_no_run(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    write_yaml(tiny_config(tmp_path, max_steps=2, eval_interval=2), path)
+    assert main(["train", "--resume", "auto", str(path)]) == 0
+    assert (tmp_path / "run" / "ckpt_00000002.pt").is_file()

@@ -419,7 +419,7 @@ def build_datasets(project: Project, workers: int | None = None, log=print) -> N
 
 
 def train_runs(project: Project, only: list[str] | None = None, log=print) -> None:
-    from tinylm.train import checkpoint_paths, run
+    from tinylm.train import holds_run, run
 
     for name in project.members(only) if only else list(project.cfg.runs):
         if project.cfg.runs[name].checkpoint is not None:
@@ -436,9 +436,8 @@ def train_runs(project: Project, only: list[str] | None = None, log=print) -> No
         for stage in [s.dataset for s in cfg.data.stages] or [cfg.data.dataset]:
             if not (Path(stage) / "manifest.json").is_file():
                 raise DataError(f"run '{name}': dataset {stage} is not built (run stage 1, 1_data.py)")
-        resume = bool(checkpoint_paths(project.run_dir(name)))
-        log(f"\n== run {name} ({'resuming' if resume else 'new'}): {project.run_dir(name)}")
-        summary = run(cfg, project.config_file, resume=resume)
+        log(f"\n== run {name} ({'resuming' if holds_run(project.run_dir(name)) else 'new'}): {project.run_dir(name)}")
+        summary = run(cfg, project.config_file, resume="auto")
         if summary["val_loss"] is not None:
             log(f"run {name}: step {summary['step']}, val loss {summary['val_loss']:.4f}")
 

@@ -29,7 +29,7 @@ from tinylm.errors import ConfigError, TinylmError
 from tinylm.files import atomic_write_json, atomic_write_text
 from tinylm.inspect import format_bytes, model_of, training_memory
 from tinylm.report import markdown_table
-from tinylm.train import TrainConfig, checkpoint_paths, run
+from tinylm.train import TrainConfig, run
 
 
 @dataclass
@@ -114,7 +114,7 @@ def sweep(config: str | Path, grid: dict[str, list[str]], out_dir: str | Path, o
             log(f"== [{i + 1}/{len(points)}] {p.name}")
             folder = Path(p.cfg.out_dir)
             try:
-                run(p.cfg, config, resume=folder.is_dir() and bool(checkpoint_paths(folder)))
+                run(p.cfg, config, resume="auto")
             except TinylmError as exc:
                 log(f"failed {p.name}: {exc}")
                 row["status"] = f"failed: {exc}"

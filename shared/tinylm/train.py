@@ -767,10 +767,25 @@ def record_sizing(run: Run, sizing: dict) -> None:
     atomic_write_json(info_path, {**json.loads(info_path.read_text()), "max_steps": run.max_steps, "sizing": sizing})
 
 
-def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = False) -> dict:
-    """Train per `cfg` in this process (one rank of a torchrun job, or alone); returns a summary."""
+def holds_run(out_dir: Path) -> bool:
+    """Whether a run folder holds a run's checkpoints (a run that can be continued)."""
+    return bool(checkpoint_paths(out_dir)) or (out_dir / "best.pt").is_file()
+
+
+def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool | str = False) -> dict:
+    """Train per `cfg` in this process (one rank of a torchrun job, or alone); returns a summary.
+
+    `resume`: True continues the newest checkpoint (and fails without one); "auto" continues one if
+    there is one and starts afresh otherwise; False starts afresh, and refuses a folder that holds
+    a run, which it would otherwise overwrite."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    out_dir = run_dir(cfg, config_file)
+    if resume == "auto":
+        resume = holds_run(out_dir)
+    elif not resume and holds_run(out_dir):
+        raise DataError(f"{out_dir}: holds a run already (checkpoints {', '.join(p.name for p in checkpoint_paths(out_dir)) or 'best.pt'}); "
+                        f"continue it with --resume, or train into another out_dir=...")
     rt = runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     try:
         r = build(cfg, rt, config_file)
@@ -794,14 +809,29 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool = 
         rt.close()
 
 
+def _resume_flag(argv: list[str]) -> list[str]:
+    """'--resume auto' -> '--resume=auto', a bare '--resume' -> '--resume=yes': an override after the
+    flag is then an override, not the flag's value."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--resume":
+            arg = "--resume=auto" if i + 1 < len(argv) and argv[i + 1] == "auto" else "--resume=yes"
+        elif arg == "auto" and i and argv[i - 1] == "--resume":
+            continue
+        out.append(arg)
+    return out
+
+
 def cli(argv: list[str]) -> int:
     parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="training config YAML")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4 (anywhere)")
+    parser.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
+                        help="continue from the newest checkpoint in out_dir; 'auto': continue one if there is "
+                             "one, else start afresh (for requeued jobs). Without it, a folder holding a run is refused")
+    args = parser.parse_intermixed_args(_resume_flag(argv))
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    summary = run(cfg, args.config, resume=args.resume)
+    summary = run(cfg, args.config, resume={None: False, "yes": True, "auto": "auto"}[args.resume])
     if not summary["is_main"]:
         return 0
     if summary["val_loss"] is None:

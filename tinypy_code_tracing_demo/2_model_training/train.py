@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 
 from tinylm.cli import ArgumentParser, main, run_command
-from tinylm.config import load_config
-from tinylm.train import TrainConfig, run_dir
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,8 +36,7 @@ def train(argv: list[str]) -> int:
     for arg in overrides:
         if "=" not in arg:
             ap.error(f"{arg!r} is not a key=value override (a config, if any, comes first)")
-    resume = opts.resume or any(run_dir(load_config(TrainConfig, config, overrides), config).glob("ckpt_*.pt"))
-    return main(["train", str(config), *overrides, *(["--resume"] if resume else [])])
+    return main(["train", str(config), *overrides, "--resume", "yes" if opts.resume else "auto"])
 
 
 if __name__ == "__main__":
