@@ -36,3 +36,12 @@ def test_user_error_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.startswith("error: ") and str(missing) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_version_and_python_dash_m(capsys):
+    from tinylm import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"tinylm {__version__}"
+    proc = subprocess.run([sys.executable, "-m", "tinylm", "--version"], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"tinylm {__version__}")

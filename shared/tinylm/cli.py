@@ -39,7 +39,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def usage() -> str:
-    lines = ["usage: tinylm <command> [args...]", "", "commands:"]
+    lines = ["usage: tinylm <command> [args...]   (or python -m tinylm; tinylm --version)", "", "commands:"]
     lines += [f"  {name:<17} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] == "--version":
+        from tinylm import __version__
+
+        print(f"tinylm {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
