@@ -417,3 +417,16 @@ def test_generate_cli(tmp_path, capsys):
     assert "temperature" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(path), "--prompt", "a = é"]) == 2
     assert "é" in capsys.readouterr().err
+    # escapes are decoded without mangling the other characters; --device auto picks a device
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "# code\\na = é", "--device", "auto"]) == 2
+    assert "'é'" in capsys.readouterr().err   # the prompt reached the tokenizer as 'a = é', not 'a = Ã©'
+    assert main(["generate", "--checkpoint", str(path), "--prompt", "# code\\na = 1\\n#STEP\\n", "--device", "auto",
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.startswith(prompt)
+
+
+def test_escapes_decode_and_keep_every_other_character():
+    from tinylm.decode import decode_escapes
+
+    assert decode_escapes("naïve café\\n日本\\t\\\\x") == "naïve café\n日本\t\\x"
+    assert decode_escapes("no escapes: é") == "no escapes: é"

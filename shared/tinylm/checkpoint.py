@@ -84,7 +84,8 @@ def check_tokenizer(ckpt: dict, path: str | Path, tokenizer: dict, other: str) -
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, tokenizer, checkpoint dict) from a checkpoint file."""
+    """(model in eval mode on `device` ('auto': `tinylm.runtime.select_device`), tokenizer,
+    checkpoint dict) from a checkpoint file."""
     from tinylm.config import from_dict
     from tinylm.model import GPT, GPTConfig
     from tinylm.tokenizer import tokenizer_from_dict
@@ -103,4 +104,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         raise DataError(
             f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}"
         )
+    if isinstance(device, str):
+        from tinylm.runtime import select_device
+
+        device = select_device(device)
     return model.to(device).eval(), tokenizer, ckpt

@@ -65,6 +65,7 @@ and attention over the cache, not per-op overhead, at that batch), and the re-an
 
 from __future__ import annotations
 
+import codecs
 import functools
 import math
 import sys
@@ -750,6 +751,14 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
 # Command line
 
 
+def decode_escapes(text: str) -> str:
+    """Backslash escapes (\\n, \\t, \\\\, \\u00e9) decoded; every other character, non-ASCII
+    included, kept as it is."""
+    if "\\" not in text:
+        return text
+    return codecs.decode(text.encode("latin-1", "backslashreplace"), "unicode_escape")
+
+
 def cli(argv: list[str]) -> int:
     """tinylm generate --checkpoint C --prompt TEXT [options]: print the prompt and its continuation.
 
@@ -769,7 +778,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
                     help="greedy: verify up to K tokens copied from earlier in the text per step (0 = off)")
     ap.add_argument("--allow-unk", action="store_true", help="let a text tokenizer's <unk> be generated")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto: a GPU if there is one, else cpu")
     args = ap.parse_args(argv)
 
     from tinylm.checkpoint import load_model
@@ -781,7 +790,7 @@ def cli(argv: list[str]) -> int:
     if not args.prompt:
         raise ConfigError("--prompt is empty; give the text to continue")
     model, tokenizer, _ = load_model(args.checkpoint, args.device)
-    prompt = args.prompt.encode().decode("unicode_escape") if "\\" in args.prompt else args.prompt
+    prompt = decode_escapes(args.prompt)
     ids = tokenizer.encode(prompt, where="--prompt").astype(np.int64).tolist()
     if not ids:
         raise ConfigError(f"--prompt {args.prompt!r} has no tokens in vocabulary {tokenizer.name}")
