@@ -15,7 +15,7 @@ from test_data_batching import EOS, STEP, VOCAB, trace_example, write_dataset
 
 from tinylm import runtime
 from tinylm.cli import main
-from tinylm.config import load_config, write_yaml
+from tinylm.config import load_config, to_dict, write_yaml
 from tinylm.data import Stage, TokenSplit, open_dataset
 from tinylm.errors import ConfigError
 from tinylm.model import PRESETS
@@ -464,3 +464,22 @@ def test_resume_auto_starts_afresh_where_there_is_no_run(tmp_path):
     write_yaml(tiny_config(tmp_path, max_steps=2, eval_interval=2), path)
     assert main(["train", "--resume", "auto", str(path)]) == 0
     assert (tmp_path / "run" / "ckpt_00000002.pt").is_file()
+
+
+def test_print_config_resolves_without_training_and_help_lists_every_key(tmp_path, capsys):
+    import yaml
+
+    from tinylm.config import describe
+
+    path = tmp_path / "cfg.yaml"
+    write_yaml(tiny_config(tmp_path), path)
+    assert main(["train", "--print-config", str(path), "optim.lr=0.02"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == to_dict(load_config(TrainConfig, path, ["optim.lr=0.02"])) and printed["optim"]["lr"] == 0.02
+    assert not (tmp_path / "run").exists()   # nothing trained
+    keys = describe(TrainConfig)
+    assert "optim.lr = 0.001  Peak learning rate." in keys
+    assert any(line.startswith("data.stages[].until_step = null") for line in keys)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "checkpoint.keep_last = 2" in capsys.readouterr().out

@@ -187,3 +187,46 @@ def write_yaml(data: Any, path: str | Path) -> None:
     from tinylm.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(data), sort_keys=False))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of dataclass `cls` (the string literal that follows
+    its annotated line in the source), by field name; fields without one are left out."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per leaf key of dataclass `cls`: `dotted.key = default  doc`, nested dataclasses
+    expanded (an optional section is shown by its own keys)."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        hint = hints[f.name]
+        nested = next((a for a in [hint, *typing.get_args(hint)] if dataclasses.is_dataclass(a)), None)
+        if nested is not None:
+            listed = typing.get_origin(hint) is list   # a list of sections: keys of each item
+            lines.append(f"{prefix}{f.name}: {docs.get(f.name, 'section')}" + (" (off by default)" if default is None else ""))
+            lines += describe(nested, f"{prefix}{f.name}{'[]' if listed else ''}.")
+            continue
+        shown = yaml.safe_dump(to_dict(default), default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        lines.append(f"{prefix}{f.name} = {shown}" + (f"  {docs[f.name]}" if f.name in docs else ""))
+    return lines

@@ -41,6 +41,7 @@ step as one process.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -53,11 +54,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from tinylm import runtime
 from tinylm.checkpoint import check_tokenizer, load_checkpoint, save_checkpoint
 from tinylm.cli import ArgumentParser
-from tinylm.config import from_dict, load_config, to_dict, write_yaml
+from tinylm.config import describe, from_dict, load_config, to_dict, write_yaml
 from tinylm.data import (
     IGNORE,
     BatchStream,
@@ -823,14 +825,21 @@ def _resume_flag(argv: list[str]) -> list[str]:
 
 
 def cli(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="config keys (in the YAML file, or as key=value overrides), with their defaults:\n  "
+                                   + "\n  ".join(describe(TrainConfig)))
     parser.add_argument("config", help="training config YAML")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4 (anywhere)")
     parser.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
                         help="continue from the newest checkpoint in out_dir; 'auto': continue one if there is "
                              "one, else start afresh (for requeued jobs). Without it, a folder holding a run is refused")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_intermixed_args(_resume_flag(argv))
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
     summary = run(cfg, args.config, resume={None: False, "yes": True, "auto": "auto"}[args.resume])
     if not summary["is_main"]:
         return 0
