@@ -81,6 +81,8 @@ from tinylm.forget import (
     validation_steps,
 )
 from tinylm.optim import OptimizerGroup, build_optimizer
+from tinylm.sinks import TensorBoardSink, WandbConfig, WandbSink
+from tinylm.sinks import require as require_sinks
 
 # ----------------------------------------------------------------------------- config
 
@@ -188,8 +190,10 @@ class LogConfig:
     """Show a progress bar (main process only)."""
     csv: bool = True
     """Also write per-step metrics to metrics.csv (one line per step: as cheap as metrics.jsonl)."""
-    tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
+    tensorboard: bool = False
+    """Also write TensorBoard events to OUT_DIR/tensorboard (needs the `tb` extra; see tinylm.sinks)."""
+    wandb: WandbConfig | None = None
+    """Also log to Weights & Biases: {project, mode: offline|online, name} (needs the `wandb` extra)."""
 
 
 @dataclass
@@ -499,14 +503,15 @@ def restore(run: Run) -> None:
 
 
 class Metrics:
-    """metrics.jsonl (+ metrics.csv, TensorBoard) in the run folder; a no-op off the main process."""
+    """metrics.jsonl (+ metrics.csv, eval.csv) in the run folder, and the sinks `log` enables
+    (tinylm.sinks); a no-op off the main process."""
 
     def __init__(self, run: Run, resume_step: int | None):
         self.on = run.rt.is_main
         self.jsonl = run.out_dir / "metrics.jsonl"
         self.csv = run.out_dir / "metrics.csv" if run.cfg.log.csv else None
         self.eval_csv = run.out_dir / "eval.csv" if run.cfg.log.csv else None
-        self.tb = None
+        self.sinks = []
         if not self.on:
             return
         if resume_step is not None:  # drop what was logged after the checkpoint we resume from
@@ -517,13 +522,11 @@ class Metrics:
             for path in (self.jsonl, self.csv, self.eval_csv):
                 if path is not None and path.exists():
                     path.unlink()
+        config = {**to_dict(run.cfg), "run": json.loads((run.out_dir / "run.json").read_text())}
         if run.cfg.log.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed
-                pass
-            else:
-                self.tb = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=resume_step)
+            self.sinks.append(TensorBoardSink(run.out_dir, config, resume_step))
+        if run.cfg.log.wandb is not None:
+            self.sinks.append(WandbSink(run.cfg.log.wandb, run.out_dir, config, resume_step is not None))
 
     @staticmethod
     def _truncate(path: Path, step: int) -> None:
@@ -547,14 +550,12 @@ class Metrics:
                 if new:
                     f.write(",".join(record) + "\n")
                 f.write(",".join("" if v is None else str(v) for v in record.values()) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and value is not None:
-                    self.tb.add_scalar(key, value, record["step"])
+        for sink in self.sinks:
+            sink.log(record)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -782,6 +783,7 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool | 
     a run, which it would otherwise overwrite."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    require_sinks(cfg.log.tensorboard, cfg.log.wandb)
     out_dir = run_dir(cfg, config_file)
     if resume == "auto":
         resume = holds_run(out_dir)
