@@ -483,3 +483,39 @@ def test_print_config_resolves_without_training_and_help_lists_every_key(tmp_pat
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "checkpoint.keep_last = 2" in capsys.readouterr().out
+
+
+def test_float16_scales_the_loss_and_resumes_exactly(tmp_path):
+    changes = {"dtype": "float16", "max_steps": 6, "eval_interval": 3}
+    straight = train(tmp_path / "a", **changes)
+    train(tmp_path / "b", stop_at_step=3, **changes)
+    resumed = train(tmp_path / "b", resume=True, **changes)
+    a, b = checkpoint(straight["out_dir"], 6), checkpoint(resumed["out_dir"], 6)
+    assert a["train_state"]["scaler"]["scale"] == b["train_state"]["scaler"]["scale"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert math.isfinite(straight["val_loss"])
+
+
+def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_path, monkeypatch):
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device: real(device, init_scale=2.0**100))
+    summary = train(tmp_path / "a", dtype="float16", max_steps=4, eval_interval=4)
+    ckpt = checkpoint(summary["out_dir"], 4)
+    assert summary["step"] == 4 and ckpt["train_state"]["scaler"]["scale"] == 2.0**96  # halved at each step
+    # every step was skipped: the weights are the initial ones, which a run at a rate of 1e-30 keeps to
+    # within 1e-29 (a step taken at the config's rate moves them by ~1e-3)
+    still = checkpoint(train(tmp_path / "b", max_steps=4, eval_interval=4, **{"optim.lr": 1e-30, "optim.min_lr": 1e-30})
+                       ["out_dir"], 4)
+    for key in ckpt["model"]:
+        torch.testing.assert_close(ckpt["model"][key], still["model"][key], atol=1e-20, rtol=0, msg=key)
+
+
+def test_auto_dtype_is_float16_on_a_gpu_without_bfloat16(monkeypatch):
+    from tinylm.runtime import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype(torch.device("cuda", 0)) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype(torch.device("cuda", 0)) == torch.bfloat16
+    assert autocast_dtype(torch.device("cpu")) == torch.float32

@@ -187,7 +187,7 @@ def cli(argv: list[str]) -> int:
     model.train(not args.eval)
     x = torch.zeros(rows, config.block_size, dtype=torch.long, device=args.device)
     print(shapes_table(module_shapes(model, x)))
-    memory = training_memory(config, rows, activation_bytes=2 if cfg.dtype == "bfloat16" else 4)
+    memory = training_memory(config, rows, activation_bytes=2 if cfg.dtype in ("bfloat16", "float16") else 4)
     print(f"\n{model.num_params():,} parameters; batch {rows} x {config.block_size} tokens "
           f"({'eval' if args.eval else 'train'} mode); estimated training memory "
           f"{format_bytes(memory['total_bytes'])} ({format_bytes(memory['state_bytes'])} weights, gradients "

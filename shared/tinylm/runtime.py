@@ -53,15 +53,14 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    """The compute dtype: 'auto' is bfloat16 on CUDA GPUs that support it, float32 elsewhere."""
+    """The compute dtype: 'auto' is bfloat16 on CUDA GPUs that support it, float16 on older CUDA GPUs
+    (T4, V100: training scales the loss, see tinylm.train), float32 elsewhere."""
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if dtype not in DTYPES:
         raise ConfigError(f"dtype '{dtype}' is not one of auto, {', '.join(DTYPES)}")
-    if dtype == "float16":
-        raise ConfigError("dtype float16 needs loss scaling, which training does not do; use bfloat16")
     return DTYPES[dtype]
 
 

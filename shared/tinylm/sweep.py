@@ -76,7 +76,7 @@ def plan(config: str | Path, grid: dict[str, list[str]], out_dir: str | Path, ov
         cfg.out_dir = str(out_dir / name)
         model_config, _ = model_of(cfg, config)
         size = training_memory(model_config, cfg.batch_size // cfg.grad_accum,
-                               activation_bytes=2 if cfg.dtype == "bfloat16" else 4)
+                               activation_bytes=2 if cfg.dtype in ("bfloat16", "float16") else 4)
         memory = size["total_bytes"]
         over = budget_gib is not None and memory > budget_gib * 2**30
         skip = f"estimated {format_bytes(memory)} > budget {budget_gib:g} GiB" if over else None

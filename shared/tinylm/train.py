@@ -237,8 +237,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     device: str = "auto"
     """auto (a GPU, then Apple mps, then cpu), or a device name."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Autocast dtype: auto is bfloat16 on GPUs that support it, float32 elsewhere."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Autocast dtype: auto is bfloat16 on GPUs that support it, float16 (with loss scaling) on older
+    GPUs, float32 elsewhere."""
     compile: bool = False
     """torch.compile the model."""
     threads: int | None = None
@@ -378,6 +379,7 @@ class Run:
     best_val_loss: float = math.inf
     tokens_per_step: int = 0
     sized: bool = True  # False until schedule_minutes has fixed max_steps
+    scaler: torch.amp.GradScaler | None = None  # float16 only: scales the loss, skips overflowing steps
 
 
 def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
@@ -407,7 +409,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     batches = stream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum, cfg.data.aligned_fraction,
                      cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, cfg.data.pack, **extra)
     out_dir = run_dir(cfg, config_file)
-    return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer,
+    scaler = torch.amp.GradScaler(rt.device.type) if rt.dtype == torch.float16 else None
+    return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer, scaler=scaler,
                batches=batches, stages=stages, model_config=model_config,
                max_steps=min(length["steps"].values()), out_dir=out_dir, length=length,
                tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
@@ -451,6 +454,7 @@ def save(run: Run, val_loss: float | None) -> None:
         "world_size": run.rt.world_size,
         "best_val_loss": run.best_val_loss,
         "val_loss": val_loss,
+        "scaler": None if run.scaler is None else run.scaler.state_dict(),
     }
     path = run.out_dir / f"ckpt_{run.step:08d}.pt"
     forgets = run.cfg.forget is not None
@@ -490,6 +494,8 @@ def restore(run: Run) -> None:
     else:
         run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     run.batches.load_state_dict(state["sampler"])
     run.step = state["step"]
     run.best_val_loss = state["best_val_loss"]
@@ -590,12 +596,17 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
             total = loss * (rt.world_size / counted)
             if extra is not None:  # a policy's own loss, a mean over rows: averaged over micro-batches
                 total = total + extra / len(micro_batches)
-            total.backward()
+            (total if run.scaler is None else run.scaler.scale(total)).backward()
         loss_sum += loss.detach()
     loss = (rt.all_reduce_sum(loss_sum) / counted).item()
     clip = run.cfg.optim.grad_clip or math.inf
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip).item()
-    if math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every rank: both are global
+    if run.scaler is not None:  # float16: a step whose gradients overflowed is skipped, the scale lowered
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    elif math.isfinite(loss) and math.isfinite(grad_norm):  # the same on every rank: both are global
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {"loss": loss, "grad_norm": grad_norm, "counted": counted.item()}
@@ -711,7 +722,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
             group["lr"] = lr
         tick = time.time()
         stats = train_step(run, run.batches.next())
-        if not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])):
+        if not (math.isfinite(stats["loss"]) and (math.isfinite(stats["grad_norm"]) or run.scaler is not None)):
             diverged(run, stats)
         run.step += 1
         train_sums = [train_sums[0] + stats["loss"] * stats["counted"], train_sums[1] + stats["counted"]]
