@@ -71,7 +71,7 @@ from tinylm.data import (
     validation_starts,
 )
 from tinylm.errors import ConfigError, DataError
-from tinylm.files import atomic_path, atomic_write_json, resolve_path, run_metadata
+from tinylm.files import atomic_path, atomic_write_json, machine, resolve_path, run_metadata
 from tinylm.forget import (
     VALIDATION_STEP,
     ForgetConfig,
@@ -771,7 +771,8 @@ def write_run_info(run: Run, config_file, resumed: bool) -> None:
     atomic_write_json(info_path, {
         **run_metadata(), "config_file": str(config_file) if config_file else None, "seed": run.cfg.seed,
         "world_size": run.rt.world_size, "device": str(run.rt.device), "dtype": str(run.rt.dtype),
-        "parameters": run.model.num_params(), "max_steps": run.max_steps if run.sized else None,
+        "machine": machine(), "parameters": run.model.num_params(), "tokens_per_step": run.tokens_per_step,
+        "max_steps": run.max_steps if run.sized else None,
         "length": run.length, "sizing": sizing, "resumed_at_step": run.step if resumed else None})
 
 
