@@ -415,3 +415,22 @@ def test_prepare_rejects_an_unknown_character(root):
     proc = run_cli("prepare", str(source), str(root / "out"))
     assert proc.returncode == 2 and "\u20ac" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (root / "out" / "train.bin").exists()
+
+
+def test_the_shard_key_covers_every_module_a_shard_is_made_with(monkeypatch):
+    """An edit to the text-corpus or story code must not reuse text shards made before it."""
+    import tinylm
+    from tinylm.datasets import SHARD_SOURCES, code_fingerprint
+
+    root = Path(tinylm.__file__).parent
+    covered = {p.relative_to(root).as_posix() for pattern in SHARD_SOURCES for p in root.glob(pattern)}
+    assert {"corpus.py", "stories.py", "datasets.py", "tokenizer.py", "lang/trace.py", "lang/generate.py"} <= covered
+    before = code_fingerprint()
+    original = Path.read_bytes
+
+    def edited(path):   # corpus.py as if one line changed
+        data = original(path)
+        return data + b"\n# edited\n" if path.name == "corpus.py" else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert code_fingerprint() != before

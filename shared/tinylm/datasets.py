@@ -718,15 +718,21 @@ def load_banned(spec: DatasetSpec, yaml_path: Path | None, own: list[Path]) -> t
 # The build
 
 
+SHARD_SOURCES = ("lang/*.py", "tokenizer.py", "datasets.py", "corpus.py", "stories.py", "errors.py", "config.py",
+                 "files.py")
+"""The package's source files (globs under tinylm/) whose code a shard's bytes depend on: the TinyPy
+stages, the tokenizers, and the TinyPy and text builds."""
+
+
 def code_fingerprint() -> str:
-    """Hash of the source files whose behaviour shards depend on."""
+    """Hash of the source files whose behaviour shards depend on (`SHARD_SOURCES`): an edit to any of
+    them makes every build redo its shards."""
     import tinylm
 
     root = Path(tinylm.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("lang/*.py"), root / "tokenizer.py", Path(__file__)]):
-        if path.is_file():
-            digest.update(path.read_bytes())
+    for path in sorted(p for pattern in SHARD_SOURCES for p in root.glob(pattern)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
