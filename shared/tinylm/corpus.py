@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from tinylm.config import load_config, to_dict
 from tinylm.errors import ConfigError, DataError
@@ -337,11 +338,14 @@ def build_text(folder: str | Path, workers: int | None = None, keep_shards: bool
         documents = iter_documents(files, spec.source.format, spec.source.field)
         results = ordered_map(executor, encode_shard, _shard_jobs(documents, shards, tok, spec.shard_size),
                               window(workers))
+        total = spec.splits.val + spec.splits.train if spec.splits.train else None
+        bar = tqdm(total=total, desc=folder.name, unit="doc", disable=None, leave=False, dynamic_ncols=True)
         for path in results:
             with np.load(path, allow_pickle=False) as z:
                 ids, offsets = z["ids"], z["offsets"]
             n, at = len(offsets) - 1, 0
             read += n
+            bar.update(n)
             if not val.full:
                 at = val.write(ids, offsets, 0, n)
             if at < n and not train.full:
@@ -349,6 +353,7 @@ def build_text(folder: str | Path, workers: int | None = None, keep_shards: bool
             if train.full:
                 break
         results.close()
+        bar.close()
         if val.examples < val.need or train.examples < 1 or (train.need is not None and not train.full):
             raise DataError(f"{files[0]}: {read} documents; the splits need {val.need} for val and "
                             f"{train.need or 'at least 1'} for train")

@@ -422,6 +422,12 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
 
     tag = f"[{rank + 1}/{processes}] " if processes > 1 else ""
     mine, mine_timing = [], []
+    from tqdm import tqdm
+
+    mine_total = sum(len(batches[b]) for b in plan[rank])
+    # a bar with ETA on a terminal (the main process's); a line per batch in logs
+    bar = tqdm(total=mine_total, desc=f"{tag}{name}", unit="ex", leave=False, dynamic_ncols=True,
+               disable=None if rank == 0 else True)
     for batch in plan[rank]:
         ids = batches[batch]
         tick = time.time()
@@ -444,8 +450,13 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
         mine_timing.append(t)
         _append_lines(timing_path, [json.dumps(t)])
         hard = sum(r["class"] == "hard" for r in mine)
-        log(f"{tag}{name}: {len(mine)}/{sum(len(batches[b]) for b in plan[rank])} examples, "
-            f"hard {100 * hard / len(mine):.1f}%, {t['generated_tokens'] / max(wall, 1e-9):.0f} tokens/s")
+        tokens_per_s = t["generated_tokens"] / max(wall, 1e-9)
+        bar.update(len(ids))
+        bar.set_postfix(hard=f"{100 * hard / len(mine):.1f}%", tok_s=f"{tokens_per_s:.0f}", refresh=False)
+        if bar.disable:
+            log(f"{tag}{name}: {len(mine)}/{mine_total} examples, hard {100 * hard / len(mine):.1f}%, "
+                f"{tokens_per_s:.0f} tokens/s")
+    bar.close()
 
     gathered = rt.gather_objects((mine, mine_timing))
     summary = None
