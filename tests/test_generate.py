@@ -433,7 +433,7 @@ NEW_VALUES = {
         "max_depth": 3, "min_depth": 1, "max_sub_blocks": 3, "min_sub_blocks": 1,
         "nest_in_if": True, "unindent_speed": 0.2, "while_loops": False, "while_updates": ["+"],
         "while_min_iterations": 2, "while_max_iterations": 4, "while_min_step": 2, "while_max_step": 5,
-        "read_security": True, "write_security": False, "final_print": False, "run_filter": False,
+        "read_security": True, "write_security": False, "final_print": False, "cap_literals": True, "run_filter": False,
         "emit_output": True,
     },
     "snippet": {

@@ -826,13 +826,14 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool | 
 
 
 def _resume_flag(argv: list[str]) -> list[str]:
-    """'--resume auto' -> '--resume=auto', a bare '--resume' -> '--resume=yes': an override after the
-    flag is then an override, not the flag's value."""
+    """'--resume auto' -> '--resume=auto' (likewise 'yes'), a bare '--resume' -> '--resume=yes': an
+    override after the flag is then an override, not the flag's value."""
     out = []
     for i, arg in enumerate(argv):
         if arg == "--resume":
-            arg = "--resume=auto" if i + 1 < len(argv) and argv[i + 1] == "auto" else "--resume=yes"
-        elif arg == "auto" and i and argv[i - 1] == "--resume":
+            given = argv[i + 1] if i + 1 < len(argv) and argv[i + 1] in ("yes", "auto") else None
+            arg = f"--resume={given or 'yes'}"
+        elif arg in ("yes", "auto") and i and argv[i - 1] == "--resume":
             continue
         out.append(arg)
     return out
