@@ -267,3 +267,19 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
                            timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert {f: f.stat().st_mtime_ns for f in p.work.rglob("*.pt")} == before
+
+
+def test_the_tinystories_seed_config_builds_the_seeds_936448_parameters():
+    from tinylm.experiment import Project
+    from tinylm.model import GPT
+    from tinylm.train import resolve_model_config
+
+    p = Project(REPO / "tinystories_recipe", "seed")
+    cfg = p.train_config("main")
+    spec = yaml.safe_load((REPO / "datasets/stories-mini/dataset.yaml").read_text())
+    assert p.cfg.datasets["stories-mini"].overrides == ["tokenizer.vocab_size=105"]
+    assert spec["tokenizer"]["kind"] == "sentencepiece"
+    model = GPT(resolve_model_config(cfg, 105, "seed.yaml"))
+    c = model.config
+    assert (c.n_embd, c.n_layer, c.n_head, c.kv_heads, c.block_size) == (128, 5, 8, 4, 256)
+    assert model.num_params() == 936_448
