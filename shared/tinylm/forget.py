@@ -67,6 +67,7 @@ from torch.nn import functional as F
 from tinylm.config import from_dict, to_dict
 from tinylm.data import IGNORE, BatchStream, TokenDataset, TokenSplit, split_step_starts
 from tinylm.errors import ConfigError, DataError
+from tinylm.model import lm_loss
 
 VALIDATION_STEP = 2**63 - 1  # the step in the noise seeds of validation rows: no training step is this one
 POLICIES = ("identity", "random", "oracle", "mlp", "cnn", "gru")
@@ -441,7 +442,7 @@ class ForgetLM(nn.Module):
         if self.cfg.reward == "accuracy":
             hit = (logits.argmax(-1) == labels) & counted
         else:
-            hit = -F.cross_entropy(logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none") * counted
+            hit = -lm_loss(logits, labels, reduction="none")
         return hit.float().sum(1) / counted.sum(1).clamp(min=1)
 
 

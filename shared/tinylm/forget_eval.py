@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tinylm.data import IGNORE, TokenSplit, example_starts, offsets_after
 from tinylm.evaluate import generated_text, read_suite, score, suite_paths, summarize
 from tinylm.files import atomic_write_json, atomic_write_text, run_metadata
 from tinylm.forget import LEARNED, ForgetLM, load_forget_model, row_seeds, step_windows
 from tinylm.lang.format import EXAMPLE_END
+from tinylm.model import lm_loss
 
 SLACK = 16  # tokens a row may generate past its target's length, as tinylm.evaluate allows
 
@@ -157,8 +157,7 @@ def target_loss(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int 
     total, counted = 0.0, 0
     for batch, seeds in step_batches(lm, examples, eos_id, batch_size, seed):
         logits, labels, _, _ = lm(*batch, seeds)
-        total += float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
-                                       reduction="sum"))
+        total += float(lm_loss(logits, labels))
         counted += int((labels != IGNORE).sum())
     return total / max(counted, 1)
 

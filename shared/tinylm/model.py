@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from tinylm.data import IGNORE
 from tinylm.errors import ConfigError
 from tinylm.optim import adamw
 
@@ -438,6 +439,15 @@ class Block(nn.Module):
 # The model
 
 
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """The language-model loss, the one place it is computed: cross-entropy of logits (B, T, V), in
+    float32, against targets (B, T), skipping targets equal to IGNORE. reduction "sum" or "mean" over
+    the counted targets, or "none": (B, T) with 0 where a target is skipped."""
+    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
+                             reduction=reduction)
+    return losses.view(targets.shape) if reduction == "none" else losses
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -529,9 +539,8 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             if loss_mask is not None:
-                targets = targets.masked_fill(~loss_mask.bool(), -100)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-100)
+                targets = targets.masked_fill(~loss_mask.bool(), IGNORE)
+            loss = lm_loss(logits, targets, reduction="mean")
         return logits, loss
 
     def _check_positions(self, end: int | None, pos: torch.Tensor) -> None:

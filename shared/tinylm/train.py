@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from tinylm import runtime
@@ -80,6 +79,7 @@ from tinylm.forget import (
     step_windows,
     validation_steps,
 )
+from tinylm.model import lm_loss
 from tinylm.optim import OptimizerGroup, build_optimizer
 from tinylm.sinks import TensorBoardSink, WandbConfig, WandbSink
 from tinylm.sinks import require as require_sinks
@@ -590,8 +590,7 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
         with contextlib.nullcontext() if last or not rt.distributed else model.no_sync():
             with rt.autocast():
                 logits, y, extra = outputs(run, model, batch)  # (B, T, V), (B, T)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
-                                   reduction="sum")
+            loss = lm_loss(logits, y)
             # DDP averages gradients over ranks; scaling by W / counted makes that the global token mean
             total = loss * (rt.world_size / counted)
             if extra is not None:  # a policy's own loss, a mean over rows: averaged over micro-batches
@@ -622,7 +621,7 @@ def perplexity(loss: float | None) -> float | None:
 def loss_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(2,) the summed cross-entropy of logits (B, T, V) over the counted targets of y (B, T), and
     how many targets count: padding and masked targets (-100) add to neither."""
-    total = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    total = lm_loss(logits, y)
     return torch.stack([total, (y != IGNORE).sum().to(total.dtype)])
 
 
