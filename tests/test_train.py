@@ -518,3 +518,17 @@ def test_auto_dtype_is_float16_on_a_gpu_without_bfloat16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert autocast_dtype(torch.device("cuda", 0)) == torch.bfloat16
     assert autocast_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_auto_device_picks_mps_where_there_is_no_cuda(monkeypatch):
+    """Apple's MPS cannot run here: its availability is mocked, and the device chosen checked."""
+    from tinylm.runtime import autocast_dtype, select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    device = select_device("auto")
+    assert device.type == "mps" and autocast_dtype(device) == torch.float32
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="MPS is not available"):
+        select_device("mps")

@@ -245,7 +245,8 @@ def keep_counts(n_ctx: torch.Tensor, keep_ratio: float, recent: int, capacity: i
     """Context tokens kept per row (B,): ceil(keep_ratio * capacity), or ceil(keep_ratio * n) without a
     capacity; at least the `recent` ones, at most n."""
     base = n_ctx if capacity is None else torch.full_like(n_ctx, capacity)
-    k = torch.ceil(base.double() * keep_ratio).long()
+    # float64 on the CPU: the same counts on every device, and MPS has no float64
+    k = torch.ceil(base.to("cpu", torch.float64) * keep_ratio).long().to(n_ctx.device)
     return torch.maximum(k, n_ctx.clamp(max=recent)).minimum(n_ctx)
 
 

@@ -182,7 +182,7 @@ def keep_profile(lm: ForgetLM, examples, eos_id: int, batch_size: int, seed: int
             previous.append(float(keep[b, start:n].float().mean()))
             recent.append(float(keep[b, n - k:n].sum()) / k)
             if scores is not None:
-                s, pos = scores[b, :n].double(), torch.arange(n, dtype=torch.float64)
+                s, pos = scores[b, :n].to("cpu", torch.float64), torch.arange(n, dtype=torch.float64)  # MPS: no float64
                 corr.append(float(torch.corrcoef(torch.stack([s, pos]))[0, 1]))
     means = [float(np.mean(v)) if v else None for v in (previous, recent, corr)]
     return {"dropping_share": dropping / max(windows, 1),
