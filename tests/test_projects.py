@@ -283,3 +283,16 @@ def test_the_tinystories_seed_config_builds_the_seeds_936448_parameters():
     c = model.config
     assert (c.n_embd, c.n_layer, c.n_head, c.kv_heads, c.block_size) == (128, 5, 8, 4, 256)
     assert model.num_params() == 936_448
+
+
+def test_research_project_1_paper_main_model_is_the_references_62348221_parameters():
+    import torch
+
+    from tinylm.experiment import Project
+    from tinylm.model import GPT
+    from tinylm.train import resolve_model_config
+
+    p = Project(REPO / "research_project_1", "paper")
+    with torch.device("meta"):
+        model = GPT(resolve_model_config(p.train_config("main"), vocab_size=77, where="main"))
+    assert model.num_params() == 62_348_221   # the reference 2025 main model's count
