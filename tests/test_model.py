@@ -295,3 +295,28 @@ def test_presets():
     assert llama.config.kv_heads == 4 and llama.lm_head.weight is llama.wte.weight
     with pytest.raises(ConfigError, match="unknown model preset"):
         model_preset("gpt5")
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "distance_bias", "relative",
+                                 "relative_heads", "none"])
+def test_attention_maps_come_out_of_the_same_forward(pos):
+    """The opt-in explicit attention gives the fused kernel's logits, and probabilities that are
+    causal rows summing to 1, one (B, nh, T, T) map per layer, for every positional encoding."""
+    from tinylm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, pos_encoding=pos)).eval()
+    with torch.no_grad():   # positional tables away from their zero start, so that they matter
+        for name, p in model.named_parameters():
+            if "Er" in name or "dist_bias" in name or "rel" in name:
+                p.normal_(0, 0.5)
+    idx = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        fused = model(idx)[0]
+    logits, maps = model.forward_with_attention(idx)
+    torch.testing.assert_close(logits, fused, atol=1e-5, rtol=1e-5)
+    assert len(maps) == 2 and all(m.shape == (2, 4, 20, 20) for m in maps)
+    for m in maps:
+        torch.testing.assert_close(m.sum(-1), torch.ones(2, 4, 20))
+        assert m.triu(1).abs().max() == 0   # no query sees a later token
+    assert all(not block.attn.recording and block.attn.probs is None for block in model.blocks)

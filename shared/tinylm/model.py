@@ -304,6 +304,8 @@ class CausalSelfAttention(nn.Module):
         self.proj.residual = True  # scaled init
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.probs: torch.Tensor | None = None  # (B, nh, T, S) of the last forward, while recording
+        self.recording = False                  # see GPT.forward_with_attention
         if config.pos_encoding == "relative":
             # Music Transformer: one learned embedding per distance 0..block_size-1, shared by the heads
             self.Er = nn.Parameter(torch.zeros(config.block_size, self.hs))  # (L, hs)
@@ -343,10 +345,25 @@ class CausalSelfAttention(nn.Module):
             mask = add_key_bias(mask, ctx, T, k.size(2), q.device)
             if mask is not None and mask.is_floating_point():
                 mask = mask.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                               is_causal=mask is None)  # (B, nh, T, hs)
+            if self.recording:
+                y = self.explicit_attention(q, k, v, mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                                   is_causal=mask is None)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.nh * self.hs)
         return self.resid_dropout(self.proj(y))
+
+    def explicit_attention(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+        """What scaled_dot_product_attention computes (no dropout: recording is for inference), with
+        the probabilities kept in self.probs: a boolean mask says which keys are seen, a float one
+        is added to the scores, None is causal from the first key (SDPA's is_causal)."""
+        T, S = q.size(2), k.size(2)
+        att = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(self.hs))  # (B, nh, T, S)
+        if mask is None:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+        att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask.float()
+        self.probs = F.softmax(att, dim=-1)
+        return self.probs.to(v.dtype) @ v  # (B, nh, T, hs)
 
     @staticmethod
     def visible(ctx: AttnInputs, T: int, S: int, device) -> torch.Tensor:
@@ -381,6 +398,8 @@ class CausalSelfAttention(nn.Module):
             att = att + ctx.key_bias.to(att.dtype)
         att = att.masked_fill(~self.visible(ctx, T, S, q.device), float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout_p, training=dropout_p > 0)
+        if self.recording:
+            self.probs = att
         return att @ v  # (B, nh, T, hs)
 
 
@@ -491,6 +510,22 @@ class GPT(nn.Module):
         c = self.config
         return KVCache(c.n_layer, batch_size, c.kv_heads, max_len, c.hs,
                        device=p.device if device is None else device, dtype=p.dtype if dtype is None else dtype)
+
+    @torch.no_grad()
+    def forward_with_attention(self, idx: torch.Tensor, **kwargs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """logits (B, T, V) of `forward(idx, **kwargs)` and every layer's attention probabilities
+        (B, nh, T, S), each row summing to 1 over the keys it sees. The layers compute attention
+        explicitly for this call (the same outputs as the fused kernel, to float rounding); the
+        usual forward stays on scaled_dot_product_attention."""
+        layers = [block.attn for block in self.blocks]
+        for attn in layers:
+            attn.recording = True
+        try:
+            logits = self(idx, **kwargs)[0]
+            return logits, [attn.probs for attn in layers]
+        finally:
+            for attn in layers:
+                attn.recording, attn.probs = False, None
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None, *, cache: KVCache | None = None, last: bool = False,
