@@ -250,3 +250,12 @@ def test_sweep_report_adds_tokens_from_the_run_folder(tmp_path):
     written = report(sweep)
     assert sweep / "hard_match_tokens.png" in written
     png(sweep / "hard_match_tokens.png")
+
+
+def test_a_sweep_of_several_runs_puts_each_on_its_own_token_axis(tmp_path):
+    rows = [{"checkpoint": "a/ckpt_1.pt", "step": 100, "tokens": 3200, "suites": {"a: id": {"hard_pct": 10.0}}},
+            {"checkpoint": "b/ckpt_1.pt", "step": 100, "tokens": 1600, "suites": {"b: id": {"hard_pct": 20.0}}}]
+    lines = {line.get_label(): list(line.get_xdata()) for line in plot_sweep_tokens(rows, tmp_path / "s.png").axes[0].get_lines()}
+    assert lines == {"a: id": [3200], "b: id": [1600]}
+    with pytest.raises(DataError, match="no tokens"):
+        plot_sweep_tokens([{k: v for k, v in rows[0].items() if k != "tokens"}], tmp_path / "t.png")

@@ -135,7 +135,7 @@ class EvalSection:
 @dataclass
 class ReportItem:
     kind: Literal["table", "scaling", "bars", "sweep", "forget", "text"]
-    """table, scaling, bars, sweep: trace scores; forget: runs with a drop policy at their keep ratios;
+    """table, scaling, bars, sweep (hard match of every checkpoint against tokens, one curve per run and suite): trace scores; forget: runs with a drop policy at their keep ratios;
     text: each run's loss and perplexity at every evaluation, and its samples (eval.prompts)."""
     file: str
     """Output file name under results/<config>/ (.md for a table or text, .png for a plot; forget: either)."""
@@ -219,8 +219,8 @@ class Experiment:
                 if suite not in suites or (window and window.rstrip("]") not in self.eval.extra_windows):
                     raise ConfigError(f"report[{i}].suites: unknown suite '{name}' (suites: {', '.join(sorted(suites))}; "
                                       f"'SUITE [WINDOW]' for an extra window)")
-            if item.kind == "sweep" and len(item.runs) != 1:
-                raise ConfigError(f"report[{i}]: a sweep plot shows exactly one run (runs: [NAME])")
+            if item.kind == "sweep" and not item.runs:
+                raise ConfigError(f"report[{i}]: a sweep plot names its runs (runs: [NAME, ...])")
             if "val_loss" in item.metrics and (item.kind != "bars" or item.metrics != ["val_loss"]):
                 raise ConfigError(f"report[{i}].metrics: val_loss is a run's number, shown alone in a bars plot "
                                   f"(tables show it always)")
@@ -588,6 +588,21 @@ def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:
     return json.loads(path.read_text())["rows"], run_facts(project.run_dir(run))["tokens_per_step"]
 
 
+def _sweep_item_rows(project: Project, item: ReportItem) -> list[dict]:
+    """The checkpoints of a sweep item's runs, each with the tokens it had seen; with several runs a
+    curve is 'RUN: SUITE' and a checkpoint 'RUN/ckpt_...'."""
+    rows = []
+    for run in item.runs:
+        run_rows, tokens_per_step = _sweep_rows(project, run)
+        for r in run_rows:
+            suites = {k: v for k, v in r["suites"].items() if not item.suites or k in item.suites}
+            if len(item.runs) > 1:
+                r = {**r, "checkpoint": f"{run}/{r['checkpoint']}"}
+                suites = {f"{run}: {k}": v for k, v in suites.items()}
+            rows.append({**r, "suites": suites, "tokens": r["step"] * tokens_per_step})
+    return rows
+
+
 def _forget_row(project: Project, run: str, suite: str) -> dict:
     """A run's numbers on one suite for a forget item: its scores, and what its policy kept and cost
     (None for a run decoded without one). A run trained a steps_factor longer is its own variant."""
@@ -622,8 +637,8 @@ def write_report(project: Project, log=print) -> list[Path]:
             written.append(_text_report(project, item, log))
             continue
         missing = [r for r in item.runs if r not in rows]
-        if item.kind == "sweep" and not (project.work / "sweep" / item.runs[0] / "sweep.json").is_file():
-            missing = item.runs
+        if item.kind == "sweep":
+            missing = [r for r in item.runs if not (project.work / "sweep" / r / "sweep.json").is_file()]
         if missing or not rows:
             log(f"{item.file}: not written, its runs are not all evaluated yet ({', '.join(missing) or 'none'})")
             continue
@@ -650,11 +665,8 @@ def write_report(project: Project, log=print) -> list[Path]:
             else:
                 report.plot_bars(chosen, path, title=title, metric=item.metrics[0])
         else:
-            sweep_rows, tokens_per_step = _sweep_rows(project, item.runs[0])
-            if item.suites:
-                sweep_rows = [{**r, "suites": {k: v for k, v in r["suites"].items() if k in item.suites}}
-                              for r in sweep_rows]
-            report.plot_sweep_tokens(sweep_rows, path, tokens_per_step, title=title)
+            sweep_rows = _sweep_item_rows(project, item)
+            report.plot_sweep_tokens(sweep_rows, path, title=title)
             atomic_write_text(path.with_suffix(".md"), report.sweep_report(sweep_rows) + "\n")
             written.append(path.with_suffix(".md"))
         written.append(path)

@@ -304,11 +304,13 @@ def plot_sweep(rows: list[dict], path: str | Path):
     return save_figure(fig, path)
 
 
-def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, title: str | None = None):
-    """hard match % against training tokens seen (step x tokens_per_step), one line per suite with
-    its 95% interval as a band."""
-    if tokens_per_step < 1:
+def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int | None = None, title: str | None = None):
+    """hard match % against training tokens seen (a row's `tokens`, else step x tokens_per_step), one
+    line per suite with its 95% interval as a band."""
+    if tokens_per_step is not None and tokens_per_step < 1:
         raise DataError(f"tokens_per_step must be >= 1, got {tokens_per_step}")
+    if tokens_per_step is None and any("tokens" not in r for r in rows):
+        raise DataError("a sweep row has no tokens and no tokens_per_step was given")
     stepped = sorted((r for r in rows if r.get("step") is not None), key=lambda r: r["step"])
     if not stepped:
         raise DataError("no sweep row has a training step to place it on a token axis")
@@ -316,7 +318,7 @@ def plot_sweep_tokens(rows: list[dict], path: str | Path, tokens_per_step: int, 
     ax = fig.subplots()
     for name in sorted({name for r in stepped for name in r["suites"]}):
         scored = [r for r in stepped if name in r["suites"]]
-        xs = [r["step"] * tokens_per_step for r in scored]
+        xs = [r["tokens"] if "tokens" in r else r["step"] * tokens_per_step for r in scored]
         line, = ax.plot(xs, [r["suites"][name]["hard_pct"] for r in scored], marker="o", label=name)
         bands = [interval_pct(r["suites"][name], "hard_pct") for r in scored]
         if None not in bands:
