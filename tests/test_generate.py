@@ -252,21 +252,19 @@ def block_peak(program: str) -> int:
     return max(held.values(), default=0)
 
 
-def loop_runs(program: str) -> list[tuple[int, list[int]]]:
-    """Per while loop that CPython runs: (iterations, |change| of its control per iteration)."""
+def line_states(program: str) -> list[tuple[int, dict]]:
+    """CPython runs the program: (line number, the variables then) at every line event, the first code
+    line being line 2 (the code runs as the body of a function), then (-1, the final variables)."""
     body = code_lines(program)
-    tree = ast.parse("\n".join(body))
-    tests = {node.lineno + 1: [n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)]
-             for node in ast.walk(tree) if isinstance(node, ast.While)}
-    checks: dict[int, list[dict]] = {line: [] for line in tests}
     namespace: dict = {}
     exec(compile("def f():\n" + "\n".join("\t" + line for line in body), "<program>", "exec"), namespace)
+    states: list[tuple[int, dict]] = []
 
     def tracer(frame, event, arg):
         if frame.f_code.co_name != "f":
             return None
-        if event == "line" and frame.f_lineno in checks:
-            checks[frame.f_lineno].append(dict(frame.f_locals))
+        if event in ("line", "return"):
+            states.append((frame.f_lineno if event == "line" else -1, dict(frame.f_locals)))
         return tracer
 
     sys.settrace(tracer)
@@ -275,6 +273,18 @@ def loop_runs(program: str) -> list[tuple[int, list[int]]]:
             namespace["f"]()
     finally:
         sys.settrace(None)
+    return states
+
+
+def loop_runs(program: str) -> list[tuple[int, list[int]]]:
+    """Per while loop that CPython runs: (iterations, |change| of its control per iteration)."""
+    tree = ast.parse("\n".join(code_lines(program)))
+    tests = {node.lineno + 1: [n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)]
+             for node in ast.walk(tree) if isinstance(node, ast.While)}
+    checks: dict[int, list[dict]] = {line: [] for line in tests}
+    for line, values in line_states(program):
+        if line in checks:
+            checks[line].append(values)
     runs = []
     for line, states in checks.items():
         steps = [abs(b[name] - a[name]) for a, b in zip(states, states[1:]) for name in tests[line]

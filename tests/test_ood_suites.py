@@ -5,39 +5,18 @@ the training split covers, with CPython running each program as the oracle."""
 from __future__ import annotations
 
 import ast
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO, built_programs
-from test_generate import block_peak, code_lines, loop_runs, max_depth
+from test_generate import block_peak, code_lines, line_states, loop_runs, max_depth
 
 
 def _values(program: str) -> list[int]:
-    """Every value a variable takes while CPython runs the program."""
-    body = code_lines(program)
-    seen: list[int] = []
-    namespace: dict = {}
-    exec(compile("def f():\n" + "\n".join("\t" + line for line in body), "<program>", "exec"), namespace)
-
-    def tracer(frame, event, arg):
-        if frame.f_code.co_name != "f":
-            return None
-        seen.extend(v for v in frame.f_locals.values() if isinstance(v, int))
-        return tracer
-
-    import contextlib
-    import io
-
-    sys.settrace(tracer)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            namespace["f"]()
-    finally:
-        sys.settrace(None)
-    return seen
+    """Every value a variable holds while CPython runs the program, the final ones included."""
+    return [v for _, values in line_states(program) for v in values.values() if isinstance(v, int)]
 
 
 def _names(program: str) -> list[str]:
