@@ -135,8 +135,9 @@ class EvalSection:
 @dataclass
 class ReportItem:
     kind: Literal["table", "scaling", "bars", "sweep", "forget", "text"]
-    """table, scaling, bars, sweep (hard match of every checkpoint against tokens, one curve per run and suite): trace scores; forget: runs with a drop policy at their keep ratios;
-    text: each run's loss and perplexity at every evaluation, and its samples (eval.prompts)."""
+    """table, scaling, bars, sweep (every checkpoint's hard match against tokens, a curve per run and
+    suite): trace scores; forget: runs with a drop policy at their keep ratios; text: each run's loss
+    and perplexity at every evaluation, and its samples (eval.prompts)."""
     file: str
     """Output file name under results/<config>/ (.md for a table or text, .png for a plot; forget: either)."""
     runs: list[str] = field(default_factory=list)
@@ -363,7 +364,7 @@ class Project:
 
     def members(self, names: list[str]) -> list[str]:
         """Run names with each seed group replaced by its runs; an unknown name is a ConfigError."""
-        known = list(self.groups) + [r for r in self.cfg.runs if r not in self.groups]
+        known = list(self.groups) + list(self.cfg.runs)
         for name in names:
             if name not in self.cfg.runs and name not in self.groups:
                 raise ConfigError(f"--run: unknown run '{name}' (runs: {', '.join(known)})")

@@ -1,4 +1,4 @@
-"""Training: `tinylm train CONFIG.yaml [key=value ...] [--resume]`.
+"""Training: `tinylm train CONFIG.yaml [key=value ...] [--resume [auto]] [--print-config]`.
 
 One entry point for a single process and for `torchrun --nproc_per_node N` (DDP). Entry is split
 into `cli` (parse), `run` (build the runtime, data, model, optimizer; maybe restore) and `fit`
@@ -17,8 +17,8 @@ training examples and tokens of each stage, the steps of an epoch and the steps 
 length asks for); during training,
 `metrics.jsonl` (one line per step: loss, lr, grad norm, tokens/s, elapsed; one per evaluation:
 val_loss, val_perplexity, and train_loss, train_perplexity over the steps since the previous
-evaluation), `metrics.csv` (the step lines), `eval.csv` (the evaluation lines) and TensorBoard
-events; and checkpoints `ckpt_STEP.pt` (the last `checkpoint.keep_last`) plus `best.pt` (lowest
+evaluation), `metrics.csv` (the step lines), `eval.csv` (the evaluation lines), and the same records
+to the TensorBoard and W&B sinks `log` enables (`tinylm.sinks`); and checkpoints `ckpt_STEP.pt` (the last `checkpoint.keep_last`) plus `best.pt` (lowest
 validation loss). A loss is the mean cross-entropy per counted target token (padding and masked
 targets never count); a perplexity is exp of that mean.
 
@@ -27,6 +27,8 @@ the RNG states of every rank and the resolved config; `--resume` continues from 
 and reproduces the uninterrupted run bit for bit (same device type and world size). The learning
 rate is a pure function of the step, so a resumed run follows the same schedule. `--resume` and
 `init_from` refuse a checkpoint whose tokenizer is not the dataset's (`tinylm.checkpoint.check_tokenizer`).
+`--resume auto` continues where there is a checkpoint and starts afresh where there is none; without
+`--resume`, a folder that holds a run's checkpoints is refused rather than overwritten.
 
 A run with a `forget` section (tinylm.forget) trains a GPT that sees only the context tokens a drop
 policy keeps: each row is a step boundary's context and the next step (`StepBatchStream`), the
@@ -799,8 +801,9 @@ def run(cfg: TrainConfig, config_file: str | Path | None = None, resume: bool | 
     if resume == "auto":
         resume = holds_run(out_dir)
     elif not resume and holds_run(out_dir):
-        raise DataError(f"{out_dir}: holds a run already (checkpoints {', '.join(p.name for p in checkpoint_paths(out_dir)) or 'best.pt'}); "
-                        f"continue it with --resume, or train into another out_dir=...")
+        held = ", ".join(p.name for p in checkpoint_paths(out_dir)) or "best.pt"
+        raise DataError(f"{out_dir}: holds a run already ({held}); continue it with --resume, "
+                        f"or train into another out_dir=...")
     rt = runtime.setup(cfg.device, cfg.dtype, cfg.seed)
     try:
         r = build(cfg, rt, config_file)
