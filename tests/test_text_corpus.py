@@ -222,3 +222,41 @@ def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
     assert [s["decoding"] for s in samples] == ["greedy", "top-p", "beam"]
     assert all(s["text"].startswith("Once upon a time") and f"> {s['text'].splitlines()[0]}" in text for s in samples)
     assert p.dataset_dir("stories-mini") == p.work / "datasets" / "stories-mini"  # smoke sizes: its own build
+
+
+def test_an_existing_sentencepiece_model_tokenizes_a_corpus_as_it_is(tmp_path):
+    """tokenizer.kind: sentencepiece_file: a model trained elsewhere (llama-style ids: unk 0, bos 1,
+    eos 2, no pad) encodes the corpus exactly as sentencepiece itself does."""
+    import sentencepiece as spm
+
+    texts = [story(i, 5) for i in range(300)]
+    (tmp_path / "sample.txt").write_text("\n".join(t.replace("\n", " ") for t in texts))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "sample.txt"), model_prefix=str(tmp_path / "ext"),
+                                   vocab_size=200, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   minloglevel=2)
+    folder = stories_spec(tmp_path, tokenizer={"kind": "sentencepiece_file", "path": str(tmp_path / "ext.model")})
+    manifest = build(folder, workers=1)
+    tok = tokenizer_from_dict(manifest["tokenizer"])
+    assert (tok.bos_id, tok.eos_id, tok.pad_id, manifest["vocab_size"]) == (1, 2, None, 200)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "ext.model"))
+    docs = list(corpus.iter_documents([tmp_path / "ds" / "corpus.txt"], "tinystories"))
+    ds = open_dataset(folder)
+    expected = np.concatenate([[1, *sp.encode(d), 2] for d in docs[20:]])
+    assert np.array_equal(ds.train.tokens.astype(np.int64), expected)
+
+
+def test_a_sentencepiece_file_without_bos_or_a_path_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="tokenizer.path"):
+        load_dataset_spec(stories_spec(tmp_path, "a", tokenizer={"kind": "sentencepiece_file"}))
+    folder = stories_spec(tmp_path, "b", tokenizer={"kind": "sentencepiece_file", "path": str(tmp_path / "none.model")})
+    with pytest.raises(DataError, match="no such SentencePiece model"):
+        build(folder, workers=1)
+
+
+def test_vocabularies_past_65536_ids_are_stored_as_uint32():
+    from tinylm.tokenizer import Tokenizer
+
+    class Big(Tokenizer):
+        vocab_size = 70_000
+
+    assert Big().dtype == np.uint32

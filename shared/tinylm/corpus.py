@@ -24,8 +24,9 @@ all). Documents are stripped of surrounding whitespace; empty ones are skipped.
 Tokenizer (`tokenizer.kind`): `sentencepiece` (BPE or unigram, `vocab_size` pieces), `char` or
 `word` (`min_frequency`, at most `vocab_size` tokens), all with `<pad> <unk> <bos> <eos>` at ids
 0-3 (`tinylm.tokenizer`), learned from the first `tokenizer.sample` training documents (never
-from validation). Each document is written `<bos>` ids `<eos>`, as uint8 ids up to 256 tokens,
-else uint16 (`dtype` in the manifest).
+from validation); or `sentencepiece_file`, an existing SentencePiece `.model` (`tokenizer.path`) with
+its own bos and eos pieces, used as it is. Each document is written `<bos>` ids `<eos>`, as uint8 ids
+up to 256 tokens, uint16 up to 65,536, else uint32 (`dtype` in the manifest).
 
 Shards: shard k holds documents [k*S, (k+1)*S) of the stream, encoded by a worker and saved
 atomically as `shards/text.<fingerprint>/NNNNNN.npy`; a killed build keeps its finished shards
@@ -88,7 +89,11 @@ class TextSource:
 class TextTokenizerConfig:
     """The learned tokenizer; every kind has <pad> <unk> <bos> <eos>."""
 
-    kind: Literal["sentencepiece", "char", "word"] = "sentencepiece"
+    kind: Literal["sentencepiece", "char", "word", "sentencepiece_file"] = "sentencepiece"
+    """sentencepiece, char, word: learned from the sample; sentencepiece_file: an existing model (`path`)."""
+    path: str | None = None
+    """sentencepiece_file: a SentencePiece .model file with bos and eos pieces, used as it is
+    (relative paths from the repository root; its vocabulary replaces vocab_size)."""
     model_type: Literal["bpe", "unigram"] = "bpe"
     """SentencePiece model type."""
     vocab_size: int = 512
@@ -128,8 +133,11 @@ class TextDatasetSpec:
             raise ConfigError(f"'source.sha256' must be 64 lower-case hex digits, got {src.sha256!r}")
         if not src.field:
             raise ConfigError("'source.field' must name a key")
+        if (tok.kind == "sentencepiece_file") != (tok.path is not None):
+            raise ConfigError("'tokenizer.path' goes with tokenizer.kind: sentencepiece_file (a .model file), "
+                              "and only with it")
         low = 16 if tok.kind == "sentencepiece" else 5
-        if not low <= tok.vocab_size <= 65536:
+        if tok.kind != "sentencepiece_file" and not low <= tok.vocab_size <= 65536:
             raise ConfigError(f"'tokenizer.vocab_size' must be in [{low}, 65536], got {tok.vocab_size}")
         for key, value in [("tokenizer.min_frequency", tok.min_frequency), ("tokenizer.sample", tok.sample),
                            ("splits.val", self.splits.val), ("shard_size", self.shard_size)]:
@@ -213,6 +221,21 @@ def iter_documents(files: list[Path], fmt: str, key: str = "text") -> Iterator[s
 # Tokenizer and shards
 
 
+def load_sentencepiece_file(path: Path):
+    """An existing SentencePiece model as a text tokenizer; DataError unless it has bos and eos pieces."""
+    from tinylm.tokenizer import SentencePieceTokenizer
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such SentencePiece model (tokenizer.path)")
+    try:
+        tokenizer = SentencePieceTokenizer(path.read_bytes(), name=path.stem)
+    except RuntimeError as exc:
+        raise DataError(f"{path}: not a SentencePiece model ({exc})") from None
+    if tokenizer.bos_id is None or tokenizer.eos_id is None or tokenizer.eos_id < 0:
+        raise DataError(f"{path}: a text tokenizer needs bos and eos pieces (trained with --bos_id and --eos_id)")
+    return tokenizer
+
+
 def make_text_tokenizer(cfg: TextTokenizerConfig, texts: list[str]):
     from tinylm.tokenizer import train_sentencepiece, train_text_tokenizer
 
@@ -225,6 +248,8 @@ def text_tokenizer(folder: Path, spec: TextDatasetSpec, files: list[Path], diges
     """The learned tokenizer, trained once per (source, tokenizer config, code) and kept under shards/."""
     from tinylm.tokenizer import tokenizer_from_dict
 
+    if spec.tokenizer.kind == "sentencepiece_file":
+        return load_sentencepiece_file(resolve_path(spec.tokenizer.path, folder / "dataset.yaml"))
     what = json.dumps({"tokenizer": to_dict(spec.tokenizer), "source": digest, "format": spec.source.format,
                        "field": spec.source.field, "val": spec.splits.val, "code": code}, sort_keys=True)
     saved = folder / "shards" / f"tokenizer.{hashlib.sha256(what.encode()).hexdigest()[:12]}.json"

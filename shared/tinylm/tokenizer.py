@@ -97,7 +97,7 @@ class Tokenizer:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.vocab_size <= 256 else np.uint16)
+        return np.dtype(np.uint8 if self.vocab_size <= 256 else np.uint16 if self.vocab_size <= 65536 else np.uint32)
 
     def encode(self, text: str, *, where: str = "") -> np.ndarray:
         """1-D array of ids; an unknown character is a TokenizeError naming `where` and the offset."""
@@ -506,6 +506,7 @@ class SentencePieceTokenizer(Tokenizer):
         if self.sp.bos_id() >= 0:
             self.bos_id, self.eos_id, self.pad_id, self.unk_id = (
                 self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id(), self.sp.unk_id())
+            self.pad_id = None if self.pad_id < 0 else self.pad_id   # a model made elsewhere may have none
         else:
             piece = self.sp.piece_to_id(EXAMPLE_END)
             self.eos_id = None if piece == self.sp.unk_id() else piece
