@@ -259,3 +259,12 @@ def test_a_sweep_of_several_runs_puts_each_on_its_own_token_axis(tmp_path):
     assert lines == {"a: id": [3200], "b: id": [1600]}
     with pytest.raises(DataError, match="no tokens"):
         plot_sweep_tokens([{k: v for k, v in rows[0].items() if k != "tokens"}], tmp_path / "t.png")
+
+
+def test_scaling_joins_only_points_whose_intervals_are_apart(tmp_path):
+    # 61.5% vs 97.0% of 200 (intervals apart) are joined; 61.5% vs 62.0% (overlapping) are not
+    close = [{**rows()[0], "run": "mid", "parameters": 500_000, "suites": {"id": suite(62.0)}}]
+    fig = plot_scaling(rows() + close, "parameters", tmp_path / "j.png")
+    # the joining segments are the two-point lines (the three-point id series is markers only)
+    joined = [list(line.get_xdata()) for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 2]
+    assert joined == [[500_000, 4_500_000]]

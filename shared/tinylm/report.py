@@ -345,7 +345,9 @@ def plot_suites(summaries: list[dict], path: str | Path):
 
 def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None = None, metric: str = "hard_pct"):
     """`metric` (hard match % by default) against parameters, training examples or tokens seen (log
-    scale), one line per suite, each point labelled with its run."""
+    scale), one colour per suite, each point labelled with its run and drawn with its interval. Two
+    neighbouring points are joined by a line only where their intervals do not overlap: a line
+    between two numbers inside each other's noise would show a trend that was not measured."""
     if x not in SCALING_X:
         raise ConfigError(f"x must be one of {list(SCALING_X)}, got {x!r}")
     if metric not in METRICS:
@@ -359,8 +361,13 @@ def plot_scaling(rows: list[dict], x: str, path: str | Path, title: str | None =
     for name in suites:
         ordered = sorted((r for r in rows if name in r["suites"]), key=lambda r: r[x])
         pts = [(r[x], metric_pct(r["suites"][name], metric), r["run"]) for r in ordered]
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], _error_bars([r["suites"][name] for r in ordered], metric),
-                    marker="o", capsize=3, label=name)
+        bars = _error_bars([r["suites"][name] for r in ordered], metric)
+        drawn = ax.errorbar([p[0] for p in pts], [p[1] for p in pts], bars, fmt="o", capsize=3, label=name)
+        for i in range(len(pts) - 1):
+            lows = [pts[j][1] - bars[0][j] for j in (i, i + 1)]
+            highs = [pts[j][1] + bars[1][j] for j in (i, i + 1)]
+            if highs[0] < lows[1] or highs[1] < lows[0]:   # the intervals are apart: a measured change
+                ax.plot([pts[i][0], pts[i + 1][0]], [pts[i][1], pts[i + 1][1]], color=drawn.lines[0].get_color())
         for px, py, label in pts:
             ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
     from matplotlib.ticker import NullFormatter
