@@ -81,12 +81,12 @@ def hf_config(model: GPT, tokenizer) -> dict:
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """A folder `transformers.AutoModelForCausalLM.from_pretrained` loads without custom code:
     config.json, generation_config.json (greedy, the tokenizer's end id) and model.safetensors."""
+    model, tokenizer, _ = load_model(checkpoint)
+    check_llama(model, str(checkpoint))
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise ConfigError("export --format hf writes safetensors, which is not installed; pip install 'tinylm[hf]'") from None
-    model, tokenizer, _ = load_model(checkpoint)
-    check_llama(model, str(checkpoint))
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
