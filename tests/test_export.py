@@ -1,9 +1,14 @@
-"""The HuggingFace export, checked in the real client: `transformers` loads the folder with no custom
-code and computes tinylm's logits and greedy tokens; other architectures are refused by name."""
+"""The exports, checked in the real clients: `transformers` loads the HuggingFace folder with no custom
+code and computes tinylm's logits and greedy tokens; llama2.c's run.c, compiled, samples the
+llama2.c export to tinylm's greedy text; other architectures are refused by name."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +17,7 @@ from tinylm.checkpoint import save_checkpoint
 from tinylm.cli import main
 from tinylm.decode import GenerateConfig, generate
 from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.tokenizer import keyword_tokenizer, train_sentencepiece
 
 
 def llama_checkpoint(tmp_path, **changes):
@@ -51,6 +56,24 @@ def test_transformers_computes_the_same_logits_and_greedy_tokens(tmp_path, chang
     assert hf_ids == greedy
 
 
+def test_transformers_tokenizer_gives_tinylm_ids_and_text(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    path, model, tok = story_checkpoint(tmp_path)
+    out = tmp_path / "hf"
+    assert main(["export", "--checkpoint", str(path), "--format", "hf", "--out", str(out)]) == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    for text in ["Once upon a time", " The dog  liked to run. Tom had", "Lily saw a big tree"]:
+        ids = hf_tok(text)["input_ids"]
+        assert ids == [tok.bos_id] + tok.encode(text).tolist()   # <bos> first, as every training document
+        assert hf_tok.decode(ids, skip_special_tokens=True) == text
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    prompt = hf_tok("Once upon a time", return_tensors="pt")
+    with torch.no_grad():
+        hf_ids = hf.generate(**prompt, max_new_tokens=12, do_sample=False, eos_token_id=None)[0].tolist()
+    ours = generate(model, [prompt["input_ids"][0].tolist()], GenerateConfig(max_new_tokens=12), eos_id=None).ids[0]
+    assert hf_ids[prompt["input_ids"].shape[1]:] == ours
+
+
 @pytest.mark.parametrize("changes,switch", [
     ({"pos_encoding": "alibi"}, "pos_encoding: 'alibi'"),
     ({"norm": "layernorm"}, "norm: 'layernorm'"),
@@ -63,3 +86,72 @@ def test_a_switch_without_a_llama_equivalent_is_named(tmp_path, capsys, changes,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and switch in err and err.count("\n") == 1
     assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf*"))
+
+
+# -----------------------------------------------------------------------------
+# llama2.c: the real run.c, compiled, samples the exported model
+
+
+STORIES = ["Once upon a time there was a little dog. The dog liked to run in the park with a red ball.",
+           "One day a girl named Lily saw a big tree. She wanted to climb it, but it was too tall.",
+           "Tom had a toy car. He played with it every day and was very happy with his friends."] * 20
+
+
+def run_c_source():
+    """llama2.c's run.c: $LLAMA2C_RUN_C, else ../shared/clients/llama2c/run.c beside the checkout."""
+    env = os.environ.get("LLAMA2C_RUN_C")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "clients" / "llama2c" / "run.c"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def run_c(tmp_path_factory):
+    source, cc = run_c_source(), shutil.which("cc") or shutil.which("gcc")
+    if source is None or cc is None:
+        pytest.skip("llama2.c's run.c or a C compiler is absent")
+    binary = tmp_path_factory.mktemp("llama2c") / "run"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(source), "-lm"], check=True, capture_output=True)
+    return binary
+
+
+def story_checkpoint(tmp_path, **changes):
+    tok = train_sentencepiece(STORIES, model_type="bpe", vocab_size=80, specials=True)
+    torch.manual_seed(0)
+    cfg = GPTConfig(**{**model_preset("llama-gqa"), "vocab_size": tok.vocab_size, "n_layer": 2,
+                       "block_size": 64, **changes})
+    model = GPT(cfg).eval()
+    with torch.no_grad():   # large weights: decisive, position-dependent greedy choices; norms away from 1
+        for name, p in model.named_parameters():
+            p.uniform_(0.5, 1.5) if "norm" in name or "ln_f" in name else p.mul_(8.0)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model_config=asdict(cfg), model_state=model.state_dict(), tokenizer=tok.to_dict())
+    return path, model, tok
+
+
+@pytest.mark.parametrize("changes", [{}, {"tie_embeddings": False, "n_kv_heads": 2}])
+def test_llama2c_run_c_samples_tinylm_greedy_text(tmp_path, run_c, changes):
+    path, model, tok = story_checkpoint(tmp_path, **changes)
+    out = tmp_path / "l2c"
+    assert main(["export", "--checkpoint", str(path), "--format", "llama2c", "--out", str(out)]) == 0
+    prompt, steps = "Once upon a time", 48
+    # run.c reads <bos>, a dummy-prefix space, then the prompt's pieces, and prints every piece
+    # after <bos> (the first one without its leading space)
+    ids = [tok.bos_id] + tok.encode(" " + prompt).tolist()
+    greedy = generate(model, [ids], GenerateConfig(max_new_tokens=steps - len(ids) + 1), eos_id=None).ids[0]
+    assert tok.bos_id not in greedy and len(set(greedy)) > 3   # run.c stops at <bos>; a varied continuation
+    specials = {tok.eos_id: "\n</s>\n", tok.pad_id: "<pad>", tok.unk_id: "<unk>"}
+    expected = "".join(specials.get(i) or tok.decode([i]) for i in ids[1:] + greedy)[1:]
+    done = subprocess.run([str(run_c), str(out / "model.bin"), "-z", str(out / "tokenizer.bin"), "-t", "0",
+                           "-n", str(steps), "-i", prompt], capture_output=True, text=True, check=True)
+    assert done.stdout == expected + "\n"
+
+
+def test_llama2c_export_refuses_what_run_c_cannot_compute(tmp_path, capsys):
+    path, _, _ = story_checkpoint(tmp_path, rope_theta=500000.0)
+    assert main(["export", "--checkpoint", str(path), "--format", "llama2c", "--out", str(tmp_path / "a")]) == 2
+    assert "rope_theta" in capsys.readouterr().err
+    keyword, _ = llama_checkpoint(tmp_path)   # a TinyPy keyword tokenizer: no <bos> to start run.c's prompts
+    assert main(["export", "--checkpoint", str(keyword), "--format", "llama2c", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "SentencePiece" in err and err.count("\n") == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

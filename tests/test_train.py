@@ -265,6 +265,13 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     assert (best["train_state"]["step"], best["train_state"]["val_loss"]) == (best_step, evals[best_step])
     assert tensors_equal(best["model"], checkpoint(summary["out_dir"], best_step)["model"])
     assert summary["best_val_loss"] == evals[best_step]
+    assert "optimizer" not in best["train_state"] and "optimizer" in checkpoint(summary["out_dir"], best_step)["train_state"]
+
+
+def test_best_checkpoint_keeps_the_optimizer_when_asked(tmp_path):
+    summary = train(tmp_path, max_steps=2, eval_interval=2, **{"checkpoint.best_with_optimizer": True})
+    best_path, last_path = Path(summary["out_dir"]) / "best.pt", Path(summary["out_dir"]) / "ckpt_00000002.pt"
+    assert best_path.read_bytes() == last_path.read_bytes()
 
 
 def test_init_from_a_checkpoint_and_a_curriculum(tmp_path, monkeypatch):

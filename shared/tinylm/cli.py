@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("tinylm.inspect:cli", "a config's model module by module: shapes, parameters, memory"),
     "compare": ("tinylm.compare:cli", "training curves of several run folders on one plot, and a table"),
     "sweep": ("tinylm.sweep:cli", "train a grid of config overrides within a memory budget"),
-    "export": ("tinylm.export:cli", "a checkpoint as a HuggingFace transformers folder (Llama-shaped models)"),
+    "export": ("tinylm.export:cli", "a checkpoint as a HuggingFace transformers folder or llama2.c files (Llama-shaped models)"),
 }
 
 

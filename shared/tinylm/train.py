@@ -19,7 +19,7 @@ length asks for); during training,
 val_loss, val_perplexity, and train_loss, train_perplexity over the steps since the previous
 evaluation), `metrics.csv` (the step lines), `eval.csv` (the evaluation lines), and the same records
 to the TensorBoard and W&B sinks `log` enables (`tinylm.sinks`); and checkpoints `ckpt_STEP.pt` (the last `checkpoint.keep_last`) plus `best.pt` (lowest
-validation loss). A loss is the mean cross-entropy per counted target token (padding and masked
+validation loss; without the optimizer state unless `checkpoint.best_with_optimizer`). A loss is the mean cross-entropy per counted target token (padding and masked
 targets never count); a perplexity is exp of that mean.
 
 A checkpoint holds the model, the optimizer, the schedule position, the batch sampler position,
@@ -184,6 +184,9 @@ class CheckpointConfig:
     """How many of the newest step checkpoints to keep (older ones are deleted)."""
     keep_best: bool = True
     """Also keep best.pt, the checkpoint with the lowest validation loss."""
+    best_with_optimizer: bool = False
+    """best.pt keeps the optimizer state too; by default it holds the weights, config, tokenizer and
+    training position only (the file to share or evaluate)."""
 
 
 @dataclass
@@ -460,13 +463,18 @@ def save(run: Run, val_loss: float | None) -> None:
     }
     path = run.out_dir / f"ckpt_{run.step:08d}.pt"
     forgets = run.cfg.forget is not None
-    save_checkpoint(path, model_config=to_dict(run.model_config),
-                    model_state=(run.model.gpt if forgets else run.model).state_dict(),
-                    tokenizer=run.stages[0].dataset.manifest["tokenizer"], train_state=train_state,
-                    config=to_dict(run.cfg), extra={"forget": run.model.checkpoint_entry()} if forgets else None)
+    content = dict(model_config=to_dict(run.model_config),
+                   model_state=(run.model.gpt if forgets else run.model).state_dict(),
+                   tokenizer=run.stages[0].dataset.manifest["tokenizer"], config=to_dict(run.cfg),
+                   extra={"forget": run.model.checkpoint_entry()} if forgets else None)
+    save_checkpoint(path, train_state=train_state, **content)
     if run.cfg.checkpoint.keep_best and val_loss is not None and val_loss <= run.best_val_loss:
-        with atomic_path(run.out_dir / "best.pt") as tmp:
-            shutil.copyfile(path, tmp)
+        if run.cfg.checkpoint.best_with_optimizer:
+            with atomic_path(run.out_dir / "best.pt") as tmp:
+                shutil.copyfile(path, tmp)
+        else:   # the file to share: weights, config and where training stood, no optimizer moments
+            shared = {k: v for k, v in train_state.items() if k not in ("optimizer", "scaler")}
+            save_checkpoint(run.out_dir / "best.pt", train_state=shared, **content)
     for old in checkpoint_paths(run.out_dir)[:-max(run.cfg.checkpoint.keep_last, 1)]:
         old.unlink()
 
