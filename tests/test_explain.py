@@ -138,3 +138,17 @@ def test_the_page_works_in_a_headless_browser(tmp_path, suite):
         browser.close()
     assert not errors
     assert len(shot) > 20_000   # a rendered page, not a blank one
+
+
+def test_eval_writes_the_pages_of_its_first_failures(tmp_path, suite, capsys):
+    ckpt = tmp_path / "m.pt"
+    model = never_stopping_model(block_size=200)   # a random model: no example is matched
+    save_checkpoint(ckpt, model_config=asdict(model.config), model_state=model.state_dict(), tokenizer=TOK.to_dict())
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(ckpt), "--suite", f"id={suite}", "--out", str(out),
+                 "--window", "step-anchored", "--explain-failures", "1", "--device", "cpu"]) == 0
+    assert [p.name for p in (out / "id" / "explain").iterdir()] == ["0.html"]
+    assert '"class":"failure"' in (out / "id" / "explain" / "0.html").read_text()
+    assert main(["eval", "--sweep", str(tmp_path), "--suite", str(suite), "--out", str(tmp_path / "e2"),
+                 "--explain-failures", "1"]) == 2
+    assert "--explain-failures" in capsys.readouterr().err and not (tmp_path / "e2").exists()

@@ -570,7 +570,13 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
                     help="greedy: verify up to K tokens copied from earlier in the trace per step (0 = off)")
     ap.add_argument("--device", default="auto", help="auto: this process's GPU if there is one, else cpu")
+    ap.add_argument("--explain-failures", type=int, default=0, metavar="K",
+                    help="also write the tinylm explain pages of each suite's first K examples not matched "
+                         "exactly, OUT/SUITE/explain/ID.html (--checkpoint; greedy; reference or step-anchored)")
     args = ap.parse_args(argv)
+    if args.explain_failures and (args.sweep or args.window == "rolling" or args.temperature or args.beam > 1):
+        raise ConfigError("--explain-failures explains greedy decoding of one --checkpoint with the reference "
+                          "or step-anchored window")
     cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
                      seed=args.seed, speculate=args.speculate)
@@ -589,6 +595,12 @@ def cli(argv: list[str]) -> int:
             table = suites_table(res["suites"])
     if rt.is_main:
         print(table)
+        if args.explain_failures:
+            from tinylm.explain import explain_failures
+            for name, path in suite_paths(args.suite):
+                pages = explain_failures(args.checkpoint, path, Path(args.out) / name, args.explain_failures,
+                                         window=args.window)
+                print(f"{name}: {len(pages)} explain page(s) in {Path(args.out) / name / 'explain'}")
     rt.barrier()  # the processes leave together
     rt.close()
     return 0

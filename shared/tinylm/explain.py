@@ -202,20 +202,41 @@ def render(data: dict) -> str:
     return template.replace("__TITLE__", html.escape(data["source"])).replace("__DATA__", blob)
 
 
+def write_page(model, tokenizer, example, out: Path, *, window: str, source: str) -> Path:
+    data = explain_example(model, tokenizer, example, window=window, source=source)
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(data))
+    return out
+
+
 def explain(checkpoint: str | Path, suite: str | Path, index: int, out: str | Path, *, window: str = "step-anchored",
             device: str = "cpu") -> Path:
+    """The page of example `index` of `suite`."""
     from tinylm.checkpoint import load_model
 
     model, tokenizer, _ = load_model(checkpoint, device)
     examples = read_suite(suite, tokenizer, limit=index + 1)
     if index < 0 or index >= len(examples):
         raise DataError(f"{suite}: no example {index} (it holds {len(examples)})")
-    data = explain_example(model.eval(), tokenizer, examples[index], window=window,
-                           source=f"{checkpoint} · {suite} #{index}")
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(render(data))
-    return out
+    return write_page(model.eval(), tokenizer, examples[index], Path(out), window=window,
+                      source=f"{checkpoint} · {suite} #{index}")
+
+
+def explain_failures(checkpoint: str | Path, suite: str | Path, eval_dir: Path, k: int, *, window: str,
+                     device: str = "cpu") -> list[Path]:
+    """The pages of the first `k` examples an evaluation (eval_dir/results.jsonl) did not match
+    exactly, as eval_dir/explain/ID.html."""
+    from tinylm.checkpoint import load_model
+
+    records = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
+    wrong = [r["id"] for r in records if r["class"] != "hard"][:k]
+    if not wrong:
+        return []
+    model, tokenizer, _ = load_model(checkpoint, device)
+    examples = read_suite(suite, tokenizer, limit=max(wrong) + 1)
+    (eval_dir / "explain").mkdir(exist_ok=True)
+    return [write_page(model.eval(), tokenizer, examples[i], eval_dir / "explain" / f"{i}.html", window=window,
+                       source=f"{checkpoint} · {suite} #{i}") for i in wrong]
 
 
 def cli(argv: list[str]) -> int:
