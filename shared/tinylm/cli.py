@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tinylm.evaluate:cli", "score a checkpoint on TinyPy test suites"),
     "report": ("tinylm.report:cli", "tables and plots from evaluation results"),
     "explain": ("tinylm.explain:cli", "one example traced by a checkpoint, as an HTML page: probabilities, attention, logit lens"),
+    "probe": ("tinylm.probe:cli", "linear probes per layer: variable values and the line about to run"),
     "inspect": ("tinylm.inspect:cli", "a config's model module by module: shapes, parameters, memory"),
     "compare": ("tinylm.compare:cli", "training curves of several run folders on one plot, and a table"),
     "sweep": ("tinylm.sweep:cli", "train a grid of config overrides within a memory budget"),
