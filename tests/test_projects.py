@@ -296,3 +296,62 @@ def test_research_project_1_paper_main_model_is_the_references_62348221_paramete
     with torch.device("meta"):
         model = GPT(resolve_model_config(p.train_config("main"), vocab_size=77, where="main"))
     assert model.num_params() == 62_348_221   # the reference 2025 main model's count
+
+
+def test_research_project_1_paper_config_is_the_references_experiment():
+    """The quantities that define the experiment (README: reference vs ours)."""
+    from tinylm.experiment import Project
+    from tinylm.lang.spec import preset
+    from tinylm.train import lr_at
+
+    p = Project(REPO / "research_project_1", "paper")
+    main = p.train_config("main")
+    assert main.batch_size * 512 == 262_144 and main.max_epochs == 4 and main.max_steps is None
+    total = 100_000
+    rates = [lr_at(step, main.optim, total) for step in (1_000, 49_999, 50_000, 99_999)]
+    assert rates == [1e-3, 1e-3, pytest.approx(1e-4), pytest.approx(1e-4)]   # 2 epochs at 1e-3, 2 at 1e-4
+    assert {2.0, 4.0} <= set(main.checkpoint.at_epochs)   # the reference's two reported epochs, never pruned
+    sizes = {run: p.train_config(run).data.train_examples for run in ("data-quarter", "data-half", "main")}
+    assert sizes == {"data-quarter": 2_500_000, "data-half": 5_000_000, "main": None}
+    assert p.cfg.datasets["main2025-double"].overrides == ["splits.train=20000000"]
+    assert all(p.train_config(r).max_epochs == 4 for r in ("data-quarter", "data-half", "data-double"))
+    assert preset("nightly-ood-deeper-nesting").nightly.min_depth == 3
+    spec = yaml.safe_load((REPO / "datasets" / "main2025-paper" / "dataset.yaml").read_text())
+    assert {"name": "main-grammar", "generator": {"preset": "nightly"}, "count": 20000} in spec["ood"]
+    renamed = p.cfg.eval.derived[0]
+    assert renamed.lengths == [2] and renamed.trained_letters and renamed.suite == "main-grammar"
+
+
+@pytest.mark.slow
+def test_research_project_1_paper_main_run_starts_with_only_its_sizes_shrunk(tmp_path):
+    """Same code path, schedule shape, checkpoints and data pipeline as the paper config; only the
+    model, the batch and the dataset's split sizes are shrunk."""
+    import dataclasses
+    import json
+
+    from tinylm.datasets import build
+    from tinylm.experiment import Project
+    from tinylm.train import run
+
+    spec = yaml.safe_load((REPO / "datasets" / "main2025-paper" / "dataset.yaml").read_text())
+    spec.update(splits={"train": 60, "val": 8, "test": 8}, ood=[], shard_size=30)
+    spec.pop("decontaminate")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    build(tmp_path / "data", workers=1)
+    cfg = Project(REPO / "research_project_1", "paper").train_config("main")
+    cfg = dataclasses.replace(
+        cfg, batch_size=4, compile=False, device="cpu", dtype="float32", eval_tokens=2048, out_dir=str(tmp_path / "run"),
+        model={**cfg.model, "n_layer": 2, "n_embd": 32, "n_head": 2},
+        data=dataclasses.replace(cfg.data, dataset=str(tmp_path / "data")),
+        optim=dataclasses.replace(cfg.optim, warmup_steps=2),
+        log=dataclasses.replace(cfg.log, progress=False))
+    summary = run(cfg)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    epoch = info["length"]["steps_per_epoch"]
+    assert summary["step"] == 4 * epoch
+    kept = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run").glob("ckpt_*.pt"))
+    assert {2 * epoch, 4 * epoch} <= set(kept) and len(kept) == 8   # every half epoch, none pruned
+    rates = {json.loads(line)["step"]: json.loads(line)["lr"] for line in
+             (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"lr"' in line}
+    assert rates[2 * epoch] == 1e-3 and rates[2 * epoch + 1] == pytest.approx(1e-4)

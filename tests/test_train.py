@@ -268,6 +268,17 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     assert "optimizer" not in best["train_state"] and "optimizer" in checkpoint(summary["out_dir"], best_step)["train_state"]
 
 
+def test_checkpoints_at_epochs_are_written_and_never_pruned(tmp_path):
+    summary = train(tmp_path, max_steps=None, max_epochs=0.2, eval_interval=1000, **{"checkpoint.keep_last": 1,
+                                                                    "checkpoint.at_epochs": [0.05, 0.1]})
+    info = json.loads((Path(summary["out_dir"]) / "run.json").read_text())
+    epoch = info["length"]["steps_per_epoch"]
+    steps = sorted(int(p.stem.split("_")[1]) for p in Path(summary["out_dir"]).glob("ckpt_*.pt"))
+    assert steps == [math.ceil(epoch * 0.05), math.ceil(epoch * 0.1), math.ceil(epoch * 0.2)]
+    evals = [m["step"] for m in metrics(summary["out_dir"]) if "val_loss" in m]
+    assert evals == steps
+
+
 def test_best_checkpoint_keeps_the_optimizer_when_asked(tmp_path):
     summary = train(tmp_path, max_steps=2, eval_interval=2, **{"checkpoint.best_with_optimizer": True})
     best_path, last_path = Path(summary["out_dir"]) / "best.pt", Path(summary["out_dir"]) / "ckpt_00000002.pt"

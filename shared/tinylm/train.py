@@ -184,6 +184,9 @@ class CheckpointConfig:
     """How many of the newest step checkpoints to keep (older ones are deleted)."""
     keep_best: bool = True
     """Also keep best.pt, the checkpoint with the lowest validation loss."""
+    at_epochs: list[float] = field(default_factory=list)
+    """Also evaluate and checkpoint at these epochs (step ceil(epoch x steps per epoch)), e.g.
+    [2, 4] for a comparison at epoch 2; keep_last never deletes these. Not with data.stages."""
     best_with_optimizer: bool = False
     """best.pt keeps the optimizer state too; by default it holds the weights, config, tokenizer and
     training position only (the file to share or evaluate)."""
@@ -267,6 +270,8 @@ class TrainConfig:
             if self.data.stages:
                 raise ConfigError("max_epochs is not defined with data.stages (each stage's length is its "
                                   "until_step); set max_steps or max_tokens")
+        if self.checkpoint.at_epochs and (self.data.stages or not all(e > 0 for e in self.checkpoint.at_epochs)):
+            raise ConfigError("checkpoint.at_epochs must be positive epochs, and is not defined with data.stages")
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -380,6 +385,7 @@ class Run:
     max_steps: int
     out_dir: Path
     length: dict = field(default_factory=dict)  # run_length(): what max_steps was chosen from
+    kept_steps: frozenset[int] = frozenset()  # checkpoint.at_epochs as steps: checkpointed, never pruned
     step: int = 0
     best_val_loss: float = math.inf
     tokens_per_step: int = 0
@@ -410,6 +416,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
                                 tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
     tokens_per_step = cfg.batch_size * model_config.block_size
     length = run_length(cfg, stages, tokens_per_step)
+    epoch = length["steps_per_epoch"]
+    kept = frozenset(max(1, math.ceil(Fraction(repr(e)) * epoch)) for e in cfg.checkpoint.at_epochs)
     stream, extra = (BatchStream, {}) if cfg.forget is None else (StepBatchStream, {"max_target": cfg.forget.max_target})
     batches = stream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum, cfg.data.aligned_fraction,
                      cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, cfg.data.pack, **extra)
@@ -417,7 +425,7 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     scaler = torch.amp.GradScaler(rt.device.type) if rt.dtype == torch.float16 else None
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer, scaler=scaler,
                batches=batches, stages=stages, model_config=model_config,
-               max_steps=min(length["steps"].values()), out_dir=out_dir, length=length,
+               max_steps=min(length["steps"].values()), out_dir=out_dir, length=length, kept_steps=kept,
                tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
 
 
@@ -476,7 +484,8 @@ def save(run: Run, val_loss: float | None) -> None:
             shared = {k: v for k, v in train_state.items() if k not in ("optimizer", "scaler")}
             save_checkpoint(run.out_dir / "best.pt", train_state=shared, **content)
     for old in checkpoint_paths(run.out_dir)[:-max(run.cfg.checkpoint.keep_last, 1)]:
-        old.unlink()
+        if int(old.stem.split("_")[1]) not in run.kept_steps:
+            old.unlink()
 
 
 def restore(run: Run) -> None:
@@ -752,7 +761,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
                 if bar is not None:
                     bar.total = run.max_steps
         timed_out = out_of_time(run, started)
-        if run.step % cfg.eval_interval == 0 or run.step == stop or timed_out:
+        if run.step % cfg.eval_interval == 0 or run.step in run.kept_steps or run.step == stop or timed_out:
             val_loss = evaluate(run)
             run.best_val_loss = min(run.best_val_loss, val_loss)
             train_loss = train_sums[0] / train_sums[1] if train_sums[1] else None

@@ -324,7 +324,7 @@ _DELTAS: dict[str, tuple[str | None, dict]] = {
     "nightly-ood-more-sub-blocks": ("nightly", {"nightly": {"max_sub_blocks": 4, "min_sub_blocks": 3}}),
     "nightly-ood-wider-while-steps": ("nightly", {"nightly": {
         **_ADDITIVE_LOOPS, "while_min_step": 21, "while_max_step": 40}}),
-    "nightly-ood-deeper-nesting": ("nightly", {"nightly": {"max_depth": 3, "nest_in_if": True}}),
+    "nightly-ood-deeper-nesting": ("nightly", {"nightly": {"max_depth": 3, "min_depth": 3, "nest_in_if": True}}),
     # CPU scale: the nightly grammar and m2 vocabulary, traces of a few hundred tokens.
     "nightly-cpu": ("nightly", {"nightly": _CPU}),
     "nightly-cpu-ood-longer-snippets": ("nightly-cpu", {"nightly": _CPU_LONG}),
