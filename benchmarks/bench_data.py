@@ -36,7 +36,7 @@ import yaml
 
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.spec import preset
-from tinylm.tokenizer import KEYWORD_VOCABS
+from tinylm.tokens.tokenizer import KEYWORD_VOCABS
 
 GRAMMARS = {  # preset, trace format, keyword vocabulary, filter block size (as in datasets/*)
     "demo": ("demo", "demo", "demo", 128),

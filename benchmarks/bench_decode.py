@@ -1,4 +1,4 @@
-"""Decoding speed on the demo model: the reference evaluator's way against tinylm.decode.
+"""Decoding speed on the demo model: the reference evaluator's way against tinylm.decode.decoder.
 
     nice python benchmarks/bench_decode.py                     # 100 demo test examples, 1 thread
     nice python benchmarks/bench_decode.py --limit 256 --threads 2
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
-from tinylm.decode import SPECULATE, GenerateConfig, generate
-from tinylm.evaluate import read_suite, score
+from tinylm.base.runtime import select_device
+from tinylm.decode.decoder import SPECULATE, GenerateConfig, generate
+from tinylm.evaluate.scoring import read_suite, score
 from tinylm.lang.format import STEP
-from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.runtime import select_device
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden" / "reference_checkpoint" / "best-model.pth"
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--suite", default=str(REPO / "datasets" / "demo" / "test.txt"))
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--baseline-batches", type=int, default=2)
-    ap.add_argument("--rows", type=int, default=128, help="rows decoded at a time by tinylm.decode")
+    ap.add_argument("--rows", type=int, default=128, help="rows decoded at a time by tinylm.decode.decoder")
     ap.add_argument("--speculate", type=int, default=SPECULATE, help="draft tokens per step of the speculative runs")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--random-weights", action="store_true")
@@ -115,11 +115,11 @@ def main() -> None:
         model = GPT(config).eval()
         source = f"random weights, preset {args.preset} ({model.num_params() / 1e6:.1f}M parameters)"
     elif args.checkpoint:
-        from tinylm.checkpoint import load_model
+        from tinylm.model.checkpoint import load_model
         model, tok, _ = load_model(args.checkpoint)
         source = f"{args.checkpoint} ({model.config.pos_encoding} positions)"
     elif GOLDEN.is_file() and not args.random_weights:
-        from tinylm.reference import import_reference_checkpoint
+        from tinylm.interop.reference import import_reference_checkpoint
         model, _ = import_reference_checkpoint(GOLDEN)
         source = "golden reference checkpoint"
     else:
@@ -157,7 +157,7 @@ def main() -> None:
             gens[window, speculate], res = run_ours(model, examples, window, speculate, tok.token_id(STEP),
                                                     tok.eos_id, args.rows)
             wall, cpu = time.time() - tick, time.process_time() - cpu
-            rows.append((f"tinylm.decode window={window} speculate={speculate}", sum(map(len, res.ids)), wall, cpu,
+            rows.append((f"tinylm.decode.decoder window={window} speculate={speculate}", sum(map(len, res.ids)), wall, cpu,
                          hard_pct(tok, examples, gens[window, speculate])))
             if speculate:
                 print(f"{window}, speculate={speculate}: {res.steps} steps; {res.accepted} of {res.drafted} draft "

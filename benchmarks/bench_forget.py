@@ -1,4 +1,4 @@
-"""Decoding that forgets (tinylm.forget_eval.decode_suite): wall time per generated token, side by side.
+"""Decoding that forgets (tinylm.studies.forget_eval.decode_suite): wall time per generated token, side by side.
 
     python benchmarks/bench_forget.py research_project_5/runs/cpu/train/{identity,oracle-0.25,random-0.25}/best.pt
     python benchmarks/bench_forget.py CKPT ... --limit 50 --batch-size 50 --repeats 5 --threads 2
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from tinylm.evaluate import read_suite
-from tinylm.forget import load_forget_model
-from tinylm.forget_eval import Meter, decode_suite, variant
+from tinylm.evaluate.scoring import read_suite
+from tinylm.studies.forget import load_forget_model
+from tinylm.studies.forget_eval import Meter, decode_suite, variant
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tinylm.lang.format import EXAMPLE_END, split_examples
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN_TRACES = {"demo": "demo", "m2": "nightly_m2", "alpha": "release2026_alpha"}

@@ -7,7 +7,7 @@ Both sides train the reference demo architecture (6 layers, 8 heads, width 128, 
   key/query/value Linear modules per layer, one forward and backward per step, AdamW, clipping
   (the reference "fixed": its shipped loop also ran a second, discarded forward under autocast;
   `--as-shipped` times that too);
-- tinylm: `tinylm.train.train_step` on a `tinylm.model.GPT` with the same architecture (fused QKV
+- tinylm: `tinylm.train.loop.train_step` on a `tinylm.model.gpt.GPT` with the same architecture (fused QKV
   and scaled_dot_product_attention over all heads at once), fed by the real batch sampler;
   with `--muon`, also the same step with `optim.name: muon` (the optimizer's own cost); with
   `--variant "pos_encoding=alibi mlp_ratio=2"` (repeatable), also the step of a model with those
@@ -128,7 +128,7 @@ def interleaved_tokens_per_s(steps: dict, tokens: int, warmup: int, repeats: int
 
 def synthetic_dataset(folder: Path, n_tokens: int) -> None:
     """A dataset folder of random demo-vocabulary examples (throughput does not depend on content)."""
-    from tinylm.tokenizer import keyword_tokenizer
+    from tinylm.tokens.tokenizer import keyword_tokenizer
 
     tok = keyword_tokenizer("demo")
     rng = np.random.default_rng(0)
@@ -143,10 +143,10 @@ def synthetic_dataset(folder: Path, n_tokens: int) -> None:
 
 def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw", model: dict | None = None,
                 name: str = "adamw"):
-    """A closure running one `tinylm.train.train_step` on the demo architecture (with `model` changes)."""
-    from tinylm import runtime
-    from tinylm.config import from_dict
-    from tinylm.train import TrainConfig, build, lr_at, train_step
+    """A closure running one `tinylm.train.loop.train_step` on the demo architecture (with `model` changes)."""
+    from tinylm.base import runtime
+    from tinylm.base.config import from_dict
+    from tinylm.train.loop import TrainConfig, build, lr_at, train_step
 
     cfg = from_dict(TrainConfig, {
         "model": {"preset": "demo", **(model or {})}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},
@@ -202,7 +202,7 @@ def main() -> None:
             steps[SHIPPED] = lambda: reference_step(ref, ref_opt, data, args.batch, True)
         if args.muon:
             steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon", name="muon")
-        from tinylm.config import parse_overrides
+        from tinylm.base.config import parse_overrides
 
         for i, variant in enumerate(args.variant):
             fields = parse_overrides(variant.split())  # GPTConfig fields, values parsed as YAML

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from tinylm.checkpoint import load_model, save_checkpoint
-from tinylm.decode import GenerateConfig, generate
-from tinylm.files import atomic_write_json, atomic_write_text, machine
-from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.optim import build_optimizer
+from tinylm.base.files import atomic_write_json, atomic_write_text, machine
+from tinylm.decode.decoder import GenerateConfig, generate
+from tinylm.model.checkpoint import load_model, save_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
@@ -100,7 +100,7 @@ def check_compile(cfg: GPTConfig, device: torch.device, dtype: torch.dtype) -> d
 
 
 def check_checkpoint_and_decoding(cfg: GPTConfig, device: torch.device, folder: Path) -> dict:
-    from tinylm.tokenizer import keyword_tokenizer
+    from tinylm.tokens.tokenizer import keyword_tokenizer
 
     tok = keyword_tokenizer("demo")
     torch.manual_seed(0)

@@ -24,11 +24,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from tinylm.config import load_config
-from tinylm.evaluate import EvalConfig, evaluate_checkpoint
-from tinylm.files import atomic_write_json, atomic_write_text, machine
-from tinylm.report import markdown_table
-from tinylm.train import TrainConfig, run
+from tinylm.base.config import load_config
+from tinylm.base.files import atomic_write_json, atomic_write_text, machine
+from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint
+from tinylm.report.render import markdown_table
+from tinylm.train.loop import TrainConfig, run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tinypy_code_tracing_demo/2_model_training/configs/cpu.yaml"

@@ -8,7 +8,7 @@ Run from any working directory; a finished build is not redone, a killed one res
 import sys
 from pathlib import Path
 
-from tinylm.experiment import stage_main
+from tinylm.studies.experiment import stage_main
 
 if __name__ == "__main__":
     sys.exit(stage_main("data", Path(__file__).resolve().parent, sys.argv[1:]))

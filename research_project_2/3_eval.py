@@ -8,7 +8,7 @@ An interrupted evaluation continues where it stopped.
 import sys
 from pathlib import Path
 
-from tinylm.experiment import stage_main
+from tinylm.studies.experiment import stage_main
 
 if __name__ == "__main__":
     sys.exit(stage_main("eval", Path(__file__).resolve().parent, sys.argv[1:]))

@@ -9,7 +9,7 @@ One run on several GPUs: torchrun --nproc_per_node N 2_train.py paper --run NAME
 import sys
 from pathlib import Path
 
-from tinylm.experiment import stage_main
+from tinylm.studies.experiment import stage_main
 
 if __name__ == "__main__":
     sys.exit(stage_main("train", Path(__file__).resolve().parent, sys.argv[1:]))

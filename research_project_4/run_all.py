@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from tinylm.experiment import run_all
+from tinylm.studies.experiment import run_all
 
 if __name__ == "__main__":
     sys.exit(run_all(Path(__file__).resolve().parent, sys.argv[1:]))

@@ -76,7 +76,7 @@ def built_programs(folder: Path) -> dict[str, list[str]]:
     import numpy as np
 
     from tinylm.lang.trace import iter_examples
-    from tinylm.tokenizer import split_examples, tokenizer_from_dict
+    from tinylm.tokens.tokenizer import split_examples, tokenizer_from_dict
 
     manifest = json.loads((folder / "manifest.json").read_text())
     tokenizer = tokenizer_from_dict(manifest["tokenizer"])
@@ -101,7 +101,7 @@ def model_that_writes(tokenizer, text: str, block_size: int | None = None):
     end. block_size defaults to the text's length plus two."""
     import torch
 
-    from tinylm.model import GPT, GPTConfig
+    from tinylm.model.gpt import GPT, GPTConfig
 
     ids = tokenizer.encode(text).tolist() + [tokenizer.eos_id]
     T = block_size or len(ids) + 1

@@ -59,7 +59,7 @@ def train_cli_error(capsys, tmp_path, *overrides: str) -> str:
     """`tinylm train` on the tiny config over tmp_path/toy: one-line error, and no run folder made."""
     from test_train import tiny_config
 
-    from tinylm.config import write_yaml
+    from tinylm.base.config import write_yaml
 
     path = tmp_path / "cfg.yaml"
     write_yaml(tiny_config(tmp_path, max_steps=1, eval_interval=1), path)
@@ -142,7 +142,7 @@ def test_resume_and_init_from_refuse_a_dataset_with_another_tokenizer_of_the_sam
     assert f"{ckpt}: trained with tokenizer 'toy'" in err and "toy uses 'toy'" in err
     from test_train import tiny_config
 
-    from tinylm.config import write_yaml
+    from tinylm.base.config import write_yaml
 
     write_yaml(tiny_config(tmp_path, max_steps=4, eval_interval=2), tmp_path / "cfg.yaml")
     before = ckpt.read_bytes()
@@ -192,7 +192,7 @@ def test_a_checkpoint_saved_without_an_identity_is_compared_by_its_whole_tokeniz
 
 
 def test_duplicate_suite_names_are_found_before_any_work(tmp_path, capsys, monkeypatch):
-    from tinylm import checkpoint
+    from tinylm.model import checkpoint
 
     monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: pytest.fail("work began"))
     (tmp_path / "a").mkdir()
@@ -252,7 +252,7 @@ def test_data_stage_scripts_take_workers(capsys, monkeypatch, script):
 def test_train_script_takes_resume_and_overrides(tmp_path, capsys, monkeypatch, toy):
     from test_train import tiny_config
 
-    from tinylm.config import write_yaml
+    from tinylm.base.config import write_yaml
 
     config = tmp_path / "cfg.yaml"
     write_yaml(tiny_config(tmp_path, max_steps=1, eval_interval=1), config)

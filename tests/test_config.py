@@ -7,8 +7,8 @@ from typing import Literal
 
 import pytest
 
-from tinylm.config import from_dict, load_config, parse_overrides, to_dict, write_yaml
-from tinylm.errors import ConfigError
+from tinylm.base.config import from_dict, load_config, parse_overrides, to_dict, write_yaml
+from tinylm.base.errors import ConfigError
 
 
 @dataclass
@@ -90,7 +90,7 @@ def test_round_trip_through_yaml(tmp_path):
 
 
 def test_a_number_in_exponent_notation_is_a_number_in_a_file_and_an_override(tmp_path):
-    from tinylm.train import OptimConfig
+    from tinylm.train.loop import OptimConfig
 
     path = tmp_path / "optim.yaml"
     path.write_text("lr: 1e-3\nmin_lr: 2E-5\n")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinylm.data import (
+from tinylm.base.errors import DataError
+from tinylm.data.batches import (
     IGNORE,
     BatchStream,
     Stage,
@@ -24,7 +25,6 @@ from tinylm.data import (
     trace_targets,
     validation_starts,
 )
-from tinylm.errors import DataError
 
 EOS, STEP = 0, 1
 VOCAB = ["\n\n", "\n#STEP\n"] + [chr(ord("a") + i) for i in range(14)]

@@ -18,25 +18,23 @@ import pytest
 import yaml
 from conftest import built_programs
 
+from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
-from tinylm.datasets import (
-    InlineExecutor,
+from tinylm.data.datasets import (
     KeySet,
     build,
     cli,
-    is_text_spec,
     load_dataset_spec,
     load_spec,
-    ordered_map,
     program_keys,
     stream_programs,
     stream_seed,
     streams_of,
 )
-from tinylm.errors import ConfigError, DataError
+from tinylm.data.shards import InlineExecutor, is_text_spec, ordered_map
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.trace import iter_examples
-from tinylm.tokenizer import split_examples, tokenizer_from_dict
+from tinylm.tokens.tokenizer import split_examples, tokenizer_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ["train.bin", "val.bin", "test.txt", "ood_loops.txt", "keys_train.npy", "keys_heldout.npy"]
@@ -420,11 +418,12 @@ def test_prepare_rejects_an_unknown_character(root):
 def test_the_shard_key_covers_every_module_a_shard_is_made_with(monkeypatch):
     """An edit to the text-corpus or story code must not reuse text shards made before it."""
     import tinylm
-    from tinylm.datasets import SHARD_SOURCES, code_fingerprint
+    from tinylm.data.shards import SHARD_SOURCES, code_fingerprint
 
     root = Path(tinylm.__file__).parent
     covered = {p.relative_to(root).as_posix() for pattern in SHARD_SOURCES for p in root.glob(pattern)}
-    assert {"corpus.py", "stories.py", "datasets.py", "tokenizer.py", "lang/trace.py", "lang/generate.py"} <= covered
+    assert {"data/corpus.py", "data/stories.py", "data/datasets.py", "data/shards.py", "data/filter.py",
+            "tokens/tokenizer.py", "lang/trace.py", "lang/generate.py"} <= covered
     before = code_fingerprint()
     original = Path.read_bytes
 

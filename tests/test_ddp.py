@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_train import checkpoint, tiny_config, train
 
-from tinylm.config import write_yaml
+from tinylm.base.config import write_yaml
 
 
 def launch_torchrun(config: str) -> None:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import golden_dir
 
-from tinylm.checkpoint import save_checkpoint
-from tinylm.decode import (
+from tinylm.base.errors import ConfigError
+from tinylm.decode.decoder import (
     Decoder,
     GenerateConfig,
     Sampler,
@@ -23,8 +23,8 @@ from tinylm.decode import (
     generate,
     on_threads,
 )
-from tinylm.errors import ConfigError
-from tinylm.model import GPT, POS_ENCODINGS, GPTConfig
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.model.gpt import GPT, POS_ENCODINGS, GPTConfig
 
 V, STEP, EOS = 24, 2, 11
 
@@ -223,7 +223,7 @@ def test_decoder_rejects_unknown_window_and_missing_step_token():
 
 @pytest.mark.parametrize("speculate,threads", [(0, 1), (4, 1), (0, 2)])
 def test_golden_greedy_generations_are_reproduced(speculate, threads):
-    from tinylm.reference import import_reference_checkpoint
+    from tinylm.interop.reference import import_reference_checkpoint
 
     folder = golden_dir("reference_checkpoint")
     model, _ = import_reference_checkpoint(folder / "best-model.pth")
@@ -386,7 +386,7 @@ def test_beam_search_stops_at_the_terminator_in_the_cache():
 
 def test_generate_cli(tmp_path, capsys):
     from tinylm.cli import main
-    from tinylm.tokenizer import keyword_tokenizer
+    from tinylm.tokens.tokenizer import keyword_tokenizer
 
     tok = keyword_tokenizer("demo")
     model = sharp_model(vocab=tok.vocab_size)
@@ -426,7 +426,7 @@ def test_generate_cli(tmp_path, capsys):
 
 
 def test_escapes_decode_and_keep_every_other_character():
-    from tinylm.decode import decode_escapes
+    from tinylm.decode.decoder import decode_escapes
 
     assert decode_escapes("naïve café\\n日本\\t\\\\x") == "naïve café\n日本\t\\x"
     assert decode_escapes("no escapes: é") == "no escapes: é"

@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO
 from test_evaluate import pixels_of
 
-from tinylm.tokenizer import split_examples
+from tinylm.tokens.tokenizer import split_examples
 
 SCORE_LINE = re.compile(r"^(\d+) test examples \(([\w-]+) window\): hard match ([\d.]+)% \| "
                         r"soft match ([\d.]+)% \| failure ([\d.]+)%$", re.M)
@@ -95,9 +95,9 @@ def test_run_all_rejects_an_unknown_config(tmp_path):
 @pytest.mark.parametrize("config", sorted((REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs")
                                           .glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_committed_demo_config_loads_and_builds_its_model(config):
-    from tinylm.config import load_config
-    from tinylm.model import GPT
-    from tinylm.train import TrainConfig, resolve_model_config
+    from tinylm.base.config import load_config
+    from tinylm.model.gpt import GPT
+    from tinylm.train.loop import TrainConfig, resolve_model_config
 
     cfg = load_config(TrainConfig, config, [])
     cfg.validate()
@@ -108,9 +108,9 @@ def test_every_committed_demo_config_loads_and_builds_its_model(config):
 
 def test_the_muon_timing_command_in_benchmarks_trains_the_reference_architecture():
     """BENCHMARKS.md times Muon on the reference architecture with a command on today's cpu.yaml."""
-    from tinylm.config import load_config
-    from tinylm.model import GPT
-    from tinylm.train import TrainConfig, resolve_model_config
+    from tinylm.base.config import load_config
+    from tinylm.model.gpt import GPT
+    from tinylm.train.loop import TrainConfig, resolve_model_config
 
     text = (REPO / "BENCHMARKS.md").read_text()
     command = re.search(r"`python tinypy_code_tracing_demo/2_model_training/train.py ([^`]*optim.name=muon[^`]*)`",

@@ -14,12 +14,12 @@ import pytest
 import torch
 from conftest import model_that_writes
 
-from tinylm import evaluate as ev
-from tinylm.checkpoint import save_checkpoint
-from tinylm.errors import ConfigError, DataError
-from tinylm.evaluate import EvalConfig, evaluate_suite, read_suite, score, split_example
-from tinylm.model import GPT, GPTConfig
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.base.errors import ConfigError, DataError
+from tinylm.evaluate import scoring as ev
+from tinylm.evaluate.scoring import EvalConfig, evaluate_suite, read_suite, score, split_example
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 TOK = keyword_tokenizer("demo")
 
@@ -314,7 +314,7 @@ def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
 
 
 def test_time_to_thresholds_takes_the_first_checkpoint_reaching_each():
-    from tinylm.report import sweep_report, time_to_thresholds
+    from tinylm.report.render import sweep_report, time_to_thresholds
 
     rows = [{"checkpoint": f"ckpt_{s}.pt", "step": s, "elapsed_s": 60.0 * s, "suites": {"demo": {"hard_pct": h}}}
             for s, h in ((3, 96.0), (1, 50.0), (2, 91.0), (4, 93.0))]   # out of order, not monotone

@@ -10,12 +10,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from tinylm.checkpoint import save_checkpoint
 from tinylm.cli import main
-from tinylm.evaluate import read_suite
-from tinylm.explain import ROLES, explain_example, role_of, token_roles
-from tinylm.model import GPT, GPTConfig
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.evaluate.explain import ROLES, explain_example, role_of, token_roles
+from tinylm.evaluate.scoring import read_suite
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinylm.checkpoint import save_checkpoint
 from tinylm.cli import main
-from tinylm.decode import GenerateConfig, generate
-from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.tokenizer import keyword_tokenizer, train_sentencepiece
+from tinylm.decode.decoder import GenerateConfig, generate
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.tokens.tokenizer import keyword_tokenizer, train_sentencepiece
 
 
 def llama_checkpoint(tmp_path, **changes):

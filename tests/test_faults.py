@@ -17,8 +17,8 @@ import pytest
 import torch
 from test_train import checkpoint, metrics, tiny_config, train
 
+from tinylm.base.config import write_yaml
 from tinylm.cli import main
-from tinylm.config import write_yaml
 
 DEMO = Path(__file__).resolve().parents[1] / "tinypy_code_tracing_demo"
 
@@ -32,7 +32,7 @@ def keep_thread_count():
 
 def nan_at_training_forward(monkeypatch, n: int) -> None:
     """Make the model's n-th training forward return NaN logits, as a diverging run would."""
-    from tinylm.model import GPT
+    from tinylm.model.gpt import GPT
 
     real, calls = GPT.forward, []
 
@@ -139,7 +139,7 @@ def test_evaluation_killed_mid_run_reruns_to_the_uninterrupted_run(tmp_path):
 
     from test_evaluate import TOK, make_suite, tiny_model
 
-    from tinylm.checkpoint import save_checkpoint
+    from tinylm.model.checkpoint import save_checkpoint
 
     model = tiny_model()
     ckpt = tmp_path / "model.pt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinylm.files import atomic_path, atomic_write_text, resolve_path
+from tinylm.base.files import atomic_path, atomic_write_text, resolve_path
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

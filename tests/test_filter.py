@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import fixture_examples, golden_dir, golden_examples, golden_vocab
 
-from tinylm.lang.filter import BOUNDARY_TOKENS, cli, filter_file, keep_ids, keep_mask, keep_text
+from tinylm.data.filter import BOUNDARY_TOKENS, cli, filter_file, keep_ids, keep_mask, keep_text
 
 GOLDEN = [("demo", "demo"), ("nightly_m2", "m2"), ("release2026_alpha", "alpha")]
 
@@ -84,7 +84,7 @@ def test_keep_mask_small_cases():
 
 
 def test_filter_file_and_cli(tmp_path, capsys):
-    from tinylm.tokenizer import KEYWORD_VOCABS
+    from tinylm.tokens.tokenizer import KEYWORD_VOCABS
 
     traces = fixture_examples("demo", "traces")
     src = tmp_path / "traces.txt"

@@ -1,4 +1,4 @@
-"""Forgetting (tinylm.forget): causal policies, compaction that equals masking, labels that stay
+"""Forgetting (tinylm.studies.forget): causal policies, compaction that equals masking, labels that stay
 aligned, gradients that reach the learned scorers, and an oracle that keeps the previous step."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import fixture_examples
 
-from tinylm.data import IGNORE, TokenSplit, example_starts, offsets_after
-from tinylm.forget import (
+from tinylm.data.batches import IGNORE, TokenSplit, example_starts, offsets_after
+from tinylm.model.gpt import GPT, POS_ENCODINGS, GPTConfig
+from tinylm.studies.forget import (
     LEARNED,
     POLICIES,
     ForgetConfig,
@@ -23,8 +24,7 @@ from tinylm.forget import (
     step_windows,
     top_k_keep,
 )
-from tinylm.model import GPT, POS_ENCODINGS, GPTConfig
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 TOK = keyword_tokenizer("m2")
 IDS = TraceTokens.of(TOK)
@@ -212,8 +212,8 @@ def test_keep_profile_measures_what_a_policy_keeps_where_its_budget_drops(one_to
     learned scorer's score-position correlation is reported, a rule's is not."""
     from types import SimpleNamespace
 
-    from tinylm.evaluate import split_example
-    from tinylm.forget_eval import keep_profile
+    from tinylm.evaluate.scoring import split_example
+    from tinylm.studies.forget_eval import keep_profile
 
     examples = []
     for text in fixture_examples("nightly", "traces")[:6]:

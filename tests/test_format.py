@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tinylm import evaluate
+from tinylm.evaluate import scoring as evaluate
 from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples, split_examples
 from tinylm.lang.trace import trace_program
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 # Stray newlines before, between and after the examples, as a hand-edited file might hold.
 PROGRAMS = ["# code\na = 1\nb = a + 2", "# code\nc = 3\nprint(c)"]

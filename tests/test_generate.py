@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from tinylm.config import from_dict, to_dict
-from tinylm.errors import ConfigError
+from tinylm.base.config import from_dict, to_dict
+from tinylm.base.errors import ConfigError
 from tinylm.lang.generate import CHUNK, _Doomed, _lcg_name, _LineRunner, _team, generate_programs, program_key
 from tinylm.lang.spec import PRESETS, GeneratorSpec, preset
 
@@ -358,9 +358,9 @@ def test_cpu_ood_suites_do_not_overlap_nightly_cpu(suite):
 
 
 def test_nightly_cpu_traces_are_short_and_keep_every_statement_kind():
-    from tinylm.lang.filter import BOUNDARY_TOKENS, EXAMPLE_END, keep_ids
+    from tinylm.data.filter import BOUNDARY_TOKENS, EXAMPLE_END, keep_ids
     from tinylm.lang.trace import trace_program
-    from tinylm.tokenizer import keyword_tokenizer
+    from tinylm.tokens.tokenizer import keyword_tokenizer
 
     programs = generate_programs(preset("nightly-cpu"), 6, 0, 600)
     tokenizer = keyword_tokenizer("m2")

@@ -8,7 +8,7 @@ import ast
 import pytest
 from conftest import golden_examples
 
-from tinylm.errors import TinyPySyntaxError
+from tinylm.base.errors import TinyPySyntaxError
 from tinylm.lang import parse as tp
 from tinylm.lang.parse import parse_program
 

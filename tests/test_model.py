@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tinylm.config import from_dict
-from tinylm.errors import ConfigError
-from tinylm.model import GPT, POS_ENCODINGS, PRESETS, GPTConfig, model_preset
+from tinylm.base.config import from_dict
+from tinylm.base.errors import ConfigError
+from tinylm.model.gpt import GPT, POS_ENCODINGS, PRESETS, GPTConfig, model_preset
 
 V = 32
 
@@ -302,7 +302,7 @@ def test_presets():
 def test_attention_maps_come_out_of_the_same_forward(pos):
     """The opt-in explicit attention gives the fused kernel's logits, and probabilities that are
     causal rows summing to 1, one (B, nh, T, T) map per layer, for every positional encoding."""
-    from tinylm.model import GPT, GPTConfig
+    from tinylm.model.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, pos_encoding=pos)).eval()

@@ -56,7 +56,7 @@ SHIFTED = {
 
 @pytest.fixture(scope="module")
 def mini_build(tmp_path_factory) -> Path:
-    from tinylm.datasets import build
+    from tinylm.data.datasets import build
 
     folder = tmp_path_factory.mktemp("data") / "nightly-mini"
     folder.mkdir()
@@ -101,7 +101,7 @@ def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_
     that training spells only one at a time; every other property unchanged."""
     import json
 
-    from tinylm.datasets import stage_rename
+    from tinylm.data.datasets import stage_rename
     from tinylm.lang.trace import iter_examples
 
     test = mini_build / "test.txt"

@@ -18,15 +18,15 @@ from test_data_batching import write_dataset
 from test_decode import naive, prompts, sharp_model
 from test_train import TINY, tiny_config
 
-from tinylm import runtime
+from tinylm.base import runtime
+from tinylm.base.config import load_config, write_yaml
 from tinylm.cli import main
-from tinylm.compare import plot_curves, summarize
-from tinylm.config import load_config, write_yaml
-from tinylm.decode import GenerateConfig, Sampler, generate
-from tinylm.inspect import meta_model, module_shapes, training_memory
-from tinylm.model import GPT, GPTConfig
-from tinylm.sweep import sweep
-from tinylm.train import Metrics, TrainConfig, build, fit, write_run_info
+from tinylm.decode.decoder import GenerateConfig, Sampler, generate
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.report.compare import plot_curves, summarize
+from tinylm.studies.inspect_model import meta_model, module_shapes, training_memory
+from tinylm.studies.sweep import sweep
+from tinylm.train.loop import Metrics, TrainConfig, build, fit, write_run_info
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs" / "smoke.yaml"

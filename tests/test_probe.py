@@ -9,12 +9,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from tinylm.checkpoint import save_checkpoint
 from tinylm.cli import main
-from tinylm.evaluate import read_suite, split_example
-from tinylm.model import GPT, GPTConfig
-from tinylm.probe import collect, fit_probe, probe, step_labels
-from tinylm.tokenizer import keyword_tokenizer
+from tinylm.evaluate.probe import collect, fit_probe, probe, step_labels
+from tinylm.evaluate.scoring import read_suite, split_example
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -33,10 +33,10 @@ def test_there_are_five_projects_with_three_sizes_each():
 def test_every_committed_config_resolves_its_datasets_runs_and_models(project, config):
     import torch
 
-    from tinylm.datasets import load_spec
-    from tinylm.experiment import Project
-    from tinylm.model import GPT
-    from tinylm.train import resolve_model_config
+    from tinylm.data.datasets import load_spec
+    from tinylm.model.gpt import GPT
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import resolve_model_config
 
     p = Project(REPO / project, config)
     for entry in p.cfg.datasets.values():
@@ -70,8 +70,8 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
     ({"a": {"suites": ["id", "nope"]}}, "runs.a.suites: unknown suite 'nope'"),
 ])
 def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
-    from tinylm.errors import ConfigError
-    from tinylm.experiment import Project
+    from tinylm.base.errors import ConfigError
+    from tinylm.studies.experiment import Project
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
@@ -81,8 +81,8 @@ def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, messa
 
 
 def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
-    from tinylm.errors import DataError
-    from tinylm.experiment import Project, train_runs
+    from tinylm.base.errors import DataError
+    from tinylm.studies.experiment import Project, train_runs
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
@@ -105,7 +105,7 @@ def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
 
 
 def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_same_seed(tmp_path):
-    from tinylm.experiment import Project
+    from tinylm.studies.experiment import Project
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
@@ -130,8 +130,8 @@ def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_sam
     ({"main": {"seeds": [1], "overrides": {"seed": 4}}}, "runs.main.seeds: distinct seeds"),
 ])
 def test_bad_seeds_are_refused(tmp_path, runs, message):
-    from tinylm.errors import ConfigError
-    from tinylm.experiment import Project
+    from tinylm.base.errors import ConfigError
+    from tinylm.studies.experiment import Project
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
@@ -170,8 +170,8 @@ def _table_hard(path: Path) -> dict[tuple[str, str], tuple[float, float, float]]
 @pytest.mark.slow
 @pytest.mark.parametrize("project", PROJECTS)
 def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path, project):
-    from tinylm.experiment import FORGET_WINDOW, Project
-    from tinylm.stats import wilson
+    from tinylm.base.stats import wilson
+    from tinylm.studies.experiment import FORGET_WINDOW, Project
 
     folder = _copy_repo(tmp_path, project)
     proc = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
@@ -270,9 +270,9 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
 
 
 def test_the_tinystories_seed_config_builds_the_seeds_936448_parameters():
-    from tinylm.experiment import Project
-    from tinylm.model import GPT
-    from tinylm.train import resolve_model_config
+    from tinylm.model.gpt import GPT
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import resolve_model_config
 
     p = Project(REPO / "tinystories_recipe", "seed")
     cfg = p.train_config("main")
@@ -288,9 +288,9 @@ def test_the_tinystories_seed_config_builds_the_seeds_936448_parameters():
 def test_research_project_1_paper_main_model_is_the_references_62348221_parameters():
     import torch
 
-    from tinylm.experiment import Project
-    from tinylm.model import GPT
-    from tinylm.train import resolve_model_config
+    from tinylm.model.gpt import GPT
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import resolve_model_config
 
     p = Project(REPO / "research_project_1", "paper")
     with torch.device("meta"):
@@ -300,9 +300,9 @@ def test_research_project_1_paper_main_model_is_the_references_62348221_paramete
 
 def test_research_project_1_paper_config_is_the_references_experiment():
     """The quantities that define the experiment (README: reference vs ours)."""
-    from tinylm.experiment import Project
     from tinylm.lang.spec import preset
-    from tinylm.train import lr_at
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import lr_at
 
     p = Project(REPO / "research_project_1", "paper")
     main = p.train_config("main")
@@ -329,9 +329,9 @@ def test_research_project_1_paper_main_run_starts_with_only_its_sizes_shrunk(tmp
     import dataclasses
     import json
 
-    from tinylm.datasets import build
-    from tinylm.experiment import Project
-    from tinylm.train import run
+    from tinylm.data.datasets import build
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import run
 
     spec = yaml.safe_load((REPO / "datasets" / "main2025-paper" / "dataset.yaml").read_text())
     spec.update(splits={"train": 60, "val": 8, "test": 8}, ood=[], shard_size=30)

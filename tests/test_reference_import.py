@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import golden_dir
 
-from tinylm.errors import DataError
-from tinylm.model import GPT, GPTConfig
-from tinylm.reference import convert_reference_state_dict, import_reference_checkpoint
+from tinylm.base.errors import DataError
+from tinylm.interop.reference import convert_reference_state_dict, import_reference_checkpoint
+from tinylm.model.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,8 +87,8 @@ def test_cached_decoding_of_an_imported_model_matches_its_full_forward(small_ref
 
 
 def test_cli_writes_a_loadable_checkpoint(tmp_path, small_reference_checkpoint, capsys):
-    from tinylm.checkpoint import load_model
     from tinylm.cli import main
+    from tinylm.model.checkpoint import load_model
 
     reference, src = small_reference_checkpoint
     dst = tmp_path / "demo.pt"
@@ -120,7 +120,7 @@ def test_foreign_state_dicts_are_data_errors(tmp_path):
 def to_fused_reference_layout(model: GPT) -> dict:
     """Our weights under the 2026 reference's names (fused c_attn, ALiBi slopes buffer `m`)."""
     c, sd = model.config, model.state_dict()
-    from tinylm.model import alibi_slopes
+    from tinylm.model.gpt import alibi_slopes
 
     out = {"token_embedding_table.weight": sd["wte.weight"], "ln_f.weight": sd["ln_f.weight"],
            "lm_head.weight": sd["lm_head.weight"], "lm_head.bias": sd["lm_head.bias"]}

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
+from tinylm.base.errors import DataError
 from tinylm.cli import main
-from tinylm.datasets import build, name_problem, training_words
-from tinylm.errors import DataError
+from tinylm.data.datasets import build, name_problem, training_words
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.rename import RESERVED, fresh_names, program_names, rename_program
 from tinylm.lang.spec import preset
 from tinylm.lang.trace import iter_examples, trace_program
-from tinylm.tokenizer import keyword_tokenizer, split_examples, tokenizer_from_dict
+from tinylm.tokens.tokenizer import keyword_tokenizer, split_examples, tokenizer_from_dict
 
 STEP = "\n#STEP\n"
 FORMATS = {"demo": "demo", "nightly": "m2", "alpha": "2026", "beta": "2026"}

@@ -11,9 +11,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from tinylm.base.errors import DataError
+from tinylm.base.stats import wilson
 from tinylm.cli import main
-from tinylm.errors import DataError
-from tinylm.report import (
+from tinylm.report.render import (
     compare_row,
     group_row,
     plot_bars,
@@ -25,7 +26,6 @@ from tinylm.report import (
     runs_table,
     summary_records,
 )
-from tinylm.stats import wilson
 
 
 def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_train import metrics, tiny_config
 
-from tinylm.config import load_config
-from tinylm.errors import ConfigError
-from tinylm.train import TrainConfig, run
+from tinylm.base.config import load_config
+from tinylm.base.errors import ConfigError
+from tinylm.train.loop import TrainConfig, run
 
 
 def train(tmp_path: Path, resume: bool = False, **changes) -> dict:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_decode import EOS, STEP, V, prompts, sharp_model
 
-from tinylm.decode import Decoder, GenerateConfig, draft_tokens, generate
-from tinylm.errors import ConfigError
-from tinylm.evaluate import EvalConfig
-from tinylm.model import GPT, GPTConfig
+from tinylm.base.errors import ConfigError
+from tinylm.decode.decoder import Decoder, GenerateConfig, draft_tokens, generate
+from tinylm.evaluate.scoring import EvalConfig
+from tinylm.model.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

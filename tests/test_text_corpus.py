@@ -18,16 +18,16 @@ import torch
 import yaml
 from conftest import FIXTURES, REPO
 
-from tinylm import corpus
+from tinylm.base.config import from_dict
+from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
-from tinylm.config import from_dict
-from tinylm.data import open_dataset
-from tinylm.datasets import build, load_dataset_spec
-from tinylm.errors import ConfigError, DataError
-from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.stories import story
-from tinylm.tokenizer import tokenizer_from_dict
-from tinylm.train import TrainConfig, run
+from tinylm.data import corpus
+from tinylm.data.batches import open_dataset
+from tinylm.data.datasets import build, load_dataset_spec
+from tinylm.data.stories import story
+from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.tokens.tokenizer import tokenizer_from_dict
+from tinylm.train.loop import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -199,7 +199,7 @@ def test_tinylm_data_build_prints_the_splits(tmp_path, capsys):
 
 
 def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
-    from tinylm.experiment import Project, build_datasets, evaluate_runs, train_runs, write_report
+    from tinylm.studies.experiment import Project, build_datasets, evaluate_runs, train_runs, write_report
 
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     (tmp_path / "datasets" / "stories-mini").mkdir(parents=True)
@@ -254,7 +254,7 @@ def test_a_sentencepiece_file_without_bos_or_a_path_is_refused(tmp_path):
 
 
 def test_vocabularies_past_65536_ids_are_stored_as_uint32():
-    from tinylm.tokenizer import Tokenizer
+    from tinylm.tokens.tokenizer import Tokenizer
 
     class Big(Tokenizer):
         vocab_size = 70_000

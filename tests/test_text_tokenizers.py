@@ -11,16 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinylm.data import IGNORE, make_batch, open_dataset
-from tinylm.model import GPT, GPTConfig, model_preset
-from tinylm.tokenizer import (
+from tinylm.data.batches import IGNORE, make_batch, open_dataset
+from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.tokens.tokenizer import (
     SPECIAL_TOKENS,
     tokenizer_from_dict,
     train_sentencepiece,
     train_text_tokenizer,
     write_bin,
 )
-from tinylm.train import loss_sums, perplexity
+from tinylm.train.loop import loss_sums, perplexity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -150,9 +150,9 @@ def test_packed_rows_run_on_into_the_next_document(tmp_path):
 
 
 def test_unpacked_training_runs_and_needs_rows_at_documents(tmp_path):
-    from tinylm.config import from_dict
-    from tinylm.errors import ConfigError
-    from tinylm.train import TrainConfig, run
+    from tinylm.base.config import from_dict
+    from tinylm.base.errors import ConfigError
+    from tinylm.train.loop import TrainConfig, run
 
     tok = train_text_tokenizer(STORIES, level="word")
     (tmp_path / "ds").mkdir()

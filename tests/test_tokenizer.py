@@ -16,9 +16,9 @@ import torch
 from conftest import fixture_examples, golden_dir, golden_examples, golden_vocab
 
 from tinylm import cli as tinylm_cli
-from tinylm import tokenizer as tokenizer_module
-from tinylm.errors import TokenizeError
-from tinylm.tokenizer import (
+from tinylm.base.errors import TokenizeError
+from tinylm.tokens import tokenizer as tokenizer_module
+from tinylm.tokens.tokenizer import (
     KEYWORD_VOCABS,
     keyword_tokenizer,
     restore_spaces,

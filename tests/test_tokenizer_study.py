@@ -11,13 +11,13 @@ import pytest
 import yaml
 from conftest import model_that_writes
 
-from tinylm.checkpoint import save_checkpoint
-from tinylm.config import from_dict
-from tinylm.datasets import build
-from tinylm.evaluate import EvalConfig, evaluate_checkpoint, evaluate_suite, split_example
+from tinylm.base.config import from_dict
+from tinylm.data.datasets import build
+from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, evaluate_suite, split_example
 from tinylm.lang.format import split_examples
-from tinylm.tokenizer import tokenizer_from_dict
-from tinylm.train import TrainConfig, run
+from tinylm.model.checkpoint import save_checkpoint
+from tinylm.tokens.tokenizer import tokenizer_from_dict
+from tinylm.train.loop import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

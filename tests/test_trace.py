@@ -233,7 +233,7 @@ def test_run_program_outputs():
 
 
 def test_unknown_format():
-    from tinylm.errors import ConfigError
+    from tinylm.base.errors import ConfigError
 
     with pytest.raises(ConfigError):
         trace_program("a = 1", "m3")

@@ -13,13 +13,13 @@ import pytest
 import torch
 from test_data_batching import EOS, STEP, VOCAB, trace_example, write_dataset
 
-from tinylm import runtime
+from tinylm.base import runtime
+from tinylm.base.config import load_config, to_dict, write_yaml
+from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
-from tinylm.config import load_config, to_dict, write_yaml
-from tinylm.data import Stage, TokenSplit, open_dataset
-from tinylm.errors import ConfigError
-from tinylm.model import PRESETS
-from tinylm.train import OptimConfig, TrainConfig, build, lr_at, run, run_length
+from tinylm.data.batches import Stage, TokenSplit, open_dataset
+from tinylm.model.gpt import PRESETS
+from tinylm.train.loop import OptimConfig, TrainConfig, build, lr_at, run, run_length
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs"
@@ -165,8 +165,8 @@ def test_schedule_minutes_needs_a_fixed_warmup(tmp_path):
 
 
 def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
-    from tinylm.model import GPT, GPTConfig
-    from tinylm.optim import build_optimizer
+    from tinylm.model.gpt import GPT, GPTConfig
+    from tinylm.model.optim import build_optimizer
 
     shape = {k: v for k, v in TINY.items() if k != "preset"}
     model = GPT(GPTConfig(**{**PRESETS["demo"], **shape, "vocab_size": 20}))
@@ -186,8 +186,8 @@ def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
 
 @pytest.mark.parametrize("pos_encoding, table", [("relative", "Er"), ("distance_bias", "dist_bias")])
 def test_muon_leaves_the_positional_tables_in_the_blocks_to_adamw(pos_encoding, table):
-    from tinylm.model import GPT, GPTConfig
-    from tinylm.optim import build_optimizer
+    from tinylm.model.gpt import GPT, GPTConfig
+    from tinylm.model.optim import build_optimizer
 
     shape = {k: v for k, v in TINY.items() if k != "preset"}
     model = GPT(GPTConfig(**{**PRESETS["demo"], **shape, "vocab_size": 20, "pos_encoding": pos_encoding}))
@@ -204,7 +204,7 @@ def test_muon_leaves_the_positional_tables_in_the_blocks_to_adamw(pos_encoding, 
 
 
 def test_orthogonalize_flattens_the_spectrum():
-    from tinylm.optim import orthogonalize
+    from tinylm.model.optim import orthogonalize
 
     g = torch.Generator().manual_seed(0)
     for shape in [(32, 96), (96, 32)]:
@@ -217,7 +217,7 @@ def test_orthogonalize_flattens_the_spectrum():
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
 def test_muon_steps_like_torch_muon():
-    from tinylm.optim import Muon
+    from tinylm.model.optim import Muon
 
     gen = torch.Generator().manual_seed(0)
     ours = torch.nn.Parameter(torch.randn(96, 32, generator=gen))
@@ -286,7 +286,7 @@ def test_best_checkpoint_keeps_the_optimizer_when_asked(tmp_path):
 
 
 def test_init_from_a_checkpoint_and_a_curriculum(tmp_path, monkeypatch):
-    from tinylm import train as train_module
+    from tinylm.train import loop as train_module
 
     first = train(tmp_path / "pre", max_steps=2, eval_interval=2)
     init = torch.load(Path(first["out_dir"]) / "best.pt", weights_only=True)
@@ -440,7 +440,7 @@ def test_runtime_device_dtype_and_rng_state(tmp_path):
     import io
     import random
 
-    from tinylm import runtime
+    from tinylm.base import runtime
 
     assert runtime.autocast_dtype(torch.device("cpu"), "auto") == torch.float32
     assert runtime.autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
@@ -486,7 +486,7 @@ def test_resume_auto_starts_afresh_where_there_is_no_run(tmp_path):
 def test_print_config_resolves_without_training_and_help_lists_every_key(tmp_path, capsys):
     import yaml
 
-    from tinylm.config import describe
+    from tinylm.base.config import describe
 
     path = tmp_path / "cfg.yaml"
     write_yaml(tiny_config(tmp_path), path)
@@ -529,7 +529,7 @@ def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_p
 
 
 def test_auto_dtype_is_float16_on_a_gpu_without_bfloat16(monkeypatch):
-    from tinylm.runtime import autocast_dtype
+    from tinylm.base.runtime import autocast_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert autocast_dtype(torch.device("cuda", 0)) == torch.float16
@@ -540,7 +540,7 @@ def test_auto_dtype_is_float16_on_a_gpu_without_bfloat16(monkeypatch):
 
 def test_auto_device_picks_mps_where_there_is_no_cuda(monkeypatch):
     """Apple's MPS cannot run here: its availability is mocked, and the device chosen checked."""
-    from tinylm.runtime import autocast_dtype, select_device
+    from tinylm.base.runtime import autocast_dtype, select_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
@@ -550,3 +550,52 @@ def test_auto_device_picks_mps_where_there_is_no_cuda(monkeypatch):
     assert select_device("auto").type == "cpu"
     with pytest.raises(ConfigError, match="MPS is not available"):
         select_device("mps")
+
+
+# ----------------------------------------------------------------------------- state-weighted loss
+
+
+def test_state_targets_are_the_states_and_the_line_markers():
+    from tinylm.data.batches import state_targets
+    from tinylm.tokens.tokenizer import keyword_tokenizer
+
+    tok = keyword_tokenizer("m2")
+    text = "# code\n@a = 1$|\nb = a\n#STEP\n# code\na = 1\n@b = a$a?1|\n#STEP\n# code\na = 1\nb = a\n@^$a?1;b?1|# 1\n\n"
+    y = torch.tensor([tok.encode(text).tolist()])
+    closes = torch.tensor([tok.token_id(t) for t in ("|", "\n", "\n#STEP\n", "\n\n")])
+    picked = state_targets(y, tok.token_id("$"), closes, tok.token_id("@"))[0]
+    pieces = tok.token_strings(y[0])
+    assert "".join(p for p, k in zip(pieces, picked) if k) == "@$@$a?1@$a?1;b?1"
+
+
+def test_state_weighted_step_loss_is_the_weighted_mean():
+    from types import SimpleNamespace
+
+    from tinylm.model.gpt import GPT, GPTConfig, lm_loss
+    from tinylm.tokens.tokenizer import keyword_tokenizer
+    from tinylm.train.loop import DataConfig, OptimConfig, train_step
+
+    tok = keyword_tokenizer("m2")
+    ids = tok.encode("# code\na = 1\n#STEP\n# code\n@a = 1$|\n#STEP\n# code\na = 1\n@^$a?1|\n\n").tolist()
+    x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    closes = torch.tensor([tok.token_id(t) for t in ("|", "\n", "\n#STEP\n")] + [tok.eos_id])
+    run = SimpleNamespace(rt=runtime.setup("cpu", "float32", 0), train_model=model, model=model, scaler=None,
+                          optimizer=torch.optim.SGD(model.parameters(), lr=0.0), state_ids=None,
+                          cfg=SimpleNamespace(forget=None, optim=OptimConfig(), data=DataConfig(state_weight=4.0)))
+    plain = train_step(run, [(x, y)])["loss"]
+    run.state_ids = (tok.token_id("$"), closes, tok.token_id("@"))
+    weighted = train_step(run, [(x, y)])["loss"]
+    with torch.no_grad():
+        per_token = lm_loss(model(x)[0], y, reduction="none")[0]
+    from tinylm.data.batches import state_targets
+    w = 1 + 3 * state_targets(y, *run.state_ids)[0].float()
+    assert plain == pytest.approx(per_token.mean().item(), rel=1e-5)
+    assert weighted == pytest.approx(((per_token * w).sum() / w.sum()).item(), rel=1e-5)
+    assert weighted != pytest.approx(plain, rel=1e-3)
+
+
+def test_state_weight_needs_a_trace_vocabulary(tmp_path):
+    with pytest.raises(DataError, match="state_weight needs trace tokens"):
+        train(tmp_path, **{"data.state_weight": 3.0})

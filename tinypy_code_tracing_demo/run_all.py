@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinylm.cli import ArgumentParser, run_command
+from tinylm.base.args import ArgumentParser, run_command
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ A run continues from its newest checkpoint when started again; a finished run is
 import sys
 from pathlib import Path
 
-from tinylm.experiment import stage_main
+from tinylm.studies.experiment import stage_main
 
 if __name__ == "__main__":
     sys.exit(stage_main("train", Path(__file__).resolve().parent, sys.argv[1:]))

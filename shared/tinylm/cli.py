@@ -8,37 +8,28 @@ line `error: ...` on stderr and exit status 2. Every subcommand (and every demo 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
-from tinylm.errors import ConfigError, TinylmError
+from tinylm.base.args import run_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("tinylm.datasets:cli", "build a dataset folder, or run one data stage (data generate ...)"),
+    "data": ("tinylm.data.datasets:cli", "build a dataset folder, or run one data stage (data generate ...)"),
     "trace": ("tinylm.lang.trace:cli", "trace programs into execution traces"),
-    "filter": ("tinylm.lang.filter:cli", "apply the determinism filter to traces"),
-    "tokenize": ("tinylm.tokenizer:cli", "encode traces into a .bin of token ids"),
-    "train": ("tinylm.train:cli", "train a model (single process or under torchrun)"),
-    "import-reference": ("tinylm.reference:cli", "convert a reference framework checkpoint"),
-    "generate": ("tinylm.decode:cli", "generate text from a checkpoint"),
-    "eval": ("tinylm.evaluate:cli", "score a checkpoint on TinyPy test suites"),
-    "report": ("tinylm.report:cli", "tables and plots from evaluation results"),
-    "explain": ("tinylm.explain:cli", "one example traced by a checkpoint, as an HTML page: probabilities, attention, logit lens"),
-    "probe": ("tinylm.probe:cli", "linear probes per layer: variable values and the line about to run"),
-    "inspect": ("tinylm.inspect:cli", "a config's model module by module: shapes, parameters, memory"),
-    "compare": ("tinylm.compare:cli", "training curves of several run folders on one plot, and a table"),
-    "sweep": ("tinylm.sweep:cli", "train a grid of config overrides within a memory budget"),
-    "export": ("tinylm.export:cli", "a checkpoint as a HuggingFace transformers folder or llama2.c files (Llama-shaped models)"),
+    "filter": ("tinylm.data.filter:cli", "apply the determinism filter to traces"),
+    "tokenize": ("tinylm.tokens.tokenizer:cli", "encode traces into a .bin of token ids"),
+    "train": ("tinylm.train.loop:cli", "train a model (single process or under torchrun)"),
+    "import-reference": ("tinylm.interop.reference:cli", "convert a reference framework checkpoint"),
+    "generate": ("tinylm.decode.decoder:cli", "generate text from a checkpoint"),
+    "eval": ("tinylm.evaluate.command:cli", "score a checkpoint on TinyPy test suites"),
+    "report": ("tinylm.report.render:cli", "tables and plots from evaluation results"),
+    "explain": ("tinylm.evaluate.explain:cli", "one example traced by a checkpoint, as an HTML page: probabilities, attention, logit lens"),
+    "probe": ("tinylm.evaluate.probe:cli", "linear probes per layer: variable values and the line about to run"),
+    "inspect": ("tinylm.studies.inspect_model:cli", "a config's model module by module: shapes, parameters, memory"),
+    "compare": ("tinylm.report.compare:cli", "training curves of several run folders on one plot, and a table"),
+    "sweep": ("tinylm.studies.sweep:cli", "train a grid of config overrides within a memory budget"),
+    "export": ("tinylm.interop.export:cli", "a checkpoint as a HuggingFace transformers folder or llama2.c files (Llama-shaped models)"),
 }
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is a one-line ConfigError naming the command (exit status 2),
-    not argparse's usage block."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def usage() -> str:
@@ -63,18 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     return run_command(getattr(importlib.import_module(module_name), func_name), rest)
-
-
-def run_command(func, argv: list[str]) -> int:
-    """func(argv)'s exit status; a TinylmError is one line `error: ...` and status 2, Ctrl-C status 130."""
-    try:
-        return int(func(argv) or 0)
-    except TinylmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

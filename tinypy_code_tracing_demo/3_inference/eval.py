@@ -21,7 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from tinylm.cli import ArgumentParser, main, run_command
+from tinylm.base.args import ArgumentParser, run_command
+from tinylm.cli import main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

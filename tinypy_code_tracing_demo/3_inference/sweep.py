@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tinylm.cli import ArgumentParser, main, run_command
+from tinylm.base.args import ArgumentParser, run_command
+from tinylm.cli import main
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from tinylm.errors import DataError
+from tinylm.base.errors import DataError
 
 EXAMPLE_END = "\n\n"
 """Follows every example: in programs.txt, traces.txt, test suites and the token streams."""

@@ -30,7 +30,7 @@ from bisect import bisect
 from collections.abc import Callable
 from itertools import accumulate
 
-from tinylm.errors import ConfigError
+from tinylm.base.errors import ConfigError
 from tinylm.lang.parse import BINARY_OPS, COMPARE_OPS
 from tinylm.lang.spec import GeneratorSpec, NightlySpec, SnippetSpec
 

@@ -31,7 +31,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from tinylm.errors import TinyPySyntaxError
+from tinylm.base.errors import TinyPySyntaxError
 
 # ---------------------------------------------------------------------------------------------
 # AST

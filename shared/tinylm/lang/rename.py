@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-from tinylm.errors import DataError
+from tinylm.base.errors import DataError
 from tinylm.lang.parse import For, If, Print, While, parse_program
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

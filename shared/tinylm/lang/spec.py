@@ -60,8 +60,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tinylm.config import deep_merge, from_dict, to_dict
-from tinylm.errors import ConfigError
+from tinylm.base.config import deep_merge, from_dict, to_dict
+from tinylm.base.errors import ConfigError
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 ARITHMETIC = ("+", "-", "*", "//", "%")

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from tinylm.cli import ArgumentParser
-from tinylm.errors import ConfigError, TinyPySyntaxError
-from tinylm.files import atomic_path
+from tinylm.base.args import ArgumentParser
+from tinylm.base.errors import ConfigError, TinyPySyntaxError
+from tinylm.base.files import atomic_path
 from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples
 from tinylm.lang.parse import (
     BINARY_OPS,

@@ -1,0 +1,1 @@
+"""Decoding from a model: KV cache, windows, greedy/sampling/beam, speculation."""

@@ -1,0 +1,1 @@
+"""Scoring checkpoints on test suites, and looking inside one: explain pages and probes."""

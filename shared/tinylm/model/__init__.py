@@ -1,0 +1,1 @@
+"""The GPT, its optimizers, and checkpoints on disk."""

@@ -1,0 +1,1 @@
+"""Tables and plots of evaluations and training curves."""

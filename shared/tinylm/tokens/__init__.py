@@ -1,0 +1,1 @@
+"""Traces <-> token ids: the tokenizers (imports base and lang)."""

@@ -1,0 +1,1 @@
+"""The training loop (single process or torchrun) and the metric sinks it writes to."""
