@@ -20,18 +20,11 @@ from conftest import built_programs
 
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
-from tinylm.data.datasets import (
-    KeySet,
-    build,
-    cli,
-    load_dataset_spec,
-    load_spec,
-    program_keys,
-    stream_programs,
-    stream_seed,
-    streams_of,
-)
+from tinylm.data.datasets import KeySet, build, program_keys, streams_of
+from tinylm.data.mixture import stream_programs, stream_seed
 from tinylm.data.shards import InlineExecutor, is_text_spec, ordered_map
+from tinylm.data.spec import load_dataset_spec, load_spec
+from tinylm.data.stages import cli
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.trace import iter_examples
 from tinylm.tokens.tokenizer import split_examples, tokenizer_from_dict

@@ -101,7 +101,7 @@ def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_
     that training spells only one at a time; every other property unchanged."""
     import json
 
-    from tinylm.data.datasets import stage_rename
+    from tinylm.data.stages import stage_rename
     from tinylm.lang.trace import iter_examples
 
     test = mini_build / "test.txt"

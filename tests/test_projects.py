@@ -33,7 +33,7 @@ def test_there_are_five_projects_with_three_sizes_each():
 def test_every_committed_config_resolves_its_datasets_runs_and_models(project, config):
     import torch
 
-    from tinylm.data.datasets import load_spec
+    from tinylm.data.spec import load_spec
     from tinylm.model.gpt import GPT
     from tinylm.studies.experiment import Project
     from tinylm.train.loop import resolve_model_config

@@ -14,7 +14,8 @@ import yaml
 
 from tinylm.base.errors import DataError
 from tinylm.cli import main
-from tinylm.data.datasets import build, name_problem, training_words
+from tinylm.data.datasets import build
+from tinylm.data.stages import name_problem, training_words
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.rename import RESERVED, fresh_names, program_names, rename_program
 from tinylm.lang.spec import preset

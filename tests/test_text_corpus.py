@@ -23,7 +23,8 @@ from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
 from tinylm.data import corpus
 from tinylm.data.batches import open_dataset
-from tinylm.data.datasets import build, load_dataset_spec
+from tinylm.data.datasets import build
+from tinylm.data.spec import load_dataset_spec
 from tinylm.data.stories import story
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
 from tinylm.tokens.tokenizer import tokenizer_from_dict

@@ -14,7 +14,7 @@ import sys
 from tinylm.base.args import run_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("tinylm.data.datasets:cli", "build a dataset folder, or run one data stage (data generate ...)"),
+    "data": ("tinylm.data.stages:cli", "build a dataset folder, or run one data stage (data generate ...)"),
     "trace": ("tinylm.lang.trace:cli", "trace programs into execution traces"),
     "filter": ("tinylm.data.filter:cli", "apply the determinism filter to traces"),
     "tokenize": ("tinylm.tokens.tokenizer:cli", "encode traces into a .bin of token ids"),

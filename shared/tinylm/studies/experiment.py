@@ -388,7 +388,8 @@ class Project:
 
 def _spec_copy(project: Project, name: str) -> Path:
     """The dataset.yaml an overridden dataset is built from: the committed spec with the overrides applied."""
-    from tinylm.data.datasets import DatasetSpec, load_dataset_spec, spec_file
+    from tinylm.data.shards import spec_file
+    from tinylm.data.spec import DatasetSpec, load_dataset_spec
 
     entry = project.cfg.datasets[name]
     source = spec_file(resolve_path(entry.spec, project.config_file))
@@ -410,7 +411,8 @@ def _spec_copy(project: Project, name: str) -> Path:
 
 
 def build_datasets(project: Project, workers: int | None = None, log=print) -> None:
-    from tinylm.data.datasets import build, load_dataset_spec
+    from tinylm.data.datasets import build
+    from tinylm.data.spec import load_dataset_spec
 
     for name, entry in project.cfg.datasets.items():
         folder = _spec_copy(project, name) if entry.changed else project.dataset_dir(name)
@@ -491,7 +493,7 @@ def _suite_args(project: Project, names: list[str], log=print) -> list[str]:
 
 
 def derive_suite(project: Project, derived: DerivedSuite, log=print) -> None:
-    from tinylm.data.datasets import stage_rename
+    from tinylm.data.stages import stage_rename
 
     results = project.eval_dir(derived.run) / derived.suite / "results.jsonl"
     if not results.is_file():
