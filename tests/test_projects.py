@@ -355,3 +355,29 @@ def test_research_project_1_paper_main_run_starts_with_only_its_sizes_shrunk(tmp
     rates = {json.loads(line)["step"]: json.loads(line)["lr"] for line in
              (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"lr"' in line}
     assert rates[2 * epoch] == 1e-3 and rates[2 * epoch + 1] == pytest.approx(1e-4)
+
+
+def test_research_projects_2_4_5_paper_configs_hold_the_reference_quantities():
+    """README tables, reference vs ours: what each paper config must keep."""
+    import torch
+
+    from tinylm.model.gpt import GPT
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import resolve_model_config
+
+    rp2 = Project(REPO / "research_project_2", "paper")
+    widths = set()
+    for run in rp2.cfg.runs:
+        cfg = rp2.train_config(run)
+        with torch.device("meta"):
+            c = GPT(resolve_model_config(cfg, vocab_size=77, where=run)).config
+        widths.add((c.n_embd, c.n_head, c.hs))
+        assert cfg.batch_size == 512 and cfg.max_epochs == 2
+    assert widths == {(464, 16, 30)}   # every encoding the same attention shape: only the encoding differs
+    rp4 = Project(REPO / "research_project_4", "paper").train_config("main")
+    assert (rp4.model["n_head"], rp4.max_epochs, rp4.checkpoint.at_epochs) == (16, 24, [float(e) for e in range(1, 25)])
+    spec = yaml.safe_load((REPO / "datasets" / "grammarb" / "dataset.yaml").read_text())
+    assert spec["splits"]["train"] == 3_000_000
+    rp5 = Project(REPO / "research_project_5", "paper")
+    targets = {rp5.train_config(r).forget.max_target for r in rp5.cfg.runs if r != "pretrain"}
+    assert targets == {256}   # the longest main-grammar step (231 tokens) fits the target
