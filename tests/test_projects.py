@@ -322,31 +322,55 @@ def test_research_project_1_paper_config_is_the_references_experiment():
     assert renamed.lengths == [2] and renamed.trained_letters and renamed.suite == "main-grammar"
 
 
+def tiny_build(spec_dir: Path, out: Path) -> Path:
+    """The dataset `spec_dir` describes, its generator, format and tokenizer unchanged, at a few dozen
+    programs (no OOD suites, no decontamination)."""
+    from tinylm.data.datasets import build
+
+    if not out.exists():
+        spec = yaml.safe_load((spec_dir / "dataset.yaml").read_text())
+        spec.update(splits={"train": 60, "val": 8, "test": 8}, ood=[], shard_size=30)
+        spec.pop("decontaminate", None)
+        out.mkdir(parents=True)
+        (out / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        build(out, workers=1)
+    return out
+
+
+def shrunk(cfg, tmp_path: Path, spec_dirs: dict, **changes):
+    """`cfg` with only its sizes shrunk: model, batch, validation sample, datasets (tiny builds)."""
+    import dataclasses
+
+    data = dataclasses.replace(cfg.data, dataset=str(tiny_build(spec_dirs[cfg.data.dataset], tmp_path / "data")))
+    return dataclasses.replace(
+        cfg, batch_size=4, grad_accum=1, compile=False, device="cpu", dtype="float32", eval_tokens=2048,
+        model={**cfg.model, "n_layer": 2, "n_embd": 32, "n_head": 2, "head_dim": None}, data=data,
+        optim=dataclasses.replace(cfg.optim, warmup_steps=2, warmup_fraction=0.0),
+        log=dataclasses.replace(cfg.log, progress=False), **changes)
+
+
+def spec_dirs_of(project) -> dict:
+    """Resolved dataset path (as a TrainConfig holds it) -> the folder of the spec it is built from."""
+    from tinylm.base.files import resolve_path
+
+    out = {}
+    for name, entry in project.cfg.datasets.items():
+        spec = resolve_path(entry.spec, project.config_file)
+        out[str(project.dataset_dir(name))] = spec
+    return out
+
+
 @pytest.mark.slow
 def test_research_project_1_paper_main_run_starts_with_only_its_sizes_shrunk(tmp_path):
     """Same code path, schedule shape, checkpoints and data pipeline as the paper config; only the
     model, the batch and the dataset's split sizes are shrunk."""
-    import dataclasses
     import json
 
-    from tinylm.data.datasets import build
     from tinylm.studies.experiment import Project
     from tinylm.train.loop import run
 
-    spec = yaml.safe_load((REPO / "datasets" / "main2025-paper" / "dataset.yaml").read_text())
-    spec.update(splits={"train": 60, "val": 8, "test": 8}, ood=[], shard_size=30)
-    spec.pop("decontaminate")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    build(tmp_path / "data", workers=1)
-    cfg = Project(REPO / "research_project_1", "paper").train_config("main")
-    cfg = dataclasses.replace(
-        cfg, batch_size=4, compile=False, device="cpu", dtype="float32", eval_tokens=2048, out_dir=str(tmp_path / "run"),
-        model={**cfg.model, "n_layer": 2, "n_embd": 32, "n_head": 2},
-        data=dataclasses.replace(cfg.data, dataset=str(tmp_path / "data")),
-        optim=dataclasses.replace(cfg.optim, warmup_steps=2),
-        log=dataclasses.replace(cfg.log, progress=False))
-    summary = run(cfg)
+    p = Project(REPO / "research_project_1", "paper")
+    summary = run(shrunk(p.train_config("main"), tmp_path, spec_dirs_of(p), out_dir=str(tmp_path / "run")))
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     epoch = info["length"]["steps_per_epoch"]
     assert summary["step"] == 4 * epoch
@@ -355,6 +379,30 @@ def test_research_project_1_paper_main_run_starts_with_only_its_sizes_shrunk(tmp
     rates = {json.loads(line)["step"]: json.loads(line)["lr"] for line in
              (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"lr"' in line}
     assert rates[2 * epoch] == 1e-3 and rates[2 * epoch + 1] == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("project,runs", [
+    ("research_project_2", ["rope"]),
+    ("research_project_3", ["step-mask"]),
+    ("research_project_4", ["main"]),
+    ("research_project_5", ["pretrain", "mlp-0.25"]),
+])
+def test_paper_runs_start_with_only_their_sizes_shrunk(tmp_path, project, runs):
+    """Each paper config's runs train for real on CPU through the same code path (a fine-tuning run
+    from the shrunk run before it, or from scratch where it would start from another project)."""
+    from tinylm.studies.experiment import Project
+    from tinylm.train.loop import run
+
+    p = Project(REPO / project, "paper")
+    previous = None
+    for name in runs:
+        cfg = p.train_config(name)
+        cfg = shrunk(cfg, tmp_path, spec_dirs_of(p), out_dir=str(tmp_path / name), max_epochs=None, max_steps=4,
+                     eval_interval=2, init_from=previous)
+        summary = run(cfg)
+        assert summary["step"] == 4 and (tmp_path / name / "best.pt").is_file()
+        previous = str(tmp_path / name / "best.pt")
 
 
 def test_research_projects_2_4_5_paper_configs_hold_the_reference_quantities():
