@@ -254,6 +254,32 @@ def test_a_sentencepiece_file_without_bos_or_a_path_is_refused(tmp_path):
         build(folder, workers=1)
 
 
+def test_an_existing_tokenizers_json_tokenizes_a_corpus_as_it_is(tmp_path):
+    """tokenizer.kind: hf_json: a byte-level BPE tokenizer.json made with HuggingFace tokenizers
+    encodes the corpus exactly as tokenizers itself does, its <s> and </s> around each document."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator([story(i, 5) for i in range(300)], trainer)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    folder = stories_spec(tmp_path, tokenizer={"kind": "hf_json", "path": str(tmp_path / "tokenizer.json")})
+    manifest = build(folder, workers=1)
+    tok = tokenizer_from_dict(manifest["tokenizer"])
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 1, 2, None)
+    docs = list(corpus.iter_documents([tmp_path / "ds" / "corpus.txt"], "tinystories"))
+    expected = np.concatenate([[1, *hf.encode(d).ids, 2] for d in docs[20:]])
+    assert np.array_equal(open_dataset(folder).train.tokens.astype(np.int64), expected)
+    assert tok.decode(tok.encode(docs[0])) == docs[0]   # byte-level: every character round-trips
+    (tmp_path / "bad.json").write_text(hf.to_str().replace('"</s>"', '"<end>"'))
+    with pytest.raises(DataError, match="bos and an eos"):
+        build(stories_spec(tmp_path, "c", tokenizer={"kind": "hf_json", "path": str(tmp_path / "bad.json")}), workers=1)
+
+
 def test_vocabularies_past_65536_ids_are_stored_as_uint32():
     from tinylm.tokens.tokenizer import Tokenizer
 

@@ -85,15 +85,21 @@ class TextSource:
     """Write the corpus from the story grammar into the folder's corpus.txt, and read that."""
 
 
+FILE_TOKENIZERS = ("sentencepiece_file", "hf_json")
+"""Tokenizer kinds read from a file (`tokenizer.path`) instead of learned."""
+
+
 @dataclass
 class TextTokenizerConfig:
     """The learned tokenizer; every kind has <pad> <unk> <bos> <eos>."""
 
-    kind: Literal["sentencepiece", "char", "word", "sentencepiece_file"] = "sentencepiece"
-    """sentencepiece, char, word: learned from the sample; sentencepiece_file: an existing model (`path`)."""
+    kind: Literal["sentencepiece", "char", "word", "sentencepiece_file", "hf_json"] = "sentencepiece"
+    """sentencepiece, char, word: learned from the sample; sentencepiece_file, hf_json: an existing
+    SentencePiece model or HuggingFace `tokenizers` JSON (`path`)."""
     path: str | None = None
-    """sentencepiece_file: a SentencePiece .model file with bos and eos pieces, used as it is
-    (relative paths from the repository root; its vocabulary replaces vocab_size)."""
+    """sentencepiece_file: a SentencePiece .model file with bos and eos pieces; hf_json: a
+    tokenizer.json with bos and eos tokens (`tinylm.tokens.tokenizer.HF_SPECIALS`). Used as they
+    are (relative paths from the repository root; their vocabulary replaces vocab_size)."""
     model_type: Literal["bpe", "unigram"] = "bpe"
     """SentencePiece model type."""
     vocab_size: int = 512
@@ -133,11 +139,11 @@ class TextDatasetSpec:
             raise ConfigError(f"'source.sha256' must be 64 lower-case hex digits, got {src.sha256!r}")
         if not src.field:
             raise ConfigError("'source.field' must name a key")
-        if (tok.kind == "sentencepiece_file") != (tok.path is not None):
-            raise ConfigError("'tokenizer.path' goes with tokenizer.kind: sentencepiece_file (a .model file), "
-                              "and only with it")
+        if (tok.kind in FILE_TOKENIZERS) != (tok.path is not None):
+            raise ConfigError("'tokenizer.path' goes with tokenizer.kind: sentencepiece_file (a .model file) or "
+                              "hf_json (a tokenizer.json), and only with them")
         low = 16 if tok.kind == "sentencepiece" else 5
-        if tok.kind != "sentencepiece_file" and not low <= tok.vocab_size <= 65536:
+        if tok.kind not in FILE_TOKENIZERS and not low <= tok.vocab_size <= 65536:
             raise ConfigError(f"'tokenizer.vocab_size' must be in [{low}, 65536], got {tok.vocab_size}")
         for key, value in [("tokenizer.min_frequency", tok.min_frequency), ("tokenizer.sample", tok.sample),
                            ("splits.val", self.splits.val), ("shard_size", self.shard_size)]:
@@ -236,6 +242,18 @@ def load_sentencepiece_file(path: Path):
     return tokenizer
 
 
+def load_hf_json(path: Path):
+    """An existing `tokenizers` JSON as a text tokenizer; DataError unless it has bos and eos tokens."""
+    from tinylm.tokens.tokenizer import HFJsonTokenizer
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such tokenizers JSON (tokenizer.path)")
+    try:
+        return HFJsonTokenizer(path.read_text(), name=path.stem)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
 def make_text_tokenizer(cfg: TextTokenizerConfig, texts: list[str]):
     from tinylm.tokens.tokenizer import train_sentencepiece, train_text_tokenizer
 
@@ -250,6 +268,8 @@ def text_tokenizer(folder: Path, spec: TextDatasetSpec, files: list[Path], diges
 
     if spec.tokenizer.kind == "sentencepiece_file":
         return load_sentencepiece_file(resolve_path(spec.tokenizer.path, folder / "dataset.yaml"))
+    if spec.tokenizer.kind == "hf_json":
+        return load_hf_json(resolve_path(spec.tokenizer.path, folder / "dataset.yaml"))
     what = json.dumps({"tokenizer": to_dict(spec.tokenizer), "source": digest, "format": spec.source.format,
                        "field": spec.source.field, "val": spec.splits.val, "code": code}, sort_keys=True)
     saved = folder / "shards" / f"tokenizer.{hashlib.sha256(what.encode()).hexdigest()[:12]}.json"

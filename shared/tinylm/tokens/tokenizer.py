@@ -551,6 +551,61 @@ class SentencePieceTokenizer(Tokenizer):
                 "model_proto": base64.b64encode(self.model_proto).decode("ascii")}
 
 
+class HFJsonTokenizer(Tokenizer):
+    """A HuggingFace `tokenizers` JSON (tokenizer.json) used as it is, as a text tokenizer: its ids,
+    its pre-tokenizer and decoder. The special tokens are found by name (`HF_SPECIALS`, the first
+    present of each role); <bos> and <eos> are required, since every document is written
+    <bos> ids <eos>. Needs the `tokenizers` package (the `hf` extra)."""
+
+    kind = "hf_json"
+
+    def __init__(self, json_text: str, *, name: str):
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError:
+            raise ConfigError("tokenizer kind hf_json needs the tokenizers package: pip install 'tinylm[hf]'") from None
+        self.name, self.json_text = name, json_text
+        try:
+            self.hf = HFTokenizer.from_str(json_text)
+        except Exception as exc:   # tokenizers raises its own exception type for a malformed file
+            raise DataError(f"tokenizer {name}: not a tokenizers JSON ({exc})") from None
+        self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+        vocab = self.hf.get_vocab(with_added_tokens=True)
+        found = {role: next((vocab[t] for t in names if t in vocab), None) for role, names in HF_SPECIALS.items()}
+        if found["bos"] is None or found["eos"] is None:
+            raise DataError(f"tokenizer {name}: a text tokenizer needs a bos and an eos token (one of "
+                            f"{HF_SPECIALS['bos']} and one of {HF_SPECIALS['eos']})")
+        self.bos_id, self.eos_id, self.pad_id, self.unk_id = found["bos"], found["eos"], found["pad"], found["unk"]
+
+    def encode(self, text: str, *, where: str = "") -> np.ndarray:
+        return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=self.dtype)
+
+    def encode_examples(self, examples: Iterable[str], *, where: str = "") -> np.ndarray:
+        batch = self.hf.encode_batch(list(examples), add_special_tokens=False)
+        parts = [np.concatenate([[self.bos_id], e.ids, [self.eos_id]]) for e in batch]
+        return np.concatenate(parts).astype(self.dtype) if parts else np.zeros(0, self.dtype)
+
+    def decode(self, ids, *, canonical_spaces: bool = True) -> str:
+        return self.hf.decode(self._check_ids(ids).tolist(), skip_special_tokens=True)
+
+    def token_strings(self, ids) -> list[str]:
+        return [self.hf.decode([i], skip_special_tokens=False) for i in self._check_ids(ids).tolist()]
+
+    def token_id(self, token: str) -> int:
+        found = self.hf.token_to_id(token)
+        if found is None:
+            raise TokenizeError(f"no token {token!r} in vocabulary {self.name}")
+        return found
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "json": self.json_text}
+
+
+HF_SPECIALS = {"bos": ("<bos>", "<s>", "<|startoftext|>", "[BOS]"), "eos": ("<eos>", "</s>", "<|endoftext|>", "[EOS]"),
+               "pad": ("<pad>", "[PAD]"), "unk": ("<unk>", "[UNK]")}
+"""hf_json: the token names that play each special role, tried in order."""
+
+
 def train_sentencepiece(texts: Iterable[str], *, model_type: str, vocab_size: int,
                         user_defined_symbols: Sequence[str] | None = None,
                         split_by_whitespace: bool = True, seed: int = 0, specials: bool = False,
@@ -603,9 +658,11 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
             return VocabTokenizer(d["tokens"], name=d["name"], kind=d["kind"], drop_spaces=d["drop_spaces"])
         if d["kind"] == "sentencepiece":
             return SentencePieceTokenizer(base64.b64decode(d["model_proto"]), name=d["name"])
+        if d["kind"] == "hf_json":
+            return HFJsonTokenizer(d["json"], name=d["name"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sentencepiece's bad proto
         raise DataError(f"malformed tokenizer description (missing or bad {exc})") from None
-    raise DataError(f"unknown tokenizer kind {d['kind']!r} (expected keyword, char, word or sentencepiece)")
+    raise DataError(f"unknown tokenizer kind {d['kind']!r} (expected keyword, char, word, sentencepiece or hf_json)")
 
 
 def tokenizer_sha256(d: dict) -> str:
