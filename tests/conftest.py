@@ -13,6 +13,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,22 @@ def model_that_writes(tokenizer, text: str, block_size: int | None = None):
         for t in range(T):
             model.lm_head.weight[ids[t + 1] if t + 1 < len(ids) else tokenizer.eos_id, t] = 10.0
     return model.eval()
+
+
+def run_c_source():
+    """llama2.c's run.c: $LLAMA2C_RUN_C, else ../shared/clients/llama2c/run.c beside the checkout."""
+    env = os.environ.get("LLAMA2C_RUN_C")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "clients" / "llama2c" / "run.c"
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def run_c(tmp_path_factory):
+    """llama2.c's run.c compiled (skips where the source or a C compiler is absent)."""
+    source, cc = run_c_source(), shutil.which("cc") or shutil.which("gcc")
+    if source is None or cc is None:
+        pytest.skip("llama2.c's run.c or a C compiler is absent")
+    binary = tmp_path_factory.mktemp("llama2c") / "run"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(source), "-lm"], check=True, capture_output=True)
+    return binary
+

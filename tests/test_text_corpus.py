@@ -199,7 +199,7 @@ def test_tinylm_data_build_prints_the_splits(tmp_path, capsys):
     shutil.rmtree(folder)
 
 
-def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
+def test_the_recipe_smoke_config_runs_every_stage_and_its_model_leaves_for_both_clients(tmp_path, run_c):
     from tinylm.studies.experiment import Project, build_datasets, evaluate_runs, train_runs, write_report
 
     shutil.copy(REPO / "pyproject.toml", tmp_path)
@@ -207,13 +207,15 @@ def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
     shutil.copy(REPO / "datasets" / "stories-mini" / "dataset.yaml", tmp_path / "datasets" / "stories-mini")
     shutil.copytree(REPO / "tinystories_recipe", tmp_path / "recipe",
                     ignore=shutil.ignore_patterns("runs", "results", "__pycache__"))
-    assert Project(tmp_path / "recipe", "cpu").train_config("main").schedule_minutes == 10
+    cpu = Project(tmp_path / "recipe", "cpu").train_config("main")
+    assert (cpu.max_steps, cpu.schedule_minutes) == (1200, None)   # fixed in steps: the same run on any machine
     p = Project(tmp_path / "recipe", "smoke")
     quiet = lambda *_: None  # noqa: E731
     build_datasets(p, 1, log=quiet)
     train_runs(p, log=quiet)
     evaluate_runs(p, log=quiet)
-    [report] = write_report(p, log=quiet)
+    report, curves = write_report(p, log=quiet)
+    assert curves.name == "curves.png" and curves.read_bytes()[:4] == b"\x89PNG"
     text = report.read_text()
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "step" not in line]
     assert [int(r[0]) for r in rows] == [4, 8]
@@ -223,6 +225,24 @@ def test_the_recipe_smoke_config_runs_every_stage(tmp_path):
     assert [s["decoding"] for s in samples] == ["greedy", "top-p", "beam"]
     assert all(s["text"].startswith("Once upon a time") and f"> {s['text'].splitlines()[0]}" in text for s in samples)
     assert p.dataset_dir("stories-mini") == p.work / "datasets" / "stories-mini"  # smoke sizes: its own build
+
+    # the trained model leaves for transformers and llama2.c, both giving tinylm's greedy text
+    transformers = pytest.importorskip("transformers")
+    from test_export import run_c_matches_tinylm
+
+    from tinylm.decode.decoder import GenerateConfig, generate
+    from tinylm.model.checkpoint import load_model
+
+    model, tok, _ = load_model(p.checkpoint("main"))
+    ours = run_c_matches_tinylm(run_c, p.checkpoint("main"), model, tok, tmp_path / "l2c", steps=40)
+    assert main(["export", "--checkpoint", str(p.checkpoint("main")), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    prompt = hf_tok("Once upon a time", return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf.generate(**prompt, max_new_tokens=20, do_sample=False, eos_token_id=None)[0].tolist()
+    mine = generate(model, [prompt["input_ids"][0].tolist()], GenerateConfig(max_new_tokens=20), eos_id=None).ids[0]
+    assert theirs[prompt["input_ids"].shape[1]:] == mine and len(ours) > 0
 
 
 def test_an_existing_sentencepiece_model_tokenizes_a_corpus_as_it_is(tmp_path):

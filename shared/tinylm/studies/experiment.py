@@ -142,10 +142,11 @@ class EvalSection:
 
 @dataclass
 class ReportItem:
-    kind: Literal["table", "scaling", "bars", "sweep", "forget", "text"]
+    kind: Literal["table", "scaling", "bars", "sweep", "forget", "text", "curves"]
     """table, scaling, bars, sweep (every checkpoint's hard match against tokens, a curve per run and
     suite): trace scores; forget: runs with a drop policy at their keep ratios; text: each run's loss
-    and perplexity at every evaluation, and its samples (eval.prompts)."""
+    and perplexity at every evaluation, and its samples (eval.prompts); curves: the training and
+    validation loss and the learning rate of each run against tokens (`tinylm compare`'s figure)."""
     file: str
     """Output file name under results/<config>/ (.md for a table or text, .png for a plot; forget: either)."""
     runs: list[str] = field(default_factory=list)
@@ -644,8 +645,8 @@ def write_report(project: Project, log=print) -> list[Path]:
             rows[name] = report.group_row(name, [rows[m] for m in members])
             shown.append(name)
     for item in project.cfg.report:
-        if item.kind == "text":
-            written.append(_text_report(project, item, log))
+        if item.kind in ("text", "curves"):
+            written.append((_text_report if item.kind == "text" else _curves_report)(project, item, log))
             continue
         missing = [r for r in item.runs if r not in rows]
         if item.kind == "sweep":
@@ -719,6 +720,20 @@ def _text_report(project: Project, item: ReportItem, log=print) -> Path:
         parts.append(report.text_run_report(run, report.run_facts(run_dir), records, samples))
     path = project.results / item.file
     atomic_write_text(path, "\n".join(parts))
+    log(f"wrote {path}")
+    return path
+
+
+def _curves_report(project: Project, item: ReportItem, log=print) -> Path:
+    """results/<config>/FILE.png: each run's loss and learning-rate curves against tokens."""
+    from tinylm.report.compare import plot_curves, summarize
+
+    runs = item.runs or list(project.cfg.runs)
+    for run in runs:
+        if not (project.run_dir(run) / "metrics.jsonl").is_file():
+            raise DataError(f"{project.run_dir(run) / 'metrics.jsonl'}: run '{run}' is not trained (run stage 2)")
+    path = project.results / item.file
+    plot_curves([summarize(project.run_dir(r), label=r) for r in runs], path, x="tokens", title=item.title or None)
     log(f"wrote {path}")
     return path
 
