@@ -60,9 +60,9 @@ def naive_rolling(model, prompt, n_new):
 
 
 @torch.no_grad()
-def naive(model, prompt, n_new, *, anchored=False, eos=None):
+def naive(model, prompt, n_new, *, anchored=False, eos=None, W=None):
     """Decode one row by full recomputation: the window the semantics prescribes, positions from 0."""
-    W = model.config.block_size
+    W = W or model.config.block_size
     seq, start = list(prompt), 0
     for _ in range(n_new):
         L = len(seq)
@@ -182,6 +182,27 @@ def test_sliding_window_mask_limits_what_each_position_sees():
         # two layers: position 16 reaches token 0 through position 1's first layer, so a rolling
         # window is not the reference's truncated window
         assert not torch.allclose(model(ids[:, :17], window=16)[0][0, -1], model(ids[:, 1:17])[0][0, -1])
+
+
+@pytest.mark.parametrize("window", ["reference", "step-anchored"])
+@pytest.mark.parametrize("pos", ["alibi", "rope", "t5"])
+def test_a_context_longer_than_block_size_equals_full_recomputation_over_it(pos, window):
+    """Length extrapolation: a window of twice the trained context, positions and distances past
+    anything training saw, computed through the cache exactly as a full forward over the window."""
+    model = sharp_model(pos)
+    ps = prompts([3, 20, 40])
+    budgets = [45, 30, 12]
+    want = [naive(model, p, n, anchored=window == "step-anchored", W=32) for p, n in zip(ps, budgets)]
+    for speculate in (0, 4):
+        cfg = GenerateConfig(window=window, context=32, speculate=speculate)
+        assert generate(model, ps, cfg, max_new_tokens=budgets, step_id=STEP).ids == want
+    assert want != [naive(model, p, n, anchored=window == "step-anchored") for p, n in zip(ps, budgets)]
+
+
+def test_a_context_past_block_size_is_refused_for_absolute_positions():
+    for pos in ("learned", "sinusoidal"):
+        with pytest.raises(ConfigError, match="past this model's block_size"):
+            generate(sharp_model(pos), prompts([3]), GenerateConfig(context=32), max_new_tokens=4)
 
 
 def test_rolling_window_refuses_absolute_positions():

@@ -266,6 +266,10 @@ class Decoder:
         self.W = int(window_size or model.config.block_size)
         if self.W < 2:
             raise ConfigError(f"window size must be at least 2, got {self.W}")
+        if self.W > model.config.block_size and model.config.pos_encoding in ABSOLUTE_POSITIONS:
+            raise ConfigError(f"a context of {self.W} tokens is past this model's block_size "
+                              f"{model.config.block_size}, where its {model.config.pos_encoding} positions stop "
+                              f"(longer contexts need a relative encoding)")
         self.band = self.W if window == "rolling" else None  # sliding-window attention
         if not 0 <= speculate < self.W:
             raise ConfigError(f"speculate must be in [0, {self.W}) (the window size), got {speculate}")
@@ -588,6 +592,9 @@ class GenerateConfig:
     """Beam search ranks finished hypotheses by sum of log-probabilities / length ** length_penalty."""
     window: str = "reference"
     """'reference' (exact reference semantics), 'step-anchored' or 'rolling' (fast); see the module docstring."""
+    context: int | None = None
+    """Tokens the window holds; None: the model's block_size. Longer than block_size (relative
+    encodings only) tests length extrapolation: attention distances the model never trained on."""
     seed: int | None = None
     """Seed of the sampler's random stream."""
     stop_at_eos: bool = True
@@ -606,6 +613,8 @@ class GenerateConfig:
             raise ConfigError(f"length_penalty must be finite, got {self.length_penalty}")
         if not isinstance(self.speculate, int) or self.speculate < 0:
             raise ConfigError(f"speculate must be an integer >= 0, got {self.speculate!r}")
+        if self.context is not None and self.context < 2:
+            raise ConfigError(f"context must be at least 2 tokens, got {self.context}")
 
 
 @dataclass
@@ -644,10 +653,11 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: GenerateConfig | None
     eos = eos_id if cfg.stop_at_eos else None
     if cfg.beam > 1:
         return beam_search(model, prompts, budgets, width=cfg.beam, length_penalty=cfg.length_penalty,
-                           eos_id=eos, window=cfg.window, step_id=step_id, suppress=suppress)
+                           eos_id=eos, window=cfg.window, step_id=step_id, suppress=suppress, context=cfg.context)
     sampler = sampler or Sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
     speculate = cfg.speculate if sampler.is_greedy else 0
-    dec = Decoder(model, window=cfg.window, step_id=step_id, speculate=speculate, suppress=suppress)
+    dec = Decoder(model, window=cfg.window, step_id=step_id, speculate=speculate, suppress=suppress,
+                  window_size=cfg.context)
     n_rows = min(rows or len(prompts), len(prompts))
     width = max(len(p) + n for p, n in zip(prompts, budgets))
     state = dec.start(prompts[:n_rows], budgets[:n_rows], width=width)
@@ -681,7 +691,7 @@ def generate(model, prompts: Sequence[Sequence[int]], cfg: GenerateConfig | None
 
 def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], *, width: int,
                 length_penalty: float = 1.0, eos_id: int | None = None, window: str = "reference",
-                step_id: int | None = None, suppress: Sequence[int] = ()) -> Generations:
+                step_id: int | None = None, suppress: Sequence[int] = (), context: int | None = None) -> Generations:
     """Beam search on log-softmax scores, `width` beams per prompt, all prompts in one batch.
 
     A candidate ending in eos_id among the top `width` becomes a finished hypothesis scored
@@ -689,7 +699,7 @@ def beam_search(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
     budget (its live beams then count as hypotheses). Width 1 is greedy decoding.
     """
     P, k = len(prompts), width
-    dec = Decoder(model, window=window, step_id=step_id, suppress=suppress)
+    dec = Decoder(model, window=window, step_id=step_id, suppress=suppress, window_size=context)
     state = dec.start([p for p in prompts for _ in range(k)], [b for b in budgets for _ in range(k)])
     scores = torch.full((P, k), float("-inf"), device=dec.device)
     scores[:, 0] = 0.0  # one live beam at first, so that the k beams differ
@@ -775,6 +785,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--length-penalty", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--window", choices=WINDOWS, default="reference")
+    ap.add_argument("--context", type=int, default=None, metavar="N",
+                    help="tokens the window holds (default: the model's block_size; longer: relative encodings only)")
     ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
                     help="greedy: verify up to K tokens copied from earlier in the text per step (0 = off)")
     ap.add_argument("--allow-unk", action="store_true", help="let a text tokenizer's <unk> be generated")
@@ -785,7 +797,7 @@ def cli(argv: list[str]) -> int:
 
     cfg = GenerateConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, beam=args.beam, length_penalty=args.length_penalty,
-                         window=args.window, seed=args.seed, speculate=args.speculate)
+                         window=args.window, context=args.context, seed=args.seed, speculate=args.speculate)
     cfg.validate()
     if not args.prompt:
         raise ConfigError("--prompt is empty; give the text to continue")

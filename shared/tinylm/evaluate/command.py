@@ -28,6 +28,8 @@ def cli(argv: list[str]) -> int:
                     help="examples decoded together; under torchrun 16-32 share out more evenly")
     ap.add_argument("--slack", type=int, default=16, help="tokens allowed beyond each target's length")
     ap.add_argument("--window", choices=WINDOWS, default="reference")
+    ap.add_argument("--context", type=int, default=None, metavar="N",
+                    help="tokens the window holds (default: the model's block_size; longer: relative encodings only)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--top-p", type=float, default=None)
@@ -44,6 +46,7 @@ def cli(argv: list[str]) -> int:
         raise ConfigError("--explain-failures explains greedy decoding of one --checkpoint with the reference "
                           "or step-anchored window")
     cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
+                     context=args.context,
                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
                      seed=args.seed, speculate=args.speculate)
     cfg.validate()

@@ -212,6 +212,8 @@ class EvalConfig:
     """Each row may generate its target's token count + slack tokens."""
     window: str = "reference"
     """Decoding window semantics: 'reference' (exact), 'step-anchored' or 'rolling' (fast)."""
+    context: int | None = None
+    """Tokens the window holds (None: the model's block_size); longer tests length extrapolation."""
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
@@ -234,7 +236,8 @@ class EvalConfig:
 
     def generate_config(self, batch: int) -> GenerateConfig:
         return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, beam=self.beam,
-                              window=self.window, seed=self.seed + batch, speculate=self.speculate)
+                              window=self.window, context=self.context, seed=self.seed + batch,
+                              speculate=self.speculate)
 
 
 def _log_paths(out_dir: Path, rank: int) -> tuple[Path, Path]:

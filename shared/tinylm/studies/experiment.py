@@ -128,7 +128,9 @@ class EvalSection:
     window: str = "step-anchored"
     """Decoding window of the main evaluation (see tinylm.decode.decoder)."""
     extra_windows: list[str] = field(default_factory=list)
-    """Windows also evaluated for every run whose positional encoding allows them."""
+    """Windows also evaluated for every run whose positional encoding allows them; WINDOW@N holds N
+    tokens instead of the model's block_size (past it: relative encodings only, a test of length
+    extrapolation)."""
     batch_size: int = 128
     threads: int | None = None
     """CPU threads for torch while decoding (None: torch's default; 1 suits tiny models)."""
@@ -219,6 +221,11 @@ class Experiment:
                 raise ConfigError(f"{where}.dataset: unknown dataset '{d.dataset}'")
             suites.add(d.name)
         members = {f"{name}-s{seed}" for name, run in self.runs.items() for seed in run.seeds}
+        from tinylm.decode.decoder import WINDOWS
+
+        for spec in [self.eval.window, *self.eval.extra_windows]:
+            if split_window(spec)[0] not in WINDOWS:
+                raise ConfigError(f"eval: unknown window '{spec}' (one of {', '.join(WINDOWS)}, optionally @TOKENS)")
         for i, item in enumerate(self.report):
             for name in item.runs:
                 if name not in self.runs and name not in members:
@@ -457,10 +464,19 @@ def train_runs(project: Project, only: list[str] | None = None, log=print) -> No
 # ----------------------------------------------------------------------------- stage 3: eval
 
 
+def split_window(spec: str) -> tuple[str, int | None]:
+    """'step-anchored@512' -> ('step-anchored', 512); 'rolling' -> ('rolling', None)."""
+    name, _, context = spec.partition("@")
+    if context and not (context.isdigit() and int(context) >= 2):
+        raise ConfigError(f"window '{spec}': the context after '@' must be a number of tokens >= 2")
+    return name, int(context) if context else None
+
+
 def _eval_config(project: Project, window: str, limit: int | None):
     from tinylm.evaluate.scoring import EvalConfig
 
-    cfg = EvalConfig(batch_size=project.cfg.eval.batch_size, limit=limit, window=window)
+    name, context = split_window(window)
+    cfg = EvalConfig(batch_size=project.cfg.eval.batch_size, limit=limit, window=name, context=context)
     cfg.validate()
     return cfg
 
@@ -475,10 +491,11 @@ def _windows(project: Project, run: str) -> list[str]:
     extra = project.cfg.eval.extra_windows
     if not extra:
         return [project.cfg.eval.window]
-    pos = load_checkpoint(project.checkpoint(run))["model_config"]["pos_encoding"]
-    absolute = pos in ABSOLUTE_POSITIONS
-    return [project.cfg.eval.window] + [w for w in extra if w != project.cfg.eval.window
-                                        and not (w == "rolling" and absolute)]
+    config = load_checkpoint(project.checkpoint(run))["model_config"]
+    if config["pos_encoding"] not in ABSOLUTE_POSITIONS:
+        return [project.cfg.eval.window] + [w for w in extra if w != project.cfg.eval.window]
+    fits = [w for w in extra if split_window(w)[0] != "rolling" and (split_window(w)[1] or 0) <= config["block_size"]]
+    return [project.cfg.eval.window] + [w for w in fits if w != project.cfg.eval.window]
 
 
 def _suite_args(project: Project, names: list[str], log=print) -> list[str]:
