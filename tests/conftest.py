@@ -135,3 +135,11 @@ def run_c(tmp_path_factory):
     subprocess.run([cc, "-O2", "-o", str(binary), str(source), "-lm"], check=True, capture_output=True)
     return binary
 
+
+TINY_TRACE = ("# code\na = 1\nb = a\n#STEP\n"
+              "# code\n@a = 1$\nb = a\n#STEP\n"
+              "# code\na = 1\n@b = a$a?1\n#STEP\n"
+              "# code\na = 1\nb = a\n@^$a?1;b?1")
+"""A two-line program and its three-step trace (m2 marks, no printed output): for tests that need
+an example, not a grammar."""
+

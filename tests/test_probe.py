@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from conftest import TINY_TRACE
 
 from tinylm.cli import main
 from tinylm.evaluate.probe import collect, fit_probe, probe, step_labels
@@ -19,10 +20,7 @@ from tinylm.tokens.tokenizer import keyword_tokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TOK = keyword_tokenizer("m2")
-TRACE = ("# code\na = 1\nb = a\n#STEP\n"
-         "# code\n@a = 1$\nb = a\n#STEP\n"
-         "# code\na = 1\n@b = a$a?1\n#STEP\n"
-         "# code\na = 1\nb = a\n@^$a?1;b?1")
+TRACE = TINY_TRACE
 
 
 def suite_of(tmp_path, n: int = 8):
