@@ -17,6 +17,8 @@ import pytest
 import yaml
 from conftest import REPO, built_programs
 
+from tinylm.base.errors import ConfigError
+
 PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
 CONFIGS = [(p, c.stem) for p in PROJECTS for c in sorted((REPO / p / "configs").glob("*.yaml"))]
 
@@ -429,3 +431,27 @@ def test_research_projects_2_4_5_paper_configs_hold_the_reference_quantities():
     rp5 = Project(REPO / "research_project_5", "paper")
     targets = {rp5.train_config(r).forget.max_target for r in rp5.cfg.runs if r != "pretrain"}
     assert targets == {256}   # the longest main-grammar step (231 tokens) fits the target
+
+
+def test_a_config_with_a_base_is_a_delta_on_it(tmp_path):
+    from tinylm.studies.experiment import Project
+
+    configs = tmp_path / "p" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "cpu.yaml").write_text(yaml.safe_dump({
+        "train": {"model": {"preset": "demo", "mlp_ratio": 2}, "batch_size": 32, "max_steps": 100},
+        "runs": {"main": {}, "wide": {"overrides": {"model.n_embd": 192}}},
+        "eval": {"suites": {"id": "x/test.txt"}, "limit": 1000}}))
+    (configs / "smoke.yaml").write_text(yaml.safe_dump({
+        "base": "cpu.yaml", "train": {"model": {"n_layer": 2}, "max_steps": 4}, "runs": {"main": {}},
+        "eval": {"limit": 2}}))
+    p = Project(tmp_path / "p", "smoke")
+    assert p.train_config("main").model == {"preset": "demo", "mlp_ratio": 2, "n_layer": 2}   # merged key by key
+    assert (p.train_config("main").batch_size, p.train_config("main").max_steps) == (32, 4)
+    assert list(p.cfg.runs) == ["main"] and p.cfg.eval.limit == 2 and p.cfg.eval.suites == {"id": "x/test.txt"}
+    (configs / "bad.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match="base: nope.yaml"):
+        Project(tmp_path / "p", "bad")
+    (configs / "deep.yaml").write_text("base: smoke.yaml\n")
+    with pytest.raises(ConfigError, match="one level only"):
+        Project(tmp_path / "p", "deep")

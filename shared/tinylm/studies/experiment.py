@@ -45,7 +45,6 @@ from tinylm.base.args import ArgumentParser, run_command
 from tinylm.base.config import (
     deep_merge,
     from_dict,
-    load_config,
     parse_overrides,
     read_yaml,
     to_dict,
@@ -281,6 +280,29 @@ def expand_seeds(cfg: Experiment) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- a loaded project
 
 
+REPLACED_BY_A_DELTA = ("runs", "report")
+"""Sections a config with `base:` gives whole (they name their own runs) rather than merges."""
+
+
+def read_with_base(path: Path) -> dict:
+    """A project config's YAML; one with `base: OTHER.yaml` (beside it) is a delta on that config:
+    datasets, train and eval merge key by key into the base's, runs and report replace its own."""
+    data = read_yaml(path)
+    if "base" not in data:
+        return data
+    base_name = data.pop("base")
+    base_path = path.parent / str(base_name)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: {base_name} is not a config beside it")
+    base = read_yaml(base_path)
+    if "base" in base:
+        raise ConfigError(f"{path}: its base {base_name} has a base itself (one level only)")
+    for key in REPLACED_BY_A_DELTA:
+        if key in data:
+            base.pop(key, None)
+    return deep_merge(base, data)
+
+
 class Project:
     """An experiment config with the folders it works in."""
 
@@ -296,7 +318,7 @@ class Project:
             raise ConfigError(f"{path}: no such config (configs here: {', '.join(known)})")
         self.config_file = path
         self.name = path.stem
-        self.cfg: Experiment = load_config(Experiment, path)
+        self.cfg: Experiment = from_dict(Experiment, read_with_base(path), where=str(path))
         self.groups = expand_seeds(self.cfg)
         self.root = find_repo_root(self.dir) or self.dir.parent
         self.work = self.dir / "runs" / self.name
