@@ -186,6 +186,22 @@ def max_depth(program: str) -> int:
     return max(len(line) - len(line.lstrip("\t")) for line in program.split("\n"))
 
 
+def ifs_per_level(program: str, heads: tuple[str, ...] = ("if ",)) -> int:
+    """The most blocks of these kinds opened at one indentation level of the program."""
+    levels = Counter(len(line) - len(line.lstrip("\t")) for line in program.split("\n")
+                     if line.lstrip("\t").startswith(heads))
+    return max(levels.values(), default=0)
+
+
+def test_blocks_per_level_count_if_blocks_only_as_the_reference():
+    """At most 2 `if`s per level in distribution whatever the `for` loops beside them; the denser
+    suite has 3 or more `if`s at some level."""
+    beta = programs_of("beta-rq1", 300)
+    assert max(ifs_per_level(p) for p in beta) == 2
+    assert any(ifs_per_level(p, ("if ", "for ")) > 2 for p in beta)   # for loops beside them do not count
+    assert min(ifs_per_level(p) for p in programs_of("beta-ood-denser-snippets", 100)) >= 3
+
+
 def test_beta_adds_small_for_loops():
     loops = [n for p in programs_of("beta") for n in ast.walk(ast.parse(p)) if isinstance(n, ast.For)]
     assert loops and {node.iter.args[0].value for node in loops} == {1, 2, 3}
@@ -219,8 +235,11 @@ def test_ood_presets_change_what_they_name():
     assert {len(name) for name in assigned} == set(range(6, 11))
     assert all(max_depth(p) >= 3 for p in programs_of("beta-ood-deeper-nesting"))
     assert any(max_depth(p) == 3 for p in programs_of("nightly-ood-deeper-nesting"))
-    for p in programs_of("alpha-ood-mixed-ops", 100):
-        assert " + " in p and " - " in p
+    for p in programs_of("alpha-ood-mixed-ops", 100):   # both operators executed, CPython says
+        ran = {n for n, _ in line_states(p)}
+        body = code_lines(p)
+        executed = [body[n - 2] for n in ran if 2 <= n < len(body) + 2]
+        assert any(" + " in line for line in executed) and any(" - " in line for line in executed)
     dense = programs_of("alpha-ood-denser-snippets", 100)
     assert all(max(Counter(max_depth(line) for line in p.split("\n") if "if " in line).values()) >= 3
                for p in dense)

@@ -660,8 +660,8 @@ class _Snippet:
             self.assigned.append(target)   # once per assignment when reads follow writes
 
     def open_block(self, kind: str, depth: int) -> None:
-        self.blocks_at[depth] += 1
         if kind == "if":
+            self.blocks_at[depth] += 1   # the reference's "blocks per level" counts if blocks only
             left, right = self.operands()
             self.lines.append("\t" * depth + f"if {left} {('<', '>')[int(self.r() * 2)]} {right}:")
             return
@@ -714,11 +714,29 @@ class _Snippet:
             return None
         if not k.min_blocks_peak <= peak <= k.max_blocks_per_level:
             return None
-        if k.mixed_ops and k.require_both_ops and len(self.ops_used) < 2:
+        if k.mixed_ops and k.require_both_ops and (len(self.ops_used) < 2 or len(_executed_ops(self.lines)) < 2):
             return None
         if k.max_value and not _runs(self.lines, k.max_value):
             return None
         return "\n".join(self.lines)
+
+
+def _executed_ops(lines: list[str]) -> set[str]:
+    """The operators of the assignments a snippet executes (its trace's marked lines): a line in an
+    `if` that is never taken writes an operator but never runs it."""
+    from tinylm.lang.format import STEP
+    from tinylm.lang.trace import trace_program
+
+    result = trace_program("\n".join(lines), "2026")
+    if result.text is None:
+        return set()
+    ops = set()
+    for step in result.text.split(STEP)[1:]:
+        line = step[step.index("@") + 1:].split("$")[0] if "@" in step else ""
+        parts = line.split(" = ", 1)[-1].split(" ")
+        if " = " in line and len(parts) == 3:
+            ops.add(parts[1])
+    return ops
 
 
 def _runs(lines: list[str], cap: int) -> bool:

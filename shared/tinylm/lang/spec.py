@@ -219,9 +219,10 @@ class SnippetSpec:
     min_depth: int = 0
     """Programs that never reach this level are redrawn (OOD deeper nesting)."""
     max_blocks_per_level: int = 2
-    """Programs opening more blocks than this at some level are redrawn."""
+    """Programs opening more `if` blocks than this at some level are redrawn (`for` blocks do not
+    count, as in the reference)."""
     min_blocks_peak: int = 0
-    """Programs whose busiest level opens fewer blocks than this are redrawn (OOD denser snippets)."""
+    """Programs whose busiest level opens fewer `if` blocks than this are redrawn (OOD denser snippets)."""
     for_loops: bool = False
     """Beta: `for name in range(k)` blocks besides if blocks."""
     for_max_range: int = 3
@@ -250,7 +251,8 @@ class SnippetSpec:
     mixed_ops: bool = False
     """Choose `+` or `-` per line rather than one operator per program."""
     require_both_ops: bool = True
-    """With `mixed_ops`, redraw programs that do not use both `+` and `-`."""
+    """With `mixed_ops`, redraw programs that do not execute both `+` and `-` (an operator written
+    in a branch never taken does not count)."""
     max_value: int = 0
     """Run each program and redraw those whose values leave +-max_value (0: leave values to the
     trace format's cap). Not with `for_loops`."""
