@@ -455,3 +455,37 @@ def test_a_config_with_a_base_is_a_delta_on_it(tmp_path):
     (configs / "deep.yaml").write_text("base: smoke.yaml\n")
     with pytest.raises(ConfigError, match="one level only"):
         Project(tmp_path / "p", "deep")
+
+
+@pytest.mark.slow
+def test_research_project_1_paper_main_run_under_torchrun_trains_and_resumes(tmp_path):
+    """The paper path on two CPU processes (gloo), as it runs on GPUs: torchrun, the global batch
+    split over the ranks, stopped at a step and resumed to the run one uninterrupted launch gives."""
+    import os
+
+    from tinylm.base.config import to_dict, write_yaml
+    from tinylm.studies.experiment import Project
+
+    p = Project(REPO / "research_project_1", "paper")
+    base = shrunk(p.train_config("main"), tmp_path, spec_dirs_of(p), max_epochs=None, max_steps=6, eval_interval=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(name: str, *extra: str) -> None:
+        cfg = to_dict(base)
+        cfg["out_dir"] = str(tmp_path / name)
+        write_yaml(cfg, tmp_path / f"{name}.yaml")
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "tinylm.cli", "train", str(tmp_path / f"{name}.yaml"), *extra],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "2 x cpu" in done.stdout
+
+    launch("whole")
+    launch("parts", "stop_at_step=3")
+    launch("parts", "--resume")
+    import torch
+
+    whole = torch.load(tmp_path / "whole" / "ckpt_00000006.pt", weights_only=True)
+    parts = torch.load(tmp_path / "parts" / "ckpt_00000006.pt", weights_only=True)
+    assert whole["train_state"]["world_size"] == 2
+    assert all(torch.equal(whole["model"][k], parts["model"][k]) for k in whole["model"])
