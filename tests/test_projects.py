@@ -73,10 +73,10 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
 ])
 def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
     from tinylm.base.errors import ConfigError
-    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment import Project, read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
-    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
     (folder / "configs" / "bad.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": []}))
     with pytest.raises(ConfigError, match=message):
         Project(folder, "bad")
@@ -84,10 +84,10 @@ def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, messa
 
 def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
     from tinylm.base.errors import DataError
-    from tinylm.studies.experiment import Project, train_runs
+    from tinylm.studies.experiment import Project, read_with_base, train_runs
 
     folder = _copy_repo(tmp_path, "research_project_1")
-    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
     smoke["train"].update(max_epochs=None, max_steps=12)
     runs = {"base": {"overrides": {"max_steps": 10}}, "width-64": {"steps_of": "base"}}
     (folder / "configs" / "steps.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": [],
@@ -107,10 +107,10 @@ def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
 
 
 def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_same_seed(tmp_path):
-    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment import Project, read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
-    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
     runs = {"main": {"seeds": [7, 3]}, "tune": {"seeds": [3, 9], "init_run": "main"}, "one": {"steps_of": "main"}}
     derived = [{**smoke["eval"]["derived"][0], "run": "main"}]
     (folder / "configs" / "seeds.yaml").write_text(yaml.safe_dump(
@@ -133,10 +133,10 @@ def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_sam
 ])
 def test_bad_seeds_are_refused(tmp_path, runs, message):
     from tinylm.base.errors import ConfigError
-    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment import Project, read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
-    smoke = yaml.safe_load((folder / "configs" / "smoke.yaml").read_text())
+    smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
     (folder / "configs" / "bad.yaml").write_text(yaml.safe_dump({**smoke, "runs": runs, "report": [],
                                                                   "eval": {**smoke["eval"], "derived": []}}))
     with pytest.raises(ConfigError, match=message):
