@@ -19,7 +19,9 @@ from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
 from tinylm.data.batches import Stage, TokenSplit, open_dataset
 from tinylm.model.gpt import PRESETS
+from tinylm.studies.tasks import train_config
 from tinylm.train.loop import OptimConfig, TrainConfig, build, lr_at, run, run_length
+from tinylm.train.task import LanguageModelTask
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs"
@@ -55,7 +57,7 @@ def tiny_config(tmp_path: Path, **changes) -> dict:
 
 
 def train(tmp_path: Path, resume: bool = False, **changes) -> dict:
-    cfg = load_config(TrainConfig, base=tiny_config(tmp_path, **changes))
+    cfg = train_config(tiny_config(tmp_path, **changes))
     return run(cfg, resume=resume)
 
 
@@ -583,7 +585,8 @@ def test_state_weighted_step_loss_is_the_weighted_mean():
     closes = torch.tensor([tok.token_id(t) for t in ("|", "\n", "\n#STEP\n")] + [tok.eos_id])
     run = SimpleNamespace(rt=runtime.setup("cpu", "float32", 0), train_model=model, model=model, scaler=None,
                           optimizer=torch.optim.SGD(model.parameters(), lr=0.0), state_ids=None,
-                          cfg=SimpleNamespace(forget=None, optim=OptimConfig(), data=DataConfig(state_weight=4.0)))
+                          step=0, max_steps=1, task=LanguageModelTask(None),
+                          cfg=SimpleNamespace(optim=OptimConfig(), data=DataConfig(state_weight=4.0)))
     plain = train_step(run, [(x, y)])["loss"]
     run.state_ids = (tok.token_id("$"), closes, tok.token_id("@"))
     weighted = train_step(run, [(x, y)])["loss"]

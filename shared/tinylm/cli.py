@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("tinylm.lang.trace:cli", "trace programs into execution traces"),
     "filter": ("tinylm.data.filter:cli", "apply the determinism filter to traces"),
     "tokenize": ("tinylm.tokens.tokenizer:cli", "encode traces into a .bin of token ids"),
-    "train": ("tinylm.train.loop:cli", "train a model (single process or under torchrun)"),
+    "train": ("tinylm.studies.tasks:cli", "train a model (single process or under torchrun)"),
     "import-reference": ("tinylm.interop.reference:cli", "convert a reference framework checkpoint"),
     "generate": ("tinylm.decode.decoder:cli", "generate text from a checkpoint"),
     "eval": ("tinylm.evaluate.command:cli", "score a checkpoint on TinyPy test suites"),

@@ -360,7 +360,7 @@ class Project:
 
     def train_config(self, run: str):
         """The TrainConfig of a run: `train` <- run overrides, dataset names resolved, out_dir set."""
-        from tinylm.train.loop import TrainConfig
+        from tinylm.studies.tasks import train_config
 
         entry = self.cfg.runs[run]
         overrides = parse_overrides([f"{k}={json.dumps(v)}" for k, v in entry.overrides.items() if "." in k])
@@ -373,7 +373,7 @@ class Project:
         if entry.steps_of is not None and (steps := self.trained_steps(entry.steps_of)) is not None:
             data.update(max_steps=max(1, round(steps * entry.steps_factor)), max_tokens=None, max_epochs=None,
                         schedule_minutes=None)
-        return from_dict(TrainConfig, data, where=f"{self.config_file} (run '{run}')")
+        return train_config(data, where=f"{self.config_file} (run '{run}')")
 
     def trained_steps(self, run: str) -> int | None:
         """The length of a finished run (its run.json max_steps, once its last checkpoint exists), or None."""
@@ -410,7 +410,9 @@ class Project:
 
     def forgets(self, run: str) -> bool:
         """Whether the run trains with a drop policy (and is scored by the forgetting decoder)."""
-        return self.cfg.runs[run].checkpoint is None and self.train_config(run).forget is not None
+        from tinylm.studies.forget_task import ForgetTrainConfig
+
+        return self.cfg.runs[run].checkpoint is None and isinstance(self.train_config(run), ForgetTrainConfig)
 
 
 # ----------------------------------------------------------------------------- stage 1: data

@@ -30,7 +30,6 @@ import torch
 import torch.nn as nn
 
 from tinylm.base.args import ArgumentParser
-from tinylm.base.config import load_config
 from tinylm.base.errors import ConfigError
 from tinylm.base.files import resolve_path
 
@@ -164,7 +163,7 @@ def model_of(cfg, config_file=None):
 
 def cli(argv: list[str]) -> int:
     """tinylm inspect CONFIG: the model of a training config, module by module, for one batch."""
-    from tinylm.train.loop import TrainConfig
+    from tinylm.studies.tasks import load_train_config
 
     ap = ArgumentParser(prog="tinylm inspect", description=cli.__doc__)
     ap.add_argument("config", help="training config YAML (the model is built as `tinylm train` builds it)")
@@ -175,7 +174,7 @@ def cli(argv: list[str]) -> int:
                     help="meta: shapes only (default); cpu: run the forward for real")
     ap.add_argument("--eval", action="store_true", help="inspect in eval mode (default: train mode, dropout on)")
     args = ap.parse_args(argv)
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = load_train_config(args.config, args.overrides)
     config, note = model_of(cfg, args.config)
     rows = cfg.batch_size // cfg.grad_accum if args.batch_size is None else args.batch_size
     if rows < 1:

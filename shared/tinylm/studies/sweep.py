@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinylm.base.args import ArgumentParser
-from tinylm.base.config import load_config
 from tinylm.base.errors import ConfigError, TinylmError
 from tinylm.base.files import atomic_write_json, atomic_write_text
 from tinylm.report.compare import plot_curves, summarize
 from tinylm.report.render import markdown_table
 from tinylm.studies.inspect_model import format_bytes, model_of, training_memory
+from tinylm.studies.tasks import load_train_config
 from tinylm.train.loop import TrainConfig, run
 
 
@@ -71,7 +71,7 @@ def plan(config: str | Path, grid: dict[str, list[str]], out_dir: str | Path, ov
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
         sets = [f"{k}={v}" for k, v in values.items()]
-        cfg = load_config(TrainConfig, config, [*overrides, *sets])
+        cfg = load_train_config(config, [*overrides, *sets])
         name = ",".join(sets).replace("/", "_")
         cfg.out_dir = str(out_dir / name)
         model_config, _ = model_of(cfg, config)

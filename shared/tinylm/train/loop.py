@@ -30,10 +30,11 @@ rate is a pure function of the step, so a resumed run follows the same schedule.
 `--resume auto` continues where there is a checkpoint and starts afresh where there is none; without
 `--resume`, a folder that holds a run's checkpoints is refused rather than overwritten.
 
-A run with a `forget` section (tinylm.studies.forget) trains a GPT that sees only the context tokens a drop
-policy keeps: each row is a step boundary's context and the next step (`StepBatchStream`), the
-loss is on that step, and a learned policy's scorer trains with the LM (or alone, `freeze_lm`).
-Its checkpoints hold the GPT as any run's do, plus `forget` (the policy's config and weights).
+What the loop trains is the config's task (`TrainConfig.make_task`, tinylm.train.task): the
+module it steps, its batches, one micro-batch's logits and labels, the validation batches and the
+checkpoint's extra entries. `TrainConfig` trains a language model; a study adds its task as a
+`TrainConfig` subclass with its own YAML section (`SECTION`), which `cli(argv, tasks)` selects when
+the config holds that section (`tinylm train` knows the studies' tasks: tinylm.studies.tasks).
 
 `batch_size` is the global number of rows per optimizer step, whatever the number of processes:
 each of W ranks runs `grad_accum` micro-batches of `batch_size / (W * grad_accum)` rows. The loss
@@ -52,14 +53,22 @@ import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import yaml
 
 from tinylm.base import runtime
 from tinylm.base.args import ArgumentParser
-from tinylm.base.config import describe, from_dict, load_config, to_dict, write_yaml
+from tinylm.base.config import (
+    deep_merge,
+    describe,
+    from_dict,
+    parse_overrides,
+    read_yaml,
+    to_dict,
+    write_yaml,
+)
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.base.files import atomic_path, atomic_write_json, machine, resolve_path, run_metadata
 from tinylm.data.batches import (
@@ -70,25 +79,15 @@ from tinylm.data.batches import (
     BatchStream,
     Stage,
     first_examples,
-    make_batch,
     open_dataset,
-    split_step_starts,
     state_targets,
-    validation_starts,
 )
 from tinylm.model.checkpoint import check_tokenizer, load_checkpoint, save_checkpoint
 from tinylm.model.gpt import lm_loss
 from tinylm.model.optim import OptimizerGroup, build_optimizer
-from tinylm.studies.forget import (
-    VALIDATION_STEP,
-    ForgetConfig,
-    StepBatchStream,
-    row_seeds,
-    step_windows,
-    validation_steps,
-)
 from tinylm.train.sinks import TensorBoardSink, WandbConfig, WandbSink
 from tinylm.train.sinks import require as require_sinks
+from tinylm.train.task import LanguageModelTask
 
 # ----------------------------------------------------------------------------- config
 
@@ -224,8 +223,6 @@ class TrainConfig:
     """Checkpoint whose weights and architecture start the run (e.g. for fine-tuning with data.mask: step);
     the model section is then ignored, and the optimizer starts fresh."""
     data: DataConfig = field(default_factory=DataConfig)
-    forget: ForgetConfig | None = None
-    """A drop policy: train on step boundaries, the model seeing only the context it keeps (tinylm.studies.forget)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 128
     """Rows per optimizer step, summed over processes and micro-batches."""
@@ -269,6 +266,13 @@ class TrainConfig:
     """Run folder; None: runs/<config name> in the project holding the config."""
     log: LogConfig = field(default_factory=LogConfig)
 
+    SECTION: ClassVar[str | None] = None
+    """The YAML section that selects a task's subclass of this config (None: the language model)."""
+
+    def make_task(self) -> LanguageModelTask:
+        """What this run trains (tinylm.train.task)."""
+        return LanguageModelTask(self)
+
     def validate(self) -> None:
         if self.max_steps is None and self.max_tokens is None and self.max_epochs is None:
             raise ConfigError("set max_steps, max_tokens or max_epochs")
@@ -281,8 +285,6 @@ class TrainConfig:
             if self.data.stages:
                 raise ConfigError("max_epochs is not defined with data.stages (each stage's length is its "
                                   "until_step); set max_steps or max_tokens")
-        if self.data.state_weight != 1.0 and self.forget is not None:
-            raise ConfigError("data.state_weight weighs a language model's targets; a forgetting run has its own")
         if self.checkpoint.at_epochs and (self.data.stages or not all(e > 0 for e in self.checkpoint.at_epochs)):
             raise ConfigError("checkpoint.at_epochs must be positive epochs, and is not defined with data.stages")
         for name in ("batch_size", "grad_accum", "eval_interval", "eval_batch_size"):
@@ -393,6 +395,7 @@ class Run:
     train_model: torch.nn.Module    # what the step calls: compiled and/or DDP-wrapped
     optimizer: torch.optim.Optimizer | OptimizerGroup
     batches: BatchStream
+    task: LanguageModelTask
     stages: list[Stage]
     model_config: Any
     max_steps: int
@@ -423,8 +426,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     torch.manual_seed(cfg.seed + rt.rank)  # dropout differs between ranks
     if init is not None:
         model.load_state_dict(init["model"])
-    if cfg.forget is not None:
-        model = forget_model(model, cfg, stages)
+    task = cfg.make_task()
+    model = task.model(model, stages)
     model.to(rt.device)
     optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay,
                                 tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
@@ -433,29 +436,13 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     state_ids = state_token_ids(stages[0].dataset) if cfg.data.state_weight != 1.0 else None
     epoch = length["steps_per_epoch"]
     kept = frozenset(max(1, math.ceil(Fraction(repr(e)) * epoch)) for e in cfg.checkpoint.at_epochs)
-    stream, extra = (BatchStream, {}) if cfg.forget is None else (StepBatchStream, {"max_target": cfg.forget.max_target})
-    batches = stream(stages, model_config.block_size, cfg.batch_size, cfg.grad_accum, cfg.data.aligned_fraction,
-                     cfg.data.mask, cfg.seed, rt.rank, rt.world_size, cfg.data.step_fraction, cfg.data.pack, **extra)
+    batches = task.batches(stages, model_config.block_size, rt.rank, rt.world_size)
     out_dir = run_dir(cfg, config_file)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.dtype == torch.float16 else None
     return Run(cfg=cfg, rt=rt, model=model, train_model=rt.wrap(model, cfg.compile), optimizer=optimizer, scaler=scaler,
-               batches=batches, stages=stages, model_config=model_config,
+               batches=batches, task=task, stages=stages, model_config=model_config,
                max_steps=min(length["steps"].values()), out_dir=out_dir, length=length, kept_steps=kept, state_ids=state_ids,
                tokens_per_step=tokens_per_step, sized=cfg.schedule_minutes is None)
-
-
-def forget_model(gpt, cfg: TrainConfig, stages: list[Stage]):
-    """The GPT inside a ForgetLM with the run's policy (a fresh scorer)."""
-    from tinylm.studies.forget import ForgetLM, TraceTokens
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
-
-    dataset = stages[0].dataset
-    if cfg.forget.max_target >= gpt.config.block_size:
-        raise ConfigError(f"forget.max_target {cfg.forget.max_target} leaves no context in block_size "
-                          f"{gpt.config.block_size}")
-    if any(s.dataset.step_id is None for s in stages):
-        raise DataError(f"{dataset.folder}: its vocabulary has no step token; forgetting splits at steps")
-    return ForgetLM(gpt, cfg.forget, TraceTokens.of(tokenizer_from_dict(dataset.manifest["tokenizer"])))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -485,11 +472,10 @@ def save(run: Run, val_loss: float | None) -> None:
         "scaler": None if run.scaler is None else run.scaler.state_dict(),
     }
     path = run.out_dir / f"ckpt_{run.step:08d}.pt"
-    forgets = run.cfg.forget is not None
     content = dict(model_config=to_dict(run.model_config),
-                   model_state=(run.model.gpt if forgets else run.model).state_dict(),
+                   model_state=run.task.language_model(run.model).state_dict(),
                    tokenizer=run.stages[0].dataset.manifest["tokenizer"], config=to_dict(run.cfg),
-                   extra={"forget": run.model.checkpoint_entry()} if forgets else None)
+                   extra=run.task.checkpoint_extra(run.model))
     save_checkpoint(path, train_state=train_state, **content)
     if run.cfg.checkpoint.keep_best and val_loss is not None and val_loss <= run.best_val_loss:
         if run.cfg.checkpoint.best_with_optimizer:
@@ -522,11 +508,8 @@ def restore(run: Run) -> None:
     if saved_optim != run.cfg.optim.name:
         raise ConfigError(f"{found[-1]}: optimizer state is {saved_optim}'s, config has optim.name: "
                           f"{run.cfg.optim.name}")
-    if run.cfg.forget is not None:
-        run.model.gpt.load_state_dict(ckpt["model"])
-        run.model.load_entry(ckpt["forget"])
-    else:
-        run.model.load_state_dict(ckpt["model"])
+    run.task.language_model(run.model).load_state_dict(ckpt["model"])
+    run.task.load_extra(run.model, ckpt)
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
@@ -601,16 +584,6 @@ class Metrics:
 # ----------------------------------------------------------------------------- the loop
 
 
-def outputs(run: Run, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]):
-    """(logits (B, L, V), labels (B, L), extra loss or None) of one micro-batch: (x, y) for a GPT;
-    (x, y, n_ctx, t_len, seeds) for a forgetting run, whose policy sees how far the run has come."""
-    if run.cfg.forget is None:
-        x, y = batch
-        return model(x)[0], y, None
-    logits, labels, extra, _ = model(*batch, progress=run.step / max(run.max_steps - 1, 1))
-    return logits, labels, extra
-
-
 def state_token_ids(dataset) -> tuple[int, torch.Tensor, int]:
     """The ids `state_targets` reads, from the dataset's vocabulary; a DataError naming a missing one."""
     from tinylm.base.errors import TokenizeError
@@ -646,7 +619,7 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last or not rt.distributed else model.no_sync():
             with rt.autocast():
-                logits, y, extra = outputs(run, model, batch)  # (B, T, V), (B, T)
+                logits, y, extra = run.task.outputs(model, batch, progress(run))  # (B, T, V), (B, T)
             if weights[i] is None:
                 loss = lm_loss(logits, y)
             else:
@@ -671,6 +644,11 @@ def train_step(run: Run, micro_batches: list[tuple[torch.Tensor, ...]]) -> dict:
     return {"loss": loss, "grad_norm": grad_norm, "counted": counted.item()}
 
 
+def progress(run: Run) -> float:
+    """How far the run has come: 0 at its first step, 1 at its last."""
+    return run.step / max(run.max_steps - 1, 1)
+
+
 def perplexity(loss: float | None) -> float | None:
     """exp of a mean loss per counted token (inf past float range)."""
     if loss is None:
@@ -689,29 +667,14 @@ def loss_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def evaluate(run: Run) -> float:
     """Mean loss per counted target token over the fixed validation windows of the last stage,
     shared out over ranks."""
-    rt, cfg = run.rt, run.cfg
+    rt = run.rt
     dataset = run.stages[-1].dataset
-    T = run.model_config.block_size
-    if cfg.forget is not None:
-        every = validation_steps(dataset, T, cfg.eval_tokens)
-        order = list(range(len(every)))[rt.rank::rt.world_size]  # a row's noise: its place in the whole sample
-        starts = every[order]
-    else:
-        step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
-        starts = validation_starts(dataset.val, T, cfg.eval_tokens, cfg.data.aligned_fraction,
-                                   cfg.data.step_fraction, step_pool)[rt.rank::rt.world_size]
     run.model.eval()
     totals = torch.zeros(2, device=rt.device)  # (loss sum, counted tokens)
-    for lo in range(0, len(starts), cfg.eval_batch_size):
-        rows = starts[lo:lo + cfg.eval_batch_size]
-        if cfg.forget is None:
-            batch = make_batch(dataset, dataset.val, rows, T, cfg.data.mask, cfg.data.pack)
-        else:  # a random policy draws the same tokens at every evaluation
-            seeds = row_seeds((cfg.seed, VALIDATION_STEP, r) for r in order[lo:lo + cfg.eval_batch_size])
-            batch = (*step_windows(dataset.val, rows, T, cfg.forget.max_target, dataset.eos_id, dataset.step_id), seeds)
+    for batch in run.task.validation_batches(dataset, run.model_config.block_size, rt.rank, rt.world_size):
         batch = rt.to_device(*batch)
         with rt.autocast():
-            logits, y, _ = outputs(run, run.model, batch)
+            logits, y, _ = run.task.outputs(run.model, batch, progress(run))
         totals += loss_sums(logits, y)
     run.model.train()
     totals = rt.all_reduce_sum(totals)
@@ -899,11 +862,29 @@ def _resume_flag(argv: list[str]) -> list[str]:
     return out
 
 
-def cli(argv: list[str]) -> int:
+def train_config(data: dict, tasks=(), where: str = "config") -> TrainConfig:
+    """`data` as the config of the task (a TrainConfig subclass of `tasks`) whose SECTION it holds,
+    or as a TrainConfig; a section set to null (an override removing it) holds none."""
+    empty = {t.SECTION for t in tasks if t.SECTION in data and data[t.SECTION] is None}
+    cls = next((t for t in tasks if data.get(t.SECTION) is not None), TrainConfig)
+    return from_dict(cls, {k: v for k, v in data.items() if k not in empty}, where)
+
+
+def load_train_config(path, overrides=(), tasks=()) -> TrainConfig:
+    """The config at `path` with dotted `overrides` (`train_config`)."""
+    data = deep_merge(read_yaml(path), parse_overrides(list(overrides)))
+    return train_config(data, tasks, f"{path}" + (" (with overrides)" if overrides else ""))
+
+
+def cli(argv: list[str], tasks=()) -> int:
+    """`tinylm train`; `tasks`: the TrainConfig subclasses a config may select by holding their section."""
+    keys = describe(TrainConfig)
+    sections = "".join(f"\n\na config with a '{t.SECTION}' section ({t.__module__}) also has:\n  "
+                       + "\n  ".join(line for line in describe(t) if line not in keys) for t in tasks)
     parser = ArgumentParser(prog="tinylm train", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             epilog="config keys (in the YAML file, or as key=value overrides), with their defaults:\n  "
-                                   + "\n  ".join(describe(TrainConfig)))
+                                   + "\n  ".join(keys) + sections)
     parser.add_argument("config", help="training config YAML")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4 (anywhere)")
     parser.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"),
@@ -911,7 +892,7 @@ def cli(argv: list[str]) -> int:
                              "one, else start afresh (for requeued jobs). Without it, a folder holding a run is refused")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_intermixed_args(_resume_flag(argv))
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = load_train_config(args.config, args.overrides, tasks)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
