@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 
 from tinylm.base.runtime import select_device
-from tinylm.decode.decoder import SPECULATE, GenerateConfig, generate
+from tinylm.decode.decoder import SPECULATE
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.evaluate.scoring import read_suite, score
 from tinylm.lang.format import STEP
 from tinylm.model.gpt import GPT, GPTConfig, model_preset

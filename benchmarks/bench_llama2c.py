@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from tinylm.data.stories import story
-from tinylm.decode.decoder import GenerateConfig, generate
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.interop.export import export_llama2c
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.model.gpt import GPT, GPTConfig, model_preset

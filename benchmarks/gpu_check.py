@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from tinylm.base.files import atomic_write_json, atomic_write_text, machine
-from tinylm.decode.decoder import GenerateConfig, generate
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.checkpoint import load_model, save_checkpoint
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
 from tinylm.model.optim import build_optimizer

@@ -14,15 +14,9 @@ import torch
 from conftest import golden_dir
 
 from tinylm.base.errors import ConfigError
-from tinylm.decode.decoder import (
-    Decoder,
-    GenerateConfig,
-    Sampler,
-    beam_search,
-    filter_logits,
-    generate,
-    on_threads,
-)
+from tinylm.decode.decoder import Decoder, on_threads
+from tinylm.decode.sampling import Sampler, filter_logits
+from tinylm.decode.strategies import GenerateConfig, beam_search, generate
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.model.gpt import GPT, POS_ENCODINGS, GPTConfig
 
@@ -447,7 +441,7 @@ def test_generate_cli(tmp_path, capsys):
 
 
 def test_escapes_decode_and_keep_every_other_character():
-    from tinylm.decode.decoder import decode_escapes
+    from tinylm.decode.strategies import decode_escapes
 
     assert decode_escapes("naïve café\\n日本\\t\\\\x") == "naïve café\n日本\t\\x"
     assert decode_escapes("no escapes: é") == "no escapes: é"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tinylm.cli import main
-from tinylm.decode.decoder import GenerateConfig, generate
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
 from tinylm.tokens.tokenizer import keyword_tokenizer, train_sentencepiece

@@ -90,7 +90,7 @@ def test_left_padded_rows_match_their_unpadded_runs(pos):
             torch.testing.assert_close(cached[b, pad[b]:], full[0], rtol=0, atol=1e-5)
 
 
-def test_cache_reorder_and_crop():
+def test_cache_reorder_keeps_the_chosen_rows():
     model = sharp_model(tiny(pos_encoding="rope", n_kv_heads=2))
     x = tokens(3, 12)
     with torch.no_grad():
@@ -102,16 +102,36 @@ def test_cache_reorder_and_crop():
         nxt, _ = model(x[index, 8:12], cache=cache)
         full, _ = model(x[index])
         torch.testing.assert_close(nxt, full[:, 8:12], rtol=0, atol=1e-5)
-        # drop the last 4 slots and feed other tokens instead
-        cache.crop(8)
-        other = (x[index, 8:12] + 5) % V
-        again, _ = model(other, cache=cache)
-        full2, _ = model(torch.cat([x[index, :8], other], dim=1))
-        torch.testing.assert_close(again, full2[:, 8:], rtol=0, atol=1e-5)
-        cache.reset()
-        assert cache.length == 0 and cache.pad.tolist() == [0, 0, 0]
-        with pytest.raises(ValueError):
-            cache.crop(1)
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "rope", "alibi", "t5"])
+def test_cache_slot_moves_leave_every_row_decoding_as_a_full_forward(pos_encoding):
+    # the decoder's moves: drop slots no row sees, make room on the left, forget a row's last slots
+    model = sharp_model(tiny(pos_encoding=pos_encoding, n_kv_heads=2))
+    rows = [tokens(1, n)[0] for n in (8, 6, 7)]
+    pad = [2, 4, 3]
+    cache = model.new_cache(3, 24)
+    cache.pad = torch.tensor(pad)
+
+    def feed_one_and_compare(rows):
+        nxt = torch.tensor([[5], [6], [7]])
+        out, _ = model(nxt, cache=cache)
+        rows = [torch.cat([r, n]) for r, n in zip(rows, nxt)]
+        for b, row in enumerate(rows):
+            torch.testing.assert_close(out[b, -1], model(row[None])[0][0, -1], rtol=0, atol=1e-5)
+        return rows
+
+    with torch.no_grad():
+        model(torch.stack([torch.cat([torch.zeros(p, dtype=torch.long), r]) for p, r in zip(pad, rows)]), cache=cache)
+        rows = feed_one_and_compare(rows)
+        cache.drop_leading(2)
+        assert cache.length == 9 and cache.pad.tolist() == [0, 2, 1]
+        rows = feed_one_and_compare(rows)
+        cache.grow_left(13)
+        assert cache.pad.tolist() == [3, 5, 4]
+        rows = feed_one_and_compare(rows)
+        cache.shift_rows(torch.tensor([2, 0, 1]))
+        rows = feed_one_and_compare([rows[0][:-2], rows[1], rows[2][:-1]])
 
 
 def test_cache_overflow_and_absolute_positions_beyond_block_size_raise():

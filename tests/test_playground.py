@@ -21,7 +21,8 @@ from test_train import TINY, tiny_config
 from tinylm.base import runtime
 from tinylm.base.config import load_config, write_yaml
 from tinylm.cli import main
-from tinylm.decode.decoder import GenerateConfig, Sampler, generate
+from tinylm.decode.sampling import Sampler
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.gpt import GPT, GPTConfig
 from tinylm.report.compare import plot_curves, summarize
 from tinylm.studies.inspect_model import meta_model, module_shapes, training_memory

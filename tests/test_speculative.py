@@ -9,7 +9,8 @@ import torch
 from test_decode import EOS, STEP, V, prompts, sharp_model
 
 from tinylm.base.errors import ConfigError
-from tinylm.decode.decoder import Decoder, GenerateConfig, draft_tokens, generate
+from tinylm.decode.decoder import Decoder, draft_tokens
+from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.evaluate.scoring import EvalConfig
 from tinylm.model.gpt import GPT, GPTConfig
 

@@ -230,7 +230,7 @@ def test_the_recipe_smoke_config_runs_every_stage_and_its_model_leaves_for_both_
     transformers = pytest.importorskip("transformers")
     from test_export import run_c_matches_tinylm
 
-    from tinylm.decode.decoder import GenerateConfig, generate
+    from tinylm.decode.strategies import GenerateConfig, generate
     from tinylm.model.checkpoint import load_model
 
     model, tok, _ = load_model(p.checkpoint("main"))

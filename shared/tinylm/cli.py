@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("tinylm.tokens.tokenizer:cli", "encode traces into a .bin of token ids"),
     "train": ("tinylm.studies.tasks:cli", "train a model (single process or under torchrun)"),
     "import-reference": ("tinylm.interop.reference:cli", "convert a reference framework checkpoint"),
-    "generate": ("tinylm.decode.decoder:cli", "generate text from a checkpoint"),
+    "generate": ("tinylm.decode.strategies:cli", "generate text from a checkpoint"),
     "eval": ("tinylm.evaluate.command:cli", "score a checkpoint on TinyPy test suites"),
     "report": ("tinylm.report.render:cli", "tables and plots from evaluation results"),
     "explain": ("tinylm.evaluate.explain:cli", "one example traced by a checkpoint, as an HTML page: probabilities, attention, logit lens"),

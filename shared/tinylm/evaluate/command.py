@@ -10,7 +10,8 @@ import torch
 from tinylm.base import runtime
 from tinylm.base.args import ArgumentParser
 from tinylm.base.errors import ConfigError
-from tinylm.decode.decoder import SPECULATE, WINDOWS
+from tinylm.decode.decoder import SPECULATE
+from tinylm.decode.windows import WINDOWS
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, suite_paths, sweep
 
 

@@ -30,7 +30,7 @@ import torch
 from tinylm.base.args import ArgumentParser
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.base.files import atomic_path
-from tinylm.decode.decoder import GenerateConfig, generate, step_token_id
+from tinylm.decode.strategies import GenerateConfig, generate, step_token_id
 from tinylm.evaluate.scoring import generated_text, read_suite, score
 from tinylm.lang.format import STEP
 

@@ -32,7 +32,7 @@ from tinylm.base.args import ArgumentParser
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.base.files import atomic_path, atomic_write_json
 from tinylm.base.stats import wilson
-from tinylm.decode.decoder import step_token_id
+from tinylm.decode.strategies import step_token_id
 from tinylm.evaluate.explain import window_starts
 from tinylm.evaluate.scoring import read_suite
 from tinylm.lang.format import STEP

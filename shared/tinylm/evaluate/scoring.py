@@ -2,7 +2,7 @@
 
 An example is a program followed by its trace. The prompt is the example up to and including the
 first "#STEP" line; the target is the rest. The model continues the prompt (greedy by default,
-reference window semantics, see `tinylm.decode.decoder`) and each example gets one class, as in the
+reference window semantics, see `tinylm.decode.windows`) and each example gets one class, as in the
 reference evaluator. Scoring compares decoded text, never token ids: the generation is decoded
 (cut at the terminator token, or at the first "\\n\\n" of its text) and compared with the target
 as the tokenizer decodes it (the target itself for the learned tokenizers, which keep every
@@ -69,7 +69,9 @@ import torch
 from tinylm.base import runtime
 from tinylm.base.errors import ConfigError, DataError, TokenizeError
 from tinylm.base.files import atomic_write_json, atomic_write_text, run_metadata
-from tinylm.decode.decoder import SPECULATE, WINDOWS, GenerateConfig, check_window, generate
+from tinylm.decode.decoder import SPECULATE
+from tinylm.decode.strategies import GenerateConfig, generate
+from tinylm.decode.windows import WINDOWS, check_window
 from tinylm.lang.format import EXAMPLE_END, PROMPT_END, STEP, split_examples
 
 CLASSES = ("hard", "soft", "failure")
@@ -297,7 +299,7 @@ def _finished(out_dir: Path, batches: list[list[int]]) -> tuple[dict[int, list[d
 def decode_cost(prompt_len: int, new_tokens: int, window: str, W: int) -> int:
     """Token positions the model runs to prefill a prompt and decode `new_tokens` after it: one
     per token, and in reference mode W for each token predicted from a full window (a row of
-    length L > W, see `tinylm.decode.decoder`)."""
+    length L > W, see `tinylm.decode.windows`)."""
     past = max(0, prompt_len + new_tokens - 1 - max(prompt_len - 1, W)) if window == "reference" else 0
     return prompt_len + new_tokens + (W - 1) * past
 
@@ -384,7 +386,7 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     check_window(model, cfg.window)
     step_id = None
     if cfg.window == "step-anchored":
-        from tinylm.decode.decoder import step_token_id
+        from tinylm.decode.strategies import step_token_id
         step_id = step_token_id(tokenizer)
     examples = read_suite(suite, tokenizer, cfg.limit)
     by_id = {e.id: e for e in examples}

@@ -240,11 +240,6 @@ class KVCache:
     def max_len(self) -> int:
         return self.k[0].size(2)
 
-    def reset(self) -> None:
-        """Empty the cache (length 0, no padding); buffers are reused."""
-        self.length = 0
-        self.pad = torch.zeros_like(self.pad)
-
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (B',) in that order, e.g. the surviving beams; B' may differ from B."""
         self.k = [k.index_select(0, index) for k in self.k]
@@ -252,11 +247,43 @@ class KVCache:
         self.pad = self.pad.index_select(0, index)
         self.pos = self.pos.index_select(0, index)
 
-    def crop(self, n: int) -> None:
-        """Forget every slot from n on."""
-        if not 0 <= n <= self.length:
-            raise ValueError(f"cannot crop a cache of length {self.length} to {n}")
+    def _buffers(self) -> list[torch.Tensor]:
+        """Every per-slot buffer, slots along dim 2 (pos: (B, 1, max_len) view)."""
+        return [*self.k, *self.v, self.pos[:, None]]
+
+    def shift_rows(self, by: torch.Tensor) -> None:
+        """Move each row b's filled slots right by by[b] (B,), dropping its last by[b] slots; the kept
+        slots' positions (slot - pad) do not change. (A rolling window's row may have pad < 0: its
+        first by[b] slots then keep stale keys, more than a window before any later query.)"""
+        for n in by[by > 0].unique().tolist():
+            rows = (by == n).nonzero().flatten()
+            lo, end = max(int(self.pad[rows].min()), 0), self.length
+            for buf in self._buffers():
+                buf[rows, :, lo + n:end] = buf[rows, :, lo:end - n]
+        self.pad = self.pad + by
+
+    def drop_leading(self, m: int) -> None:
+        """Drop the first m slots of every row, moving the rest to the front (positions unchanged;
+        a row's pad may become negative)."""
+        n = self.length - m
+        for buf in self._buffers():
+            buf[:, :, :n] = buf[:, :, m:self.length].clone()
+        self.pad = self.pad - m
         self.length = n
+
+    def grow_left(self, length: int) -> None:
+        """Fill `length` slots, moving every row's slots right to make room (positions unchanged)."""
+        d = length - self.length
+        for buf in self._buffers():
+            buf[:, :, d:d + self.length] = buf[:, :, :self.length].clone()
+        self.pad = self.pad + d
+        self.length = length
+
+    def copy_rows(self, rows: torch.Tensor, src: KVCache, lo: int, hi: int) -> None:
+        """Rows `rows` take src's slots [lo, hi) of its rows (in order), ending at slot `length`."""
+        end = self.length
+        for dst, s in zip(self._buffers(), src._buffers()):
+            dst[rows, :, end - (hi - lo):end] = s[:, :, lo:hi]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, nkv, T, hs) at slots [length, length+T); return all filled slots (B, nkv, S, hs)."""

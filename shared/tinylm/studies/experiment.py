@@ -125,7 +125,7 @@ class EvalSection:
     sweep_limit: int | None = None
     """First N examples of each suite for every checkpoint of a sweep run (default: limit)."""
     window: str = "step-anchored"
-    """Decoding window of the main evaluation (see tinylm.decode.decoder)."""
+    """Decoding window of the main evaluation (see tinylm.decode.windows)."""
     extra_windows: list[str] = field(default_factory=list)
     """Windows also evaluated for every run whose positional encoding allows them; WINDOW@N holds N
     tokens instead of the model's block_size (past it: relative encodings only, a test of length
@@ -195,7 +195,7 @@ class Experiment:
                               or "seed" in run.overrides):
                 raise ConfigError(f"runs.{name}.seeds: distinct seeds of a run trained here (and no 'seed' "
                                   f"override beside them), got {run.seeds}")
-        from tinylm.decode.decoder import GenerateConfig
+        from tinylm.decode.strategies import GenerateConfig
 
         for name, fields in self.eval.decodings.items():
             from_dict(GenerateConfig, fields, where="experiment", prefix=f"eval.decodings.{name}.")
@@ -220,7 +220,7 @@ class Experiment:
                 raise ConfigError(f"{where}.dataset: unknown dataset '{d.dataset}'")
             suites.add(d.name)
         members = {f"{name}-s{seed}" for name, run in self.runs.items() for seed in run.seeds}
-        from tinylm.decode.decoder import WINDOWS
+        from tinylm.decode.windows import WINDOWS
 
         for spec in [self.eval.window, *self.eval.extra_windows]:
             if split_window(spec)[0] not in WINDOWS:
@@ -590,7 +590,7 @@ def write_samples(project: Project, run: str, log=print) -> Path:
     """samples.json: every prompt of `eval.prompts` continued with each of `eval.decodings` by the
     run's checkpoint (a text tokenizer's prompt starts after <bos>; <unk>, <pad>, <bos> never generated)."""
     from tinylm.base.files import atomic_write_json
-    from tinylm.decode.decoder import GenerateConfig, generate, suppressed_ids
+    from tinylm.decode.strategies import GenerateConfig, generate, suppressed_ids
     from tinylm.model.checkpoint import load_model
 
     model, tokenizer, _ = load_model(project.checkpoint(run))

@@ -39,6 +39,7 @@ import torch
 
 from tinylm.base.files import atomic_write_json, atomic_write_text, run_metadata
 from tinylm.data.batches import IGNORE, TokenSplit, example_starts, offsets_after
+from tinylm.decode.sampling import greedy
 from tinylm.evaluate.scoring import generated_text, read_suite, score, suite_paths, summarize
 from tinylm.lang.format import EXAMPLE_END
 from tinylm.model.gpt import lm_loss
@@ -113,7 +114,7 @@ def decode(lm: ForgetLM, prompts: list[list[int]], budgets: list[int], eos_id: i
             meter.pairs_full += len(c) * (len(c) + 1) // 2
         j = 0
         while True:
-            tok = logits[:, -1].argmax(-1).cpu()
+            tok = greedy(logits[:, -1]).cpu()
             for r, b in enumerate(live):
                 if not active[r]:
                     continue
