@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tinylm.base.config import load_config
 from tinylm.base.files import atomic_write_json, atomic_write_text, machine
+from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint
 from tinylm.report.render import markdown_table
 from tinylm.train.loop import TrainConfig, run
@@ -67,7 +68,7 @@ def training_minutes(run_dir: Path) -> dict[int, float]:
 def score_checkpoints(run_dir: Path, args) -> list[dict]:
     minutes = training_minutes(run_dir)
     tokens_per_step = json.loads((run_dir / "run.json").read_text())["tokens_per_step"]
-    cfg = EvalConfig(limit=args.programs, window="step-anchored")
+    cfg = EvalConfig(limit=args.programs, decoding=GenerateConfig(window="step-anchored"))
     rows = []
     for path in sorted(run_dir.glob("ckpt_*.pt")):
         result = evaluate_checkpoint(path, [f"demo={Path(args.dataset) / 'test.txt'}"], run_dir / "scores" / path.stem,

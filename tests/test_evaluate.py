@@ -15,6 +15,7 @@ import torch
 from conftest import model_that_writes
 
 from tinylm.base.errors import ConfigError, DataError
+from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate import scoring as ev
 from tinylm.evaluate.scoring import EvalConfig, evaluate_suite, read_suite, score, split_example
 from tinylm.model.checkpoint import save_checkpoint
@@ -150,7 +151,7 @@ def die_on_second_batch(monkeypatch) -> None:
 
 def test_killed_evaluation_resumes_to_identical_files(tmp_path, monkeypatch):
     suite = make_suite(tmp_path / "test.txt", 8)
-    cfg = EvalConfig(batch_size=3, window="step-anchored", temperature=0.8, seed=5)  # sampling: seeds per batch
+    cfg = EvalConfig(batch_size=3, decoding=GenerateConfig(window="step-anchored", temperature=0.8, seed=5))  # sampling: seeds per batch
     quiet = dict(log=lambda s: None)
     evaluate_suite(tiny_model(), TOK, suite, tmp_path / "whole", cfg, **quiet)
 
@@ -246,7 +247,7 @@ def test_checkpoint_tokenizer_mismatch(tmp_path):
 def test_rolling_window_on_absolute_positions_is_refused_before_anything_is_written(tmp_path):
     suite = make_suite(tmp_path / "test.txt", 1)
     with pytest.raises(ConfigError, match="rolling.*learned"):
-        evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(window="rolling"))
+        evaluate_suite(tiny_model(), TOK, suite, tmp_path / "out", EvalConfig(decoding=GenerateConfig(window="rolling")))
     assert not (tmp_path / "out").exists()
 
 

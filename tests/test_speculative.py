@@ -180,7 +180,7 @@ def test_speculate_must_be_nonnegative_and_inside_the_window():
     with pytest.raises(ConfigError, match="speculate"):
         GenerateConfig(speculate=-1).validate()
     with pytest.raises(ConfigError, match="speculate"):
-        EvalConfig(speculate=-1).validate()
+        EvalConfig(decoding=GenerateConfig(speculate=-1)).validate()
     with pytest.raises(ConfigError, match="speculate"):
         Decoder(sharp_model(), speculate=16)  # block_size 16
-    assert EvalConfig(speculate=2).generate_config(0).speculate == 2
+    assert EvalConfig(decoding=GenerateConfig(speculate=2)).generate_config(0).speculate == 2

@@ -13,6 +13,7 @@ from conftest import model_that_writes
 
 from tinylm.base.config import from_dict
 from tinylm.data.datasets import build
+from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, evaluate_suite, split_example
 from tinylm.lang.format import split_examples
 from tinylm.model.checkpoint import save_checkpoint
@@ -89,7 +90,7 @@ def test_an_identical_generation_scores_identically_whatever_the_tokenizer(datas
             path = tmp_path / f"{name}.pt"
             save_checkpoint(path, model_config=vars(model.config), model_state=model.state_dict(), tokenizer=tok.to_dict())
             out = tmp_path / name / label.replace(" ", "_")
-            evaluate_suite(model, tok, suite, out, EvalConfig(batch_size=1, speculate=0), log=lambda *_: None)
+            evaluate_suite(model, tok, suite, out, EvalConfig(batch_size=1, decoding=GenerateConfig(speculate=0)), log=lambda *_: None)
             [record] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
             assert record["generated"] == split_example(text)[1]
             scored[name, label] = {k: v for k, v in record.items() if not k.startswith("n_")}

@@ -8,9 +8,12 @@ sampler's choice: it keeps the best `width` continuations, not a single token pe
 
 from __future__ import annotations
 
+import argparse
 import codecs
+import dataclasses
 import math
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from tinylm.base.args import ArgumentParser
+from tinylm.base.config import field_docs
 from tinylm.base.errors import ConfigError
 from tinylm.decode.decoder import SPECULATE, Decoder
 from tinylm.decode.sampling import Sampler, check_sampling
@@ -67,6 +71,29 @@ class GenerateConfig:
             raise ConfigError(f"speculate must be an integer >= 0, got {self.speculate!r}")
         if self.context is not None and self.context < 2:
             raise ConfigError(f"context must be at least 2 tokens, got {self.context}")
+
+
+def add_decoding_arguments(ap: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per `GenerateConfig` field not in `skip` (--top-k for top_k), with its default and doc."""
+    hints, docs = typing.get_type_hints(GenerateConfig), field_docs(GenerateConfig)
+    for f in dataclasses.fields(GenerateConfig):
+        if f.name in skip:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # X | None -> X
+        extra = {"choices": WINDOWS} if f.name == "window" else {}
+        if kind is bool:
+            extra = {"action": argparse.BooleanOptionalAction}
+        else:
+            extra["type"] = kind
+        doc = docs.get(f.name, "").replace("%", "%%")
+        ap.add_argument(flag, default=f.default, help=f"{doc} (default: %(default)s)", **extra)
+
+
+def decoding_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> GenerateConfig:
+    """The GenerateConfig the flags of `add_decoding_arguments` gave (defaults where skipped)."""
+    return GenerateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GenerateConfig)
+                             if f.name not in skip})
 
 
 @dataclass
@@ -226,27 +253,14 @@ def cli(argv: list[str]) -> int:
     ap = ArgumentParser(prog="tinylm generate", description=cli.__doc__)
     ap.add_argument("--checkpoint", required=True, help="a tinylm checkpoint (.pt)")
     ap.add_argument("--prompt", required=True, help="text to continue (escapes like \\n are decoded)")
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    ap.add_argument("--top-k", type=int, default=None)
-    ap.add_argument("--top-p", type=float, default=None)
-    ap.add_argument("--beam", type=int, default=1, help="beam width (> 1: beam search)")
-    ap.add_argument("--length-penalty", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--window", choices=WINDOWS, default="reference")
-    ap.add_argument("--context", type=int, default=None, metavar="N",
-                    help="tokens the window holds (default: the model's block_size; longer: relative encodings only)")
-    ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
-                    help="greedy: verify up to K tokens copied from earlier in the text per step (0 = off)")
+    add_decoding_arguments(ap)
     ap.add_argument("--allow-unk", action="store_true", help="let a text tokenizer's <unk> be generated")
     ap.add_argument("--device", default="auto", help="auto: a GPU if there is one, else cpu")
     args = ap.parse_args(argv)
 
     from tinylm.model.checkpoint import load_model
 
-    cfg = GenerateConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, beam=args.beam, length_penalty=args.length_penalty,
-                         window=args.window, context=args.context, seed=args.seed, speculate=args.speculate)
+    cfg = decoding_from_args(args)
     cfg.validate()
     if not args.prompt:
         raise ConfigError("--prompt is empty; give the text to continue")

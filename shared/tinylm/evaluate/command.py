@@ -10,9 +10,8 @@ import torch
 from tinylm.base import runtime
 from tinylm.base.args import ArgumentParser
 from tinylm.base.errors import ConfigError
-from tinylm.decode.decoder import SPECULATE
-from tinylm.decode.windows import WINDOWS
-from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, suite_paths, sweep
+from tinylm.decode.strategies import add_decoding_arguments, decoding_from_args
+from tinylm.evaluate.scoring import UNREAD_DECODING, EvalConfig, evaluate_checkpoint, suite_paths, sweep
 
 
 def cli(argv: list[str]) -> int:
@@ -28,16 +27,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=128,
                     help="examples decoded together; under torchrun 16-32 share out more evenly")
     ap.add_argument("--slack", type=int, default=16, help="tokens allowed beyond each target's length")
-    ap.add_argument("--window", choices=WINDOWS, default="reference")
-    ap.add_argument("--context", type=int, default=None, metavar="N",
-                    help="tokens the window holds (default: the model's block_size; longer: relative encodings only)")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top-k", type=int, default=None)
-    ap.add_argument("--top-p", type=float, default=None)
-    ap.add_argument("--beam", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--speculate", type=int, default=SPECULATE, metavar="K",
-                    help="greedy: verify up to K tokens copied from earlier in the trace per step (0 = off)")
+    add_decoding_arguments(ap, skip=UNREAD_DECODING)
     ap.add_argument("--device", default="auto", help="auto: this process's GPU if there is one, else cpu")
     ap.add_argument("--explain-failures", type=int, default=0, metavar="K",
                     help="also write the tinylm explain pages of each suite's first K examples not matched "
@@ -46,14 +36,12 @@ def cli(argv: list[str]) -> int:
     if args.explain_failures and (args.sweep or args.window == "rolling" or args.temperature or args.beam > 1):
         raise ConfigError("--explain-failures explains greedy decoding of one --checkpoint with the reference "
                           "or step-anchored window")
-    cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack, window=args.window,
-                     context=args.context,
-                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beam=args.beam,
-                     seed=args.seed, speculate=args.speculate)
+    cfg = EvalConfig(batch_size=args.batch_size, limit=args.limit, slack=args.slack,
+                     decoding=decoding_from_args(args, skip=UNREAD_DECODING))
     cfg.validate()
     suite_paths(args.suite)
     # under torchrun: joins the process group; full float32 products, as the reference scored
-    rt = runtime.setup(args.device, "float32", args.seed, tf32=False)
+    rt = runtime.setup(args.device, "float32", args.seed or 0, tf32=False)
     with torch.no_grad():
         if args.sweep:
             rows = sweep(args.sweep, args.suite, args.out, cfg, log=print, rt=rt)

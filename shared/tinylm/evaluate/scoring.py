@@ -60,7 +60,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +69,8 @@ import torch
 from tinylm.base import runtime
 from tinylm.base.errors import ConfigError, DataError, TokenizeError
 from tinylm.base.files import atomic_write_json, atomic_write_text, run_metadata
-from tinylm.decode.decoder import SPECULATE
 from tinylm.decode.strategies import GenerateConfig, generate
-from tinylm.decode.windows import WINDOWS, check_window
+from tinylm.decode.windows import check_window
 from tinylm.lang.format import EXAMPLE_END, PROMPT_END, STEP, split_examples
 
 CLASSES = ("hard", "soft", "failure")
@@ -202,6 +201,9 @@ def suite_paths(suites: list[str]) -> list[tuple[str, Path]]:
 # Evaluating one suite, resumably
 
 
+UNREAD_DECODING = ("max_new_tokens", "stop_at_eos")  # GenerateConfig fields an evaluation does not read
+
+
 @dataclass
 class EvalConfig:
     """Settings of an evaluation; all of them are recorded in settings.json and checked on resume."""
@@ -212,18 +214,10 @@ class EvalConfig:
     """Evaluate only the first `limit` examples of each suite."""
     slack: int = 16
     """Each row may generate its target's token count + slack tokens."""
-    window: str = "reference"
-    """Decoding window semantics: 'reference' (exact), 'step-anchored' or 'rolling' (fast)."""
-    context: int | None = None
-    """Tokens the window holds (None: the model's block_size); longer tests length extrapolation."""
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    beam: int = 1
-    seed: int = 0
-    """Sampling seed; batch i uses seed + i, so that a resumed run draws the same tokens."""
-    speculate: int = SPECULATE
-    """Greedy: most draft tokens verified per decoding step (exact; 0 = off), see `tinylm.decode.decoder`."""
+    decoding: GenerateConfig = field(default_factory=GenerateConfig)
+    """How the batches are decoded (tinylm.decode.strategies); its max_new_tokens is not read (each
+    row's budget is its target's length + slack), and batch i samples with seed (None: 0) + i, so
+    that a resumed evaluation draws the same tokens."""
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -232,14 +226,13 @@ class EvalConfig:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.slack < 1:
             raise ConfigError(f"slack must be >= 1 (room for the terminator), got {self.slack}")
-        if self.window not in WINDOWS:
-            raise ConfigError(f"window must be one of {list(WINDOWS)}, got {self.window!r}")
-        self.generate_config(0).validate()
+        if not self.decoding.stop_at_eos:
+            raise ConfigError("decoding.stop_at_eos must stay true: a trace is scored up to its terminator")
+        self.decoding.validate()
 
     def generate_config(self, batch: int) -> GenerateConfig:
-        return GenerateConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, beam=self.beam,
-                              window=self.window, context=self.context, seed=self.seed + batch,
-                              speculate=self.speculate)
+        """The decoding of batch `batch`."""
+        return replace(self.decoding, seed=(self.decoding.seed or 0) + batch)
 
 
 def _log_paths(out_dir: Path, rank: int) -> tuple[Path, Path]:
@@ -383,9 +376,9 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     if tokenizer.vocab_size > model.config.vocab_size:
         raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
                         f"{model.config.vocab_size}: checkpoint and tokenizer do not match")
-    check_window(model, cfg.window)
+    check_window(model, cfg.decoding.window)
     step_id = None
-    if cfg.window == "step-anchored":
+    if cfg.decoding.window == "step-anchored":
         from tinylm.decode.strategies import step_token_id
         step_id = step_token_id(tokenizer)
     examples = read_suite(suite, tokenizer, cfg.limit)
@@ -396,7 +389,8 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
 
     settings = {"suite": str(suite), "suite_sha256": hashlib.sha256(suite.read_bytes()).hexdigest(),
                 "n_examples": len(examples), "tokenizer": tokenizer.name, **(checkpoint or {}),
-                **dataclasses.asdict(cfg)}
+                **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "decoding"},
+                **{k: v for k, v in dataclasses.asdict(cfg.decoding).items() if k not in UNREAD_DECODING}}
     out_dir.mkdir(parents=True, exist_ok=True)
     settings_path = out_dir / "settings.json"
     if settings_path.exists():
@@ -411,8 +405,8 @@ def evaluate_suite(model, tokenizer, suite: str | Path, out_dir: str | Path, cfg
     done, timing, plan = {}, {}, None
     if rank == 0:  # reads every process's files before any of them writes
         done, timing = _finished(out_dir, batches)
-        W = model.config.block_size
-        costs = {b: sum(decode_cost(len(by_id[i].prompt_ids), len(by_id[i].target_ids) + cfg.slack, cfg.window, W)
+        W = cfg.decoding.context or model.config.block_size
+        costs = {b: sum(decode_cost(len(by_id[i].prompt_ids), len(by_id[i].target_ids) + cfg.slack, cfg.decoding.window, W)
                         for i in ids) for b, ids in enumerate(batches) if b not in done}
         plan = share_batches(costs, processes)
         if done:

@@ -52,6 +52,7 @@ from tinylm.base.config import (
 )
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.base.files import find_repo_root, resolve_path
+from tinylm.decode.strategies import GenerateConfig
 
 CHECKPOINT = "best.pt"
 FORGET_WINDOW = "forget"  # the evaluation folder of a run scored by the forgetting decoder
@@ -124,8 +125,8 @@ class EvalSection:
     """First N examples of each suite."""
     sweep_limit: int | None = None
     """First N examples of each suite for every checkpoint of a sweep run (default: limit)."""
-    window: str = "step-anchored"
-    """Decoding window of the main evaluation (see tinylm.decode.windows)."""
+    window: str = GenerateConfig.window
+    """Decoding window of the main evaluation (tinylm.decode.windows); the default is every decoder's."""
     extra_windows: list[str] = field(default_factory=list)
     """Windows also evaluated for every run whose positional encoding allows them; WINDOW@N holds N
     tokens instead of the model's block_size (past it: relative encodings only, a test of length
@@ -500,7 +501,8 @@ def _eval_config(project: Project, window: str, limit: int | None):
     from tinylm.evaluate.scoring import EvalConfig
 
     name, context = split_window(window)
-    cfg = EvalConfig(batch_size=project.cfg.eval.batch_size, limit=limit, window=name, context=context)
+    cfg = EvalConfig(batch_size=project.cfg.eval.batch_size, limit=limit,
+                     decoding=GenerateConfig(window=name, context=context))
     cfg.validate()
     return cfg
 
