@@ -146,7 +146,8 @@ def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw
     """A closure running one `tinylm.train.loop.train_step` on the demo architecture (with `model` changes)."""
     from tinylm.base import runtime
     from tinylm.base.config import from_dict
-    from tinylm.train.loop import TrainConfig, build, lr_at, train_step
+    from tinylm.train.config import TrainConfig, lr_at
+    from tinylm.train.loop import build, train_step
 
     cfg = from_dict(TrainConfig, {
         "model": {"preset": "demo", **(model or {})}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},

@@ -29,7 +29,8 @@ from tinylm.base.files import atomic_write_json, atomic_write_text, machine
 from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint
 from tinylm.report.render import markdown_table
-from tinylm.train.loop import TrainConfig, run
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import run
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tinypy_code_tracing_demo/2_model_training/configs/cpu.yaml"

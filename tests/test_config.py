@@ -90,7 +90,7 @@ def test_round_trip_through_yaml(tmp_path):
 
 
 def test_a_number_in_exponent_notation_is_a_number_in_a_file_and_an_override(tmp_path):
-    from tinylm.train.loop import OptimConfig
+    from tinylm.train.config import OptimConfig
 
     path = tmp_path / "optim.yaml"
     path.write_text("lr: 1e-3\nmin_lr: 2E-5\n")

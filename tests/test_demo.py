@@ -97,7 +97,7 @@ def test_run_all_rejects_an_unknown_config(tmp_path):
 def test_every_committed_demo_config_loads_and_builds_its_model(config):
     from tinylm.base.config import load_config
     from tinylm.model.gpt import GPT
-    from tinylm.train.loop import TrainConfig, resolve_model_config
+    from tinylm.train.config import TrainConfig, resolve_model_config
 
     cfg = load_config(TrainConfig, config, [])
     cfg.validate()
@@ -110,7 +110,7 @@ def test_the_muon_timing_command_in_benchmarks_trains_the_reference_architecture
     """BENCHMARKS.md times Muon on the reference architecture with a command on today's cpu.yaml."""
     from tinylm.base.config import load_config
     from tinylm.model.gpt import GPT
-    from tinylm.train.loop import TrainConfig, resolve_model_config
+    from tinylm.train.config import TrainConfig, resolve_model_config
 
     text = (REPO / "BENCHMARKS.md").read_text()
     command = re.search(r"`python tinypy_code_tracing_demo/2_model_training/train.py ([^`]*optim.name=muon[^`]*)`",

@@ -27,7 +27,9 @@ from tinylm.model.gpt import GPT, GPTConfig
 from tinylm.report.compare import plot_curves, summarize
 from tinylm.studies.inspect_model import meta_model, module_shapes, training_memory
 from tinylm.studies.sweep import sweep
-from tinylm.train.loop import Metrics, TrainConfig, build, fit, write_run_info
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import build, fit, write_run_info
+from tinylm.train.sinks import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tinypy_code_tracing_demo" / "2_model_training" / "configs" / "smoke.yaml"

@@ -38,7 +38,7 @@ def test_every_committed_config_resolves_its_datasets_runs_and_models(project, c
     from tinylm.data.spec import load_spec
     from tinylm.model.gpt import GPT
     from tinylm.studies.experiment import Project
-    from tinylm.train.loop import resolve_model_config
+    from tinylm.train.config import resolve_model_config
 
     p = Project(REPO / project, config)
     for entry in p.cfg.datasets.values():
@@ -274,7 +274,7 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
 def test_the_tinystories_seed_config_builds_the_seeds_936448_parameters():
     from tinylm.model.gpt import GPT
     from tinylm.studies.experiment import Project
-    from tinylm.train.loop import resolve_model_config
+    from tinylm.train.config import resolve_model_config
 
     p = Project(REPO / "tinystories_recipe", "seed")
     cfg = p.train_config("main")
@@ -292,7 +292,7 @@ def test_research_project_1_paper_main_model_is_the_references_62348221_paramete
 
     from tinylm.model.gpt import GPT
     from tinylm.studies.experiment import Project
-    from tinylm.train.loop import resolve_model_config
+    from tinylm.train.config import resolve_model_config
 
     p = Project(REPO / "research_project_1", "paper")
     with torch.device("meta"):
@@ -304,7 +304,7 @@ def test_research_project_1_paper_config_is_the_references_experiment():
     """The quantities that define the experiment (README: reference vs ours)."""
     from tinylm.lang.spec import preset
     from tinylm.studies.experiment import Project
-    from tinylm.train.loop import lr_at
+    from tinylm.train.config import lr_at
 
     p = Project(REPO / "research_project_1", "paper")
     main = p.train_config("main")
@@ -413,7 +413,7 @@ def test_research_projects_2_4_5_paper_configs_hold_the_reference_quantities():
 
     from tinylm.model.gpt import GPT
     from tinylm.studies.experiment import Project
-    from tinylm.train.loop import resolve_model_config
+    from tinylm.train.config import resolve_model_config
 
     rp2 = Project(REPO / "research_project_2", "paper")
     widths = set()

@@ -11,7 +11,8 @@ from test_train import metrics, tiny_config
 
 from tinylm.base.config import load_config
 from tinylm.base.errors import ConfigError
-from tinylm.train.loop import TrainConfig, run
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import run
 
 
 def train(tmp_path: Path, resume: bool = False, **changes) -> dict:

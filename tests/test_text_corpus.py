@@ -28,7 +28,8 @@ from tinylm.data.spec import load_dataset_spec
 from tinylm.data.stories import story
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
 from tinylm.tokens.tokenizer import tokenizer_from_dict
-from tinylm.train.loop import TrainConfig, run
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

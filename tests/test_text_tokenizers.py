@@ -152,7 +152,8 @@ def test_packed_rows_run_on_into_the_next_document(tmp_path):
 def test_unpacked_training_runs_and_needs_rows_at_documents(tmp_path):
     from tinylm.base.config import from_dict
     from tinylm.base.errors import ConfigError
-    from tinylm.train.loop import TrainConfig, run
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.loop import run
 
     tok = train_text_tokenizer(STORIES, level="word")
     (tmp_path / "ds").mkdir()

@@ -18,7 +18,8 @@ from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, evaluate_su
 from tinylm.lang.format import split_examples
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.tokens.tokenizer import tokenizer_from_dict
-from tinylm.train.loop import TrainConfig, run
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

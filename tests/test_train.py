@@ -20,7 +20,8 @@ from tinylm.cli import main
 from tinylm.data.batches import Stage, TokenSplit, open_dataset
 from tinylm.model.gpt import PRESETS
 from tinylm.studies.tasks import train_config
-from tinylm.train.loop import OptimConfig, TrainConfig, build, lr_at, run, run_length
+from tinylm.train.config import OptimConfig, TrainConfig, lr_at
+from tinylm.train.loop import build, run, run_length
 from tinylm.train.task import LanguageModelTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -575,7 +576,8 @@ def test_state_weighted_step_loss_is_the_weighted_mean():
 
     from tinylm.model.gpt import GPT, GPTConfig, lm_loss
     from tinylm.tokens.tokenizer import keyword_tokenizer
-    from tinylm.train.loop import DataConfig, OptimConfig, train_step
+    from tinylm.train.config import DataConfig, OptimConfig
+    from tinylm.train.loop import train_step
 
     tok = keyword_tokenizer("m2")
     ids = tok.encode("# code\na = 1\n#STEP\n# code\n@a = 1$|\n#STEP\n# code\na = 1\n@^$a?1|\n\n").tolist()

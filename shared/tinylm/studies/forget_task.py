@@ -28,7 +28,7 @@ from tinylm.studies.forget import (
     validation_steps,
 )
 from tinylm.tokens.tokenizer import tokenizer_from_dict
-from tinylm.train.loop import TrainConfig
+from tinylm.train.config import TrainConfig
 from tinylm.train.task import LanguageModelTask
 
 

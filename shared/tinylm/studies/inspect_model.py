@@ -146,7 +146,7 @@ def model_of(cfg, config_file=None):
     from tinylm.data.batches import open_dataset
     from tinylm.model.checkpoint import load_checkpoint
     from tinylm.model.gpt import GPTConfig, model_preset
-    from tinylm.train.loop import resolve_model_config
+    from tinylm.train.config import resolve_model_config
 
     if cfg.init_from:
         ckpt = load_checkpoint(resolve_path(cfg.init_from, config_file))

@@ -29,7 +29,8 @@ from tinylm.report.compare import plot_curves, summarize
 from tinylm.report.render import markdown_table
 from tinylm.studies.inspect_model import format_bytes, model_of, training_memory
 from tinylm.studies.tasks import load_train_config
-from tinylm.train.loop import TrainConfig, run
+from tinylm.train.config import TrainConfig
+from tinylm.train.loop import run
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Where a training run's metrics go besides its own folder: TensorBoard and Weights & Biases.
+"""Where a training run's metrics go: its own folder (`Metrics`), TensorBoard and Weights & Biases.
 
-The run folder always holds `metrics.jsonl` (and `metrics.csv`, `eval.csv`); these sinks are
+The run folder always holds `metrics.jsonl` (and `metrics.csv`, `eval.csv`); the sinks are
 optional copies for the tools researchers compare runs in, each behind an extra of the package:
 
     log: {tensorboard: true}                           # pip install 'tinylm[tb]'
@@ -15,6 +15,7 @@ same W&B run (its id is kept in the run folder).
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Literal
 
 import yaml
 
+from tinylm.base.config import to_dict
 from tinylm.base.errors import ConfigError
 
 
@@ -96,3 +98,59 @@ class WandbSink:
 
     def close(self) -> None:
         self.run.finish()
+
+
+class Metrics:
+    """metrics.jsonl (+ metrics.csv, eval.csv) in the run folder, and the sinks `log` enables
+    above; a no-op off the main process. `run`: a tinylm.train.loop.Run."""
+
+    def __init__(self, run, resume_step: int | None):
+        self.on = run.rt.is_main
+        self.jsonl = run.out_dir / "metrics.jsonl"
+        self.csv = run.out_dir / "metrics.csv" if run.cfg.log.csv else None
+        self.eval_csv = run.out_dir / "eval.csv" if run.cfg.log.csv else None
+        self.sinks = []
+        if not self.on:
+            return
+        if resume_step is not None:  # drop what was logged after the checkpoint we resume from
+            for path in (self.jsonl, self.csv, self.eval_csv):
+                if path is not None and path.exists():
+                    self._truncate(path, resume_step)
+        else:
+            for path in (self.jsonl, self.csv, self.eval_csv):
+                if path is not None and path.exists():
+                    path.unlink()
+        config = {**to_dict(run.cfg), "run": json.loads((run.out_dir / "run.json").read_text())}
+        if run.cfg.log.tensorboard:
+            self.sinks.append(TensorBoardSink(run.out_dir, config, resume_step))
+        if run.cfg.log.wandb is not None:
+            self.sinks.append(WandbSink(run.cfg.log.wandb, run.out_dir, config, resume_step is not None))
+
+    @staticmethod
+    def _truncate(path: Path, step: int) -> None:
+        """Keep the header and the records up to `step` (a line cut short by a crash goes too)."""
+        lines = [ln for ln in path.read_text().splitlines(keepends=True) if ln.endswith("\n")]
+        if path.suffix == ".jsonl":
+            keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+        else:
+            keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+        path.write_text("".join(keep))
+
+    def write(self, record: dict) -> None:
+        if not self.on:
+            return
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        csv = self.csv if "loss" in record else self.eval_csv
+        if csv is not None:
+            new = not csv.exists()
+            with csv.open("a") as f:
+                if new:
+                    f.write(",".join(record) + "\n")
+                f.write(",".join("" if v is None else str(v) for v in record.values()) + "\n")
+        for sink in self.sinks:
+            sink.log(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

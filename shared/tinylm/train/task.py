@@ -3,7 +3,7 @@ batches it draws, one micro-batch's logits and labels, the validation batches, a
 checkpoint stores beside the language model's weights.
 
 `LanguageModelTask` is next-token prediction on a dataset's windows (tinylm.data.batches). A study
-that trains something else subclasses it, and `TrainConfig` (tinylm.train.loop) with its own YAML
+that trains something else subclasses it, and `TrainConfig` (tinylm.train.config) with its own YAML
 section whose `make_task` returns the subclass; the loop runs it unchanged, computing the loss from
 `outputs` with `tinylm.model.gpt.lm_loss` as for any run.
 """
