@@ -16,7 +16,9 @@ import yaml
 
 from tinylm.base.config import from_dict, to_dict
 from tinylm.base.errors import ConfigError
-from tinylm.lang.generate import CHUNK, _Doomed, _lcg_name, _LineRunner, _team, generate_programs, program_key
+from tinylm.lang.generate import CHUNK, generate_programs, program_key
+from tinylm.lang.nightly import Doomed, LineRunner
+from tinylm.lang.snippet import _lcg_name, _team
 from tinylm.lang.spec import PRESETS, GeneratorSpec, preset
 
 # ---------------------------------------------------------------------------------------------
@@ -579,13 +581,13 @@ def test_line_runner_agrees_with_the_tracer(name):
     cap = spec.nightly.max_value
     for program in generate_programs(spec, 4, 0, 300):
         body = program.split("\n")[1:]
-        runner = _LineRunner(cap)
+        runner = LineRunner(cap)
         outputs, error = run_program("\n".join(body), cap=cap)
         try:
             for line in body:
                 runner.feed(line)
             runner.finish()
-        except _Doomed:
+        except Doomed:
             verdicts["failed"] += 1
             assert error is not None, program
             continue
