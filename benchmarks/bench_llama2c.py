@@ -32,7 +32,7 @@ from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.interop.export import export_llama2c
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
-from tinylm.tokens.tokenizer import train_sentencepiece
+from tinylm.tokens.text import train_sentencepiece
 
 PROMPT = "Once upon a time"
 

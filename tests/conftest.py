@@ -77,8 +77,9 @@ def built_programs(folder: Path) -> dict[str, list[str]]:
     from the files: train.bin and val.bin decoded with the manifest's tokenizer."""
     import numpy as np
 
+    from tinylm.lang.format import split_examples
     from tinylm.lang.trace import iter_examples
-    from tinylm.tokens.tokenizer import split_examples, tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     manifest = json.loads((folder / "manifest.json").read_text())
     tokenizer = tokenizer_from_dict(manifest["tokenizer"])

@@ -25,9 +25,10 @@ from tinylm.data.mixture import stream_programs, stream_seed
 from tinylm.data.shards import InlineExecutor, is_text_spec, ordered_map
 from tinylm.data.spec import load_dataset_spec, load_spec
 from tinylm.data.stages import cli
+from tinylm.lang.format import split_examples
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.trace import iter_examples
-from tinylm.tokens.tokenizer import split_examples, tokenizer_from_dict
+from tinylm.tokens.load import tokenizer_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ["train.bin", "val.bin", "test.txt", "ood_loops.txt", "keys_train.npy", "keys_heldout.npy"]

@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO
 from test_evaluate import pixels_of
 
-from tinylm.tokens.tokenizer import split_examples
+from tinylm.lang.format import split_examples
 
 SCORE_LINE = re.compile(r"^(\d+) test examples \(([\w-]+) window\): hard match ([\d.]+)% \| "
                         r"soft match ([\d.]+)% \| failure ([\d.]+)%$", re.M)

@@ -14,7 +14,8 @@ from tinylm.cli import main
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.checkpoint import save_checkpoint
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
-from tinylm.tokens.tokenizer import keyword_tokenizer, train_sentencepiece
+from tinylm.tokens.text import train_sentencepiece
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 
 def llama_checkpoint(tmp_path, **changes):

@@ -16,11 +16,13 @@ from tinylm.base.errors import DataError
 from tinylm.cli import main
 from tinylm.data.datasets import build
 from tinylm.data.stages import name_problem, training_words
+from tinylm.lang.format import split_examples
 from tinylm.lang.generate import generate_programs
 from tinylm.lang.rename import RESERVED, fresh_names, program_names, rename_program
 from tinylm.lang.spec import preset
 from tinylm.lang.trace import iter_examples, trace_program
-from tinylm.tokens.tokenizer import keyword_tokenizer, split_examples, tokenizer_from_dict
+from tinylm.tokens.load import tokenizer_from_dict
+from tinylm.tokens.tokenizer import keyword_tokenizer
 
 STEP = "\n#STEP\n"
 FORMATS = {"demo": "demo", "nightly": "m2", "alpha": "2026", "beta": "2026"}

@@ -27,7 +27,7 @@ from tinylm.data.datasets import build
 from tinylm.data.spec import load_dataset_spec
 from tinylm.data.stories import story
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
-from tinylm.tokens.tokenizer import tokenizer_from_dict
+from tinylm.tokens.load import tokenizer_from_dict
 from tinylm.train.config import TrainConfig
 from tinylm.train.loop import run
 

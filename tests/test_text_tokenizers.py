@@ -13,13 +13,8 @@ import torch.nn.functional as F
 
 from tinylm.data.batches import IGNORE, make_batch, open_dataset
 from tinylm.model.gpt import GPT, GPTConfig, model_preset
-from tinylm.tokens.tokenizer import (
-    SPECIAL_TOKENS,
-    tokenizer_from_dict,
-    train_sentencepiece,
-    train_text_tokenizer,
-    write_bin,
-)
+from tinylm.tokens.load import tokenizer_from_dict, write_bin
+from tinylm.tokens.text import SPECIAL_TOKENS, train_sentencepiece, train_text_tokenizer
 from tinylm.train.loop import loss_sums, perplexity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,17 +17,11 @@ from conftest import fixture_examples, golden_dir, golden_examples, golden_vocab
 
 from tinylm import cli as tinylm_cli
 from tinylm.base.errors import TokenizeError
+from tinylm.lang.format import split_examples
 from tinylm.tokens import tokenizer as tokenizer_module
-from tinylm.tokens.tokenizer import (
-    KEYWORD_VOCABS,
-    keyword_tokenizer,
-    restore_spaces,
-    split_examples,
-    tokenizer_from_dict,
-    train_char_tokenizer,
-    train_sentencepiece,
-    write_bin,
-)
+from tinylm.tokens.load import tokenizer_from_dict, write_bin
+from tinylm.tokens.text import train_sentencepiece
+from tinylm.tokens.tokenizer import KEYWORD_VOCABS, keyword_tokenizer, restore_spaces, train_char_tokenizer
 
 GOLDEN = [("demo", "demo"), ("nightly_m2", "m2"), ("release2026_alpha", "alpha")]
 

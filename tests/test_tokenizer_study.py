@@ -17,7 +17,7 @@ from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint, evaluate_suite, split_example
 from tinylm.lang.format import split_examples
 from tinylm.model.checkpoint import save_checkpoint
-from tinylm.tokens.tokenizer import tokenizer_from_dict
+from tinylm.tokens.load import tokenizer_from_dict
 from tinylm.train.config import TrainConfig
 from tinylm.train.loop import run
 

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("tinylm.data.stages:cli", "build a dataset folder, or run one data stage (data generate ...)"),
     "trace": ("tinylm.lang.trace:cli", "trace programs into execution traces"),
     "filter": ("tinylm.data.filter:cli", "apply the determinism filter to traces"),
-    "tokenize": ("tinylm.tokens.tokenizer:cli", "encode traces into a .bin of token ids"),
+    "tokenize": ("tinylm.tokens.load:cli", "encode traces into a .bin of token ids"),
     "train": ("tinylm.studies.tasks:cli", "train a model (single process or under torchrun)"),
     "import-reference": ("tinylm.interop.reference:cli", "convert a reference framework checkpoint"),
     "generate": ("tinylm.decode.strategies:cli", "generate text from a checkpoint"),

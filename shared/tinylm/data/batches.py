@@ -172,7 +172,7 @@ def read_manifest(folder: str | Path) -> dict:
 
 def open_dataset(folder: str | Path) -> TokenDataset:
     """Map a dataset folder's splits; read the terminator and step ids from its tokenizer."""
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     folder = Path(folder)
     manifest = read_manifest(folder)

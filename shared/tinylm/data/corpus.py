@@ -98,7 +98,7 @@ class TextTokenizerConfig:
     SentencePiece model or HuggingFace `tokenizers` JSON (`path`)."""
     path: str | None = None
     """sentencepiece_file: a SentencePiece .model file with bos and eos pieces; hf_json: a
-    tokenizer.json with bos and eos tokens (`tinylm.tokens.tokenizer.HF_SPECIALS`). Used as they
+    tokenizer.json with bos and eos tokens (`tinylm.tokens.text.HF_SPECIALS`). Used as they
     are (relative paths from the repository root; their vocabulary replaces vocab_size)."""
     model_type: Literal["bpe", "unigram"] = "bpe"
     """SentencePiece model type."""
@@ -229,7 +229,7 @@ def iter_documents(files: list[Path], fmt: str, key: str = "text") -> Iterator[s
 
 def load_sentencepiece_file(path: Path):
     """An existing SentencePiece model as a text tokenizer; DataError unless it has bos and eos pieces."""
-    from tinylm.tokens.tokenizer import SentencePieceTokenizer
+    from tinylm.tokens.text import SentencePieceTokenizer
 
     if not path.is_file():
         raise DataError(f"{path}: no such SentencePiece model (tokenizer.path)")
@@ -244,7 +244,7 @@ def load_sentencepiece_file(path: Path):
 
 def load_hf_json(path: Path):
     """An existing `tokenizers` JSON as a text tokenizer; DataError unless it has bos and eos tokens."""
-    from tinylm.tokens.tokenizer import HFJsonTokenizer
+    from tinylm.tokens.text import HFJsonTokenizer
 
     if not path.is_file():
         raise DataError(f"{path}: no such tokenizers JSON (tokenizer.path)")
@@ -255,7 +255,7 @@ def load_hf_json(path: Path):
 
 
 def make_text_tokenizer(cfg: TextTokenizerConfig, texts: list[str]):
-    from tinylm.tokens.tokenizer import train_sentencepiece, train_text_tokenizer
+    from tinylm.tokens.text import train_sentencepiece, train_text_tokenizer
 
     if cfg.kind == "sentencepiece":
         return train_sentencepiece(texts, model_type=cfg.model_type, vocab_size=cfg.vocab_size, specials=True)
@@ -264,7 +264,7 @@ def make_text_tokenizer(cfg: TextTokenizerConfig, texts: list[str]):
 
 def text_tokenizer(folder: Path, spec: TextDatasetSpec, files: list[Path], digest: str, code: str):
     """The learned tokenizer, trained once per (source, tokenizer config, code) and kept under shards/."""
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     if spec.tokenizer.kind == "sentencepiece_file":
         return load_sentencepiece_file(resolve_path(spec.tokenizer.path, folder / "dataset.yaml"))

@@ -102,7 +102,8 @@ def streams_of(spec: DatasetSpec) -> list[Stream]:
 
 def make_tokenizer(cfg: TokenizerConfig, sample: Callable[[int], list[str]]):
     """The tokenizer of `cfg`; a learned one is trained on `sample(cfg.sample)` traces."""
-    from tinylm.tokens.tokenizer import keyword_tokenizer, train_char_tokenizer, train_sentencepiece
+    from tinylm.tokens.text import train_sentencepiece
+    from tinylm.tokens.tokenizer import keyword_tokenizer, train_char_tokenizer
 
     if cfg.kind == "keyword":
         return keyword_tokenizer(cfg.vocab)
@@ -439,7 +440,7 @@ def sample_traces(stream: Stream, spec: DatasetSpec, count: int) -> list[str]:
 
 def build_tokenizer(folder: Path, spec: DatasetSpec, main: Stream, code: str):
     """Keyword tokenizers are fixed; a learned one is trained once and kept under shards/."""
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     if spec.tokenizer.kind == "keyword":
         return make_tokenizer(spec.tokenizer, lambda n: [])

@@ -41,7 +41,7 @@ _TOKENIZERS: dict[str, Any] = {}  # per worker process: tokenizer dict (as JSON)
 
 
 def worker_tokenizer(data: dict):
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     key = json.dumps(data, sort_keys=True)
     if key not in _TOKENIZERS:

@@ -254,7 +254,7 @@ def training_words(folder: Path, manifest: dict, tokens_per_read: int = 1 << 26)
     words like 'if' and 'code'), a slice of whole examples at a time. Keyword and char
     vocabularies spell a name with one token per letter, so there a run of single-letter tokens
     is a name, found without decoding (25x faster); SentencePiece pieces are decoded."""
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     tokenizer = tokenizer_from_dict(manifest["tokenizer"])
     strings = tokenizer.token_strings(np.arange(tokenizer.vocab_size))
@@ -283,7 +283,7 @@ def stage_rename(results: Path, suite: Path, out: Path, dataset: Path, seed: int
     tokens), re-traced in the dataset's format and filtered at its block size; dropped if its
     program is in the train split or twice in the suite."""
     from tinylm.lang.rename import fresh_names, program_names, rename_program
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     if not (dataset / "manifest.json").is_file():
         raise DataError(f"{dataset}: no manifest.json; build the dataset first (tinylm data build {dataset})")

@@ -37,7 +37,7 @@ from tinylm.base.errors import ConfigError, DataError
 from tinylm.base.files import atomic_path, atomic_write_json
 from tinylm.model.checkpoint import load_model
 from tinylm.model.gpt import GPT
-from tinylm.tokens.tokenizer import SentencePieceTokenizer
+from tinylm.tokens.text import SentencePieceTokenizer
 
 LLAMA_SWITCHES = {"pos_encoding": "rope", "norm": "rmsnorm", "final_norm": "rmsnorm", "mlp": "swiglu",
                   "bias": False, "attn_proj_bias": False, "lm_head_bias": False, "post_attn_norm": False,

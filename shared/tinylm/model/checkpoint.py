@@ -26,7 +26,7 @@ import torch
 
 from tinylm.base.errors import DataError
 from tinylm.base.files import atomic_path, run_metadata
-from tinylm.tokens.tokenizer import tokenizer_sha256
+from tinylm.tokens.load import tokenizer_sha256
 
 FORMAT = "tinylm-checkpoint-1"
 
@@ -88,7 +88,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     checkpoint dict) from a checkpoint file."""
     from tinylm.base.config import from_dict
     from tinylm.model.gpt import GPT, GPTConfig
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     ckpt = load_checkpoint(path)
     cfg = from_dict(GPTConfig, ckpt["model_config"], where=f"{path} (model_config)")

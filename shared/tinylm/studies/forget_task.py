@@ -27,7 +27,7 @@ from tinylm.studies.forget import (
     step_windows,
     validation_steps,
 )
-from tinylm.tokens.tokenizer import tokenizer_from_dict
+from tinylm.tokens.load import tokenizer_from_dict
 from tinylm.train.config import TrainConfig
 from tinylm.train.task import LanguageModelTask
 

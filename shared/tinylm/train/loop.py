@@ -283,7 +283,7 @@ def restore(run: Run) -> None:
 def state_token_ids(dataset) -> tuple[int, torch.Tensor, int]:
     """The ids `state_targets` reads, from the dataset's vocabulary; a DataError naming a missing one."""
     from tinylm.base.errors import TokenizeError
-    from tinylm.tokens.tokenizer import tokenizer_from_dict
+    from tinylm.tokens.load import tokenizer_from_dict
 
     tok = tokenizer_from_dict(dataset.manifest["tokenizer"])
     try:
