@@ -45,7 +45,8 @@ from tinylm.decode.decoder import SPECULATE
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.evaluate.scoring import read_suite, score
 from tinylm.lang.format import STEP
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.model.presets import model_preset
 from tinylm.tokens.tokenizer import keyword_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,8 @@ from tinylm.data.stories import story
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.interop.export import export_llama2c
 from tinylm.model.checkpoint import save_checkpoint
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.model.presets import model_preset
 from tinylm.tokens.text import train_sentencepiece
 
 PROMPT = "Once upon a time"

@@ -35,8 +35,9 @@ import torch
 from tinylm.base.files import atomic_write_json, atomic_write_text, machine
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.checkpoint import load_model, save_checkpoint
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
 from tinylm.model.optim import build_optimizer
+from tinylm.model.presets import model_preset
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}

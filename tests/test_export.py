@@ -13,7 +13,8 @@ import torch
 from tinylm.cli import main
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.model.checkpoint import save_checkpoint
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.model.presets import model_preset
 from tinylm.tokens.text import train_sentencepiece
 from tinylm.tokens.tokenizer import keyword_tokenizer
 

@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 from tinylm.base.config import from_dict
 from tinylm.base.errors import ConfigError
-from tinylm.model.gpt import GPT, POS_ENCODINGS, PRESETS, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, POS_ENCODINGS, GPTConfig
+from tinylm.model.presets import PRESETS, model_preset
 
 V = 32
 

@@ -26,7 +26,8 @@ from tinylm.data.batches import open_dataset
 from tinylm.data.datasets import build
 from tinylm.data.spec import load_dataset_spec
 from tinylm.data.stories import story
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.model.presets import model_preset
 from tinylm.tokens.load import tokenizer_from_dict
 from tinylm.train.config import TrainConfig
 from tinylm.train.loop import run

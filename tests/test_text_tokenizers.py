@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.data.batches import IGNORE, make_batch, open_dataset
-from tinylm.model.gpt import GPT, GPTConfig, model_preset
+from tinylm.model.gpt import GPT, GPTConfig
+from tinylm.model.presets import model_preset
 from tinylm.tokens.load import tokenizer_from_dict, write_bin
 from tinylm.tokens.text import SPECIAL_TOKENS, train_sentencepiece, train_text_tokenizer
 from tinylm.train.loop import loss_sums, perplexity

@@ -18,7 +18,7 @@ from tinylm.base.config import load_config, to_dict, write_yaml
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
 from tinylm.data.batches import Stage, TokenSplit, open_dataset
-from tinylm.model.gpt import PRESETS
+from tinylm.model.presets import PRESETS
 from tinylm.studies.tasks import train_config
 from tinylm.train.config import OptimConfig, TrainConfig, lr_at
 from tinylm.train.loop import build, run, run_length

@@ -103,7 +103,7 @@ class DecodeState:
     done: torch.Tensor  # (B,) bool: stopped at the terminator or the budget
     recompute: torch.Tensor  # (B,) bool: past the window in reference mode
     row: torch.Tensor  # (B,) which input prompt the row decodes
-    cache: object  # tinylm.model.gpt.KVCache
+    cache: object  # tinylm.model.cache.KVCache
 
     @property
     def batch_size(self) -> int:

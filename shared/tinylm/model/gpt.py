@@ -1,7 +1,7 @@
 """The GPT: a decoder-only transformer whose every architectural switch is a `GPTConfig` field.
 
-Read top to bottom: config, norms, positional encodings, the KV cache, attention, MLP, block,
-model, presets. Shapes use B (batch), T (new tokens), S (keys visible: cached + new), C (n_embd),
+Read top to bottom: config, norms, positional encodings, attention, MLP, block, model (the KV
+cache is tinylm.model.cache, the named architectures tinylm.model.presets). Shapes use B (batch), T (new tokens), S (keys visible: cached + new), C (n_embd),
 nh (query heads), nkv (key/value heads), hs (head_dim), V (vocab_size).
 
 Positions. Without a cache, token t sits at position t. With a cache, token slot s of row b sits
@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from tinylm.base.errors import ConfigError
 from tinylm.data.batches import IGNORE
+from tinylm.model.cache import KVCache
 from tinylm.model.optim import adamw
 
 ABSOLUTE_POSITIONS = ("learned", "sinusoidal")
@@ -208,89 +209,6 @@ def t5_buckets(dist: torch.Tensor, num_buckets: int, max_distance: int) -> torch
     log_ratio = torch.log(n.clamp(min=exact).float() / exact) / math.log(max_distance / exact)
     large = (exact + (log_ratio * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
     return torch.where(n < exact, n, large)
-
-
-# -----------------------------------------------------------------------------
-# KV cache: the decoding state, owned by the caller, filled by GPT.forward
-
-
-class KVCache:
-    """Per-layer key/value buffers for incremental decoding.
-
-    k[l], v[l]: (B, nkv, max_len, hs). Slots [0, length) are filled. Row b is left-padded by
-    pad[b] slots: the token in slot s has position s - pad[b], and slots < pad[b] are never
-    attended to. Keys are stored after RoPE, so a slot's key never changes. pos (B, max_len): the
-    positions the forwards gave explicitly (`positions`), which the relative encodings then read.
-    """
-
-    def __init__(self, n_layer: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 device=None, dtype=None):
-        shape = (batch_size, n_kv_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.length = 0
-        self.pad = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
-        self.pos = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)  # (B, max_len)
-
-    @property
-    def batch_size(self) -> int:
-        return self.k[0].size(0)
-
-    @property
-    def max_len(self) -> int:
-        return self.k[0].size(2)
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (B',) in that order, e.g. the surviving beams; B' may differ from B."""
-        self.k = [k.index_select(0, index) for k in self.k]
-        self.v = [v.index_select(0, index) for v in self.v]
-        self.pad = self.pad.index_select(0, index)
-        self.pos = self.pos.index_select(0, index)
-
-    def _buffers(self) -> list[torch.Tensor]:
-        """Every per-slot buffer, slots along dim 2 (pos: (B, 1, max_len) view)."""
-        return [*self.k, *self.v, self.pos[:, None]]
-
-    def shift_rows(self, by: torch.Tensor) -> None:
-        """Move each row b's filled slots right by by[b] (B,), dropping its last by[b] slots; the kept
-        slots' positions (slot - pad) do not change. (A rolling window's row may have pad < 0: its
-        first by[b] slots then keep stale keys, more than a window before any later query.)"""
-        for n in by[by > 0].unique().tolist():
-            rows = (by == n).nonzero().flatten()
-            lo, end = max(int(self.pad[rows].min()), 0), self.length
-            for buf in self._buffers():
-                buf[rows, :, lo + n:end] = buf[rows, :, lo:end - n]
-        self.pad = self.pad + by
-
-    def drop_leading(self, m: int) -> None:
-        """Drop the first m slots of every row, moving the rest to the front (positions unchanged;
-        a row's pad may become negative)."""
-        n = self.length - m
-        for buf in self._buffers():
-            buf[:, :, :n] = buf[:, :, m:self.length].clone()
-        self.pad = self.pad - m
-        self.length = n
-
-    def grow_left(self, length: int) -> None:
-        """Fill `length` slots, moving every row's slots right to make room (positions unchanged)."""
-        d = length - self.length
-        for buf in self._buffers():
-            buf[:, :, d:d + self.length] = buf[:, :, :self.length].clone()
-        self.pad = self.pad + d
-        self.length = length
-
-    def copy_rows(self, rows: torch.Tensor, src: KVCache, lo: int, hi: int) -> None:
-        """Rows `rows` take src's slots [lo, hi) of its rows (in order), ending at slot `length`."""
-        end = self.length
-        for dst, s in zip(self._buffers(), src._buffers()):
-            dst[rows, :, end - (hi - lo):end] = s[:, :, lo:hi]
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nkv, T, hs) at slots [length, length+T); return all filled slots (B, nkv, S, hs)."""
-        end = self.length + k.size(2)
-        self.k[layer][:, :, self.length:end] = k
-        self.v[layer][:, :, self.length:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
 class AttnInputs(NamedTuple):
@@ -663,46 +581,3 @@ class GPT(nn.Module):
         c = self.config
         T = c.block_size if seq_len is None else seq_len
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_head * c.hs * T
-
-
-# -----------------------------------------------------------------------------
-# Presets: dicts of GPTConfig fields, to be overridden by a run's config
-
-
-def _demo() -> dict:
-    return dict(vocab_size=77, block_size=128, n_layer=6, n_head=8, n_embd=128, n_kv_heads=None,
-                head_dim=None, dropout=0.0, bias=False, attn_proj_bias=True, lm_head_bias=True,
-                tie_embeddings=False, pos_encoding="learned", norm="rmsnorm", final_norm="layernorm_nobias",
-                norm_eps=1e-5, mlp="silu", mlp_ratio=4.0)
-
-
-def _reference_2025(n_embd: int) -> dict:
-    # the 2025 models: the demo architecture, 24 layers x 16 heads, context 512, width varied
-    return {**_demo(), "n_layer": 24, "n_head": 16, "n_embd": n_embd, "block_size": 512}
-
-
-# vocab_size in a preset is the demo tokenizer's; a run sets it from its own tokenizer
-PRESETS: dict[str, dict] = {
-    # the reference demo model: 1,218,253 parameters
-    "demo": _demo(),
-    # the 2025 main model (~62M parameters) and its model-scaling study
-    "main2025": _reference_2025(464),
-    "scaling-192": _reference_2025(192),
-    "scaling-320": _reference_2025(320),
-    "scaling-464": _reference_2025(464),
-    "scaling-880": _reference_2025(880),
-    # the 2026 model: no attention-projection bias, ALiBi instead of learned positions
-    "model2026": {**_demo(), "n_layer": 12, "n_head": 16, "n_embd": 384, "block_size": 512,
-                  "attn_proj_bias": False, "pos_encoding": "alibi"},
-    # a Llama-style small model: grouped-query attention, SwiGLU, RoPE, RMSNorm, tied embeddings, no biases
-    "llama-gqa": {**_demo(), "n_layer": 5, "n_head": 8, "n_kv_heads": 4, "n_embd": 128, "block_size": 256,
-                  "attn_proj_bias": False, "lm_head_bias": False, "tie_embeddings": True,
-                  "pos_encoding": "rope", "final_norm": "rmsnorm", "mlp": "swiglu", "mlp_ratio": 2.75},
-}
-
-
-def model_preset(name: str) -> dict:
-    """A copy of preset `name`'s GPTConfig fields."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model preset '{name}' (expected one of: {', '.join(PRESETS)})")
-    return dict(PRESETS[name])

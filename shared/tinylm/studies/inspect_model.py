@@ -145,7 +145,8 @@ def model_of(cfg, config_file=None):
     from tinylm.base.config import from_dict
     from tinylm.data.batches import open_dataset
     from tinylm.model.checkpoint import load_checkpoint
-    from tinylm.model.gpt import GPTConfig, model_preset
+    from tinylm.model.gpt import GPTConfig
+    from tinylm.model.presets import model_preset
     from tinylm.train.config import resolve_model_config
 
     if cfg.init_from:

@@ -245,7 +245,8 @@ def lr_at(step: int, o: OptimConfig, total: int) -> float:
 
 def resolve_model_config(cfg: TrainConfig, vocab_size: int, where: str):
     """GPTConfig from preset <- fields; vocab_size from the dataset unless the config sets it."""
-    from tinylm.model.gpt import GPTConfig, model_preset
+    from tinylm.model.gpt import GPTConfig
+    from tinylm.model.presets import model_preset
 
     fields = dict(cfg.model)
     preset = fields.pop("preset", None)
