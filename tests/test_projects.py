@@ -73,7 +73,8 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
 ])
 def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
     from tinylm.base.errors import ConfigError
-    from tinylm.studies.experiment import Project, read_with_base
+    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment_config import read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
@@ -84,7 +85,8 @@ def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, messa
 
 def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
     from tinylm.base.errors import DataError
-    from tinylm.studies.experiment import Project, read_with_base, train_runs
+    from tinylm.studies.experiment import Project, train_runs
+    from tinylm.studies.experiment_config import read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
@@ -107,7 +109,8 @@ def test_a_run_with_steps_of_waits_for_that_run_to_finish(tmp_path):
 
 
 def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_same_seed(tmp_path):
-    from tinylm.studies.experiment import Project, read_with_base
+    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment_config import read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
@@ -133,7 +136,8 @@ def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_sam
 ])
 def test_bad_seeds_are_refused(tmp_path, runs, message):
     from tinylm.base.errors import ConfigError
-    from tinylm.studies.experiment import Project, read_with_base
+    from tinylm.studies.experiment import Project
+    from tinylm.studies.experiment_config import read_with_base
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
