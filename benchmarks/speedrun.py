@@ -28,7 +28,7 @@ from tinylm.base.config import load_config
 from tinylm.base.files import atomic_write_json, atomic_write_text, machine
 from tinylm.decode.strategies import GenerateConfig
 from tinylm.evaluate.scoring import EvalConfig, evaluate_checkpoint
-from tinylm.report.render import markdown_table
+from tinylm.report.tables import markdown_table
 from tinylm.train.config import TrainConfig
 from tinylm.train.loop import run
 

@@ -20,10 +20,11 @@ from conftest import built_programs
 
 from tinylm.base.errors import ConfigError, DataError
 from tinylm.cli import main
-from tinylm.data.datasets import KeySet, build, program_keys, streams_of
+from tinylm.data.datasets import build, program_keys, streams_of
 from tinylm.data.mixture import stream_programs, stream_seed
 from tinylm.data.shards import InlineExecutor, is_text_spec, ordered_map
 from tinylm.data.spec import load_dataset_spec, load_spec
+from tinylm.data.splits import KeySet
 from tinylm.data.stages import cli
 from tinylm.lang.format import split_examples
 from tinylm.lang.generate import generate_programs

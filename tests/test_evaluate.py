@@ -315,7 +315,7 @@ def test_sweep_over_a_run_folder_and_report(tmp_path, capsys):
 
 
 def test_time_to_thresholds_takes_the_first_checkpoint_reaching_each():
-    from tinylm.report.render import sweep_report, time_to_thresholds
+    from tinylm.report.tables import sweep_report, time_to_thresholds
 
     rows = [{"checkpoint": f"ckpt_{s}.pt", "step": s, "elapsed_s": 60.0 * s, "suites": {"demo": {"hard_pct": h}}}
             for s, h in ((3, 96.0), (1, 50.0), (2, 91.0), (4, 93.0))]   # out of order, not monotone

@@ -14,18 +14,9 @@ import pytest
 from tinylm.base.errors import DataError
 from tinylm.base.stats import wilson
 from tinylm.cli import main
-from tinylm.report.render import (
-    compare_row,
-    group_row,
-    plot_bars,
-    plot_scaling,
-    plot_sweep_tokens,
-    plot_val_loss,
-    report,
-    runs_by_suite_table,
-    runs_table,
-    summary_records,
-)
+from tinylm.report.figures import plot_bars, plot_scaling, plot_sweep_tokens, plot_val_loss
+from tinylm.report.render import compare_row, report
+from tinylm.report.tables import group_row, runs_by_suite_table, runs_table, summary_records
 
 
 def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:

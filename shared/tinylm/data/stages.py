@@ -33,15 +33,11 @@ from tinylm.base.config import load_config
 from tinylm.base.errors import ConfigError, DataError, TokenizeError
 from tinylm.base.files import atomic_path, atomic_write_json
 from tinylm.data.datasets import (
-    Assigner,
-    KeySet,
-    SplitOutput,
     StreamRun,
     build,
     build_manifest,
     encode_chunk,
     filter_mask,
-    load_banned,
     make_tokenizer,
     pack_chunk,
     process_programs,
@@ -59,6 +55,7 @@ from tinylm.data.shards import (
     worker_tokenizer,
 )
 from tinylm.data.spec import DatasetSpec, load_spec
+from tinylm.data.splits import Assigner, KeySet, SplitOutput, load_banned
 from tinylm.lang.format import EXAMPLE_END, STEP, iter_examples, split_examples
 
 STAGED_OVERSAMPLE = 1.5     # `data generate` on a dataset folder: programs per requested example

@@ -45,11 +45,11 @@ def cli(argv: list[str]) -> int:
     with torch.no_grad():
         if args.sweep:
             rows = sweep(args.sweep, args.suite, args.out, cfg, log=print, rt=rt)
-            from tinylm.report.render import sweep_report
+            from tinylm.report.tables import sweep_report
             table = sweep_report(rows)
         else:
             res = evaluate_checkpoint(args.checkpoint, args.suite, args.out, cfg, log=print, rt=rt)
-            from tinylm.report.render import suites_table
+            from tinylm.report.tables import suites_table
             table = suites_table(res["suites"])
     if rt.is_main:
         print(table)

@@ -488,7 +488,7 @@ def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str 
 
     `rt` (torchrun): its processes share each suite's batches; its device wins over `device`."""
     from tinylm.model.checkpoint import load_model
-    from tinylm.report.render import suites_table
+    from tinylm.report.tables import suites_table
 
     named = suite_paths(suites)
     out_dir = Path(out_dir)
@@ -521,7 +521,7 @@ def training_times(run_dir: Path) -> dict[int, float]:
 def sweep(run_dir: str | Path, suites: list[str], out_dir: str | Path, cfg: EvalConfig | None = None,
           device: str = "cpu", log=print, rt=None) -> list[dict]:
     """Evaluate every ckpt_*.pt of a run folder; one row per checkpoint in OUT/sweep.json and sweep.md."""
-    from tinylm.report.render import sweep_report
+    from tinylm.report.tables import sweep_report
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     paths = sorted(run_dir.glob("ckpt_*.pt"))

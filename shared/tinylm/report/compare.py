@@ -22,7 +22,9 @@ from pathlib import Path
 from tinylm.base.args import ArgumentParser
 from tinylm.base.config import read_yaml
 from tinylm.base.errors import DataError
-from tinylm.report.render import markdown_table, new_figure, read_json, save_figure
+from tinylm.report.figures import new_figure, save_figure
+from tinylm.report.render import read_json
+from tinylm.report.tables import markdown_table
 
 X_AXES = {"step": "training step", "tokens": "training tokens seen", "minutes": "training time (min)"}
 SAME_FOR_ALL = ("out_dir",)  # differs between any two runs by construction

@@ -428,7 +428,7 @@ def _forget_row(project: Project, run: str, suite: str) -> dict:
 
 def write_report(project: Project, log=print) -> list[Path]:
     from tinylm.base.files import atomic_write_text
-    from tinylm.report import render as report
+    from tinylm.report import figures, tables
 
     rows = {}
     for name in project.eval_runs() if any(item.kind != "text" for item in project.cfg.report) else []:
@@ -440,7 +440,7 @@ def write_report(project: Project, log=print) -> list[Path]:
     shown = [r for r in rows if not any(r in members for members in project.groups.values())]
     for name, members in project.groups.items():
         if all(m in rows for m in members):
-            rows[name] = report.group_row(name, [rows[m] for m in members])
+            rows[name] = tables.group_row(name, [rows[m] for m in members])
             shown.append(name)
     for item in project.cfg.report:
         if item.kind in ("text", "curves"):
@@ -461,23 +461,23 @@ def write_report(project: Project, log=print) -> list[Path]:
             forget_rows = [_forget_row(project, r, item.suites[0] if item.suites else project.suites()[0])
                            for r in (item.runs or shown)]
             if path.suffix == ".md":
-                atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + report.forget_table(forget_rows) + "\n")
+                atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + tables.forget_table(forget_rows) + "\n")
             else:
-                report.plot_forget(forget_rows, path, title=title, metric=item.metrics[0])
+                figures.plot_forget(forget_rows, path, title=title, metric=item.metrics[0])
         elif item.kind == "table":
-            table = report.runs_by_suite_table if item.layout == "suites" else report.runs_table
+            table = tables.runs_by_suite_table if item.layout == "suites" else tables.runs_table
             atomic_write_text(path, (f"# {item.title}\n\n" if item.title else "") + table(chosen, tuple(item.metrics)) + "\n")
         elif item.kind == "scaling":
-            report.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])
+            figures.plot_scaling(chosen, item.x, path, title=title, metric=item.metrics[0])
         elif item.kind == "bars":
             if item.metrics == ["val_loss"]:
-                report.plot_val_loss(chosen, path, title=title)
+                figures.plot_val_loss(chosen, path, title=title)
             else:
-                report.plot_bars(chosen, path, title=title, metric=item.metrics[0])
+                figures.plot_bars(chosen, path, title=title, metric=item.metrics[0])
         else:
             sweep_rows = _sweep_item_rows(project, item)
-            report.plot_sweep_tokens(sweep_rows, path, title=title)
-            atomic_write_text(path.with_suffix(".md"), report.sweep_report(sweep_rows) + "\n")
+            figures.plot_sweep_tokens(sweep_rows, path, title=title)
+            atomic_write_text(path.with_suffix(".md"), tables.sweep_report(sweep_rows) + "\n")
             written.append(path.with_suffix(".md"))
         written.append(path)
         log(f"wrote {path}")
@@ -488,7 +488,7 @@ def _write_summary(project: Project, rows: dict[str, dict]) -> Path:
     """results/<config>/summary.json: every cell of the report with n and its 95% interval (and per
     seed group the mean and min-max over seeds), the config's commit and the machine."""
     from tinylm.base.files import atomic_write_json, git_revision, machine
-    from tinylm.report import render as report
+    from tinylm.report import tables
 
     seeds = {run: project.train_config(run).seed if project.cfg.runs[run].checkpoint is None else None
              for run in rows}
@@ -496,7 +496,7 @@ def _write_summary(project: Project, rows: dict[str, dict]) -> Path:
     config = project.config_file
     atomic_write_json(path, {"config": str(config.relative_to(project.root) if config.is_relative_to(project.root) else config),
                              "commit": git_revision(project.config_file.parent), "machine": machine(),
-                             "groups": project.groups, "cells": report.summary_records(rows, seeds, project.groups)})
+                             "groups": project.groups, "cells": tables.summary_records(rows, seeds, project.groups)})
     return path
 
 
@@ -504,7 +504,7 @@ def _text_report(project: Project, item: ReportItem, log=print) -> Path:
     """results/<config>/FILE.md: each run's size, length and loss/perplexity at every evaluation,
     then its samples."""
     from tinylm.base.files import atomic_write_text
-    from tinylm.report import render as report
+    from tinylm.report import render
 
     parts = [f"# {item.title}\n"] if item.title else []
     for run in item.runs or list(project.cfg.runs):
@@ -515,7 +515,7 @@ def _text_report(project: Project, item: ReportItem, log=print) -> Path:
         records = [json.loads(line) for line in metrics.read_text().splitlines()]
         samples_path = project.work / "eval" / run / "samples.json"
         samples = json.loads(samples_path.read_text())["samples"] if samples_path.is_file() else []
-        parts.append(report.text_run_report(run, report.run_facts(run_dir), records, samples))
+        parts.append(render.text_run_report(run, render.run_facts(run_dir), records, samples))
     path = project.results / item.file
     atomic_write_text(path, "\n".join(parts))
     log(f"wrote {path}")

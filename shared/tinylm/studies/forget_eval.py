@@ -246,7 +246,7 @@ def evaluate_checkpoint(checkpoint: str | Path, suites: list[str], out_dir: str 
     """Every suite of a forgetting run's checkpoint into OUT/<suite>/, gathered in OUT/summary.json
     (the layout of tinylm.evaluate.scoring, so reports read both); a suite already scored is read back."""
     from tinylm.evaluate.scoring import checkpoint_info
-    from tinylm.report.render import suites_table
+    from tinylm.report.tables import suites_table
 
     named = suite_paths(suites)
     out_dir = Path(out_dir)

@@ -26,7 +26,7 @@ from tinylm.base.args import ArgumentParser
 from tinylm.base.errors import ConfigError, TinylmError
 from tinylm.base.files import atomic_write_json, atomic_write_text
 from tinylm.report.compare import plot_curves, summarize
-from tinylm.report.render import markdown_table
+from tinylm.report.tables import markdown_table
 from tinylm.studies.inspect_model import format_bytes, model_of, training_memory
 from tinylm.studies.tasks import load_train_config
 from tinylm.train.config import TrainConfig
