@@ -57,7 +57,7 @@ def cli(argv: list[str]) -> int:
             from tinylm.evaluate.explain import explain_failures
             for name, path in suite_paths(args.suite):
                 pages = explain_failures(args.checkpoint, path, Path(args.out) / name, args.explain_failures,
-                                         window=args.window)
+                                         window=args.window, device=args.device)
                 print(f"{name}: {len(pages)} explain page(s) in {Path(args.out) / name / 'explain'}")
     rt.barrier()  # the processes leave together
     rt.close()

@@ -155,7 +155,7 @@ def head_summary(rep: Replay, roles: list[dict], prompt_len: int) -> list[list[d
     return [[{r: round(v / n, 4) for r, v in h.items()} for h in layer] for layer in sums]
 
 
-def explain_example(model, tokenizer, example, *, window: str = "step-anchored", max_new_tokens: int | None = None,
+def explain_example(model, tokenizer, example, *, window: str = GenerateConfig.window, max_new_tokens: int | None = None,
                     source: str = "") -> dict:
     """Everything the page shows for one suite example, as plain data."""
     step_id = step_token_id(tokenizer) if window == "step-anchored" else None
@@ -209,8 +209,8 @@ def write_page(model, tokenizer, example, out: Path, *, window: str, source: str
     return out
 
 
-def explain(checkpoint: str | Path, suite: str | Path, index: int, out: str | Path, *, window: str = "step-anchored",
-            device: str = "cpu") -> Path:
+def explain(checkpoint: str | Path, suite: str | Path, index: int, out: str | Path, *,
+            window: str = GenerateConfig.window, device: str = "auto") -> Path:
     """The page of example `index` of `suite`."""
     from tinylm.model.checkpoint import load_model
 
@@ -223,7 +223,7 @@ def explain(checkpoint: str | Path, suite: str | Path, index: int, out: str | Pa
 
 
 def explain_failures(checkpoint: str | Path, suite: str | Path, eval_dir: Path, k: int, *, window: str,
-                     device: str = "cpu") -> list[Path]:
+                     device: str = "auto") -> list[Path]:
     """The pages of the first `k` examples an evaluation (eval_dir/results.jsonl) did not match
     exactly, as eval_dir/explain/ID.html."""
     from tinylm.model.checkpoint import load_model
@@ -245,9 +245,9 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--suite", required=True, help="a test file (examples separated by blank lines)")
     ap.add_argument("--index", type=int, default=0, help="which example of the suite (from 0)")
     ap.add_argument("--out", required=True, help="the HTML page to write")
-    ap.add_argument("--window", default="step-anchored", choices=("step-anchored", "reference"),
-                    help="the decoder's window, as in tinylm eval")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--window", default=GenerateConfig.window, choices=("reference", "step-anchored"),
+                    help="the decoder's window, as in tinylm eval (default: %(default)s)")
+    ap.add_argument("--device", default="auto", help="auto: a GPU if there is one, else cpu")
     args = ap.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise DataError(f"{args.checkpoint}: no such checkpoint")

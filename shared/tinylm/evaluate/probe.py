@@ -198,7 +198,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--suite", required=True, help="a test file of TinyPy traces")
     ap.add_argument("--limit", type=int, default=200, help="examples read (the first half trains the probes)")
     ap.add_argument("--out", required=True, help="output folder (probe.json, probe.md, probe.png)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto: a GPU if there is one, else cpu")
     args = ap.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise DataError(f"{args.checkpoint}: no such checkpoint")
