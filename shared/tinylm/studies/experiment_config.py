@@ -92,7 +92,7 @@ class EvalSection:
     prompts: list[str] = field(default_factory=list)
     """Text runs: prompts each run's best checkpoint continues, once per decoding."""
     decodings: dict[str, dict[str, Any]] = field(default_factory=lambda: {"greedy": {}})
-    """Decoding name -> `tinylm.decode.decoder.GenerateConfig` fields (e.g. {beam: 4}, {temperature: 0.8, top_p: 0.9})."""
+    """Decoding name -> `tinylm.decode.strategies.GenerateConfig` fields (e.g. {beam: 4}, {temperature: 0.8, top_p: 0.9})."""
 
 
 @dataclass
