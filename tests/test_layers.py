@@ -85,3 +85,9 @@ def test_the_training_loop_knows_no_study():
     # studies plug their tasks in (tinylm.train.task); the loop itself is the language model's
     mentions = [p.name for p in (ROOT / "train").glob("*.py") if "forget" in p.read_text().lower()]
     assert not mentions, f"train/ modules that mention forgetting: {mentions}"
+
+
+def test_no_module_outgrows_one_job():
+    # a module past ~600 lines is doing more than one thing: split it along its seams
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, f"modules over 600 lines: {long}"
