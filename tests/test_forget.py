@@ -141,7 +141,7 @@ def test_identity_runs_the_plain_model_and_labels_are_the_target_tokens(one_torc
 
 
 @pytest.mark.parametrize("policy", LEARNED)
-@pytest.mark.parametrize("estimator", ["straight_through", "reinforce"])
+@pytest.mark.parametrize("estimator", ["straight_through", "reinforce", "imitate"])
 def test_gradients_reach_the_learned_scorer(policy, estimator, one_torch_thread):
     torch.manual_seed(0)
     x, y, n_ctx, t_len = windows()
@@ -157,6 +157,34 @@ def test_gradients_reach_the_learned_scorer(policy, estimator, one_torch_thread)
         assert (lm.gpt.wte.weight.grad is None) == freeze
         if estimator == "reinforce":
             assert torch.isfinite(lm.baseline)
+
+
+@pytest.mark.parametrize("policy", ["cnn", "gru"])
+def test_a_scorer_trained_to_imitate_the_oracle_learns_its_mask(policy, one_torch_thread):
+    # the positive control: a learned scorer (with context: the MLP sees one token) and its inputs can
+    # express the mask the oracle keeps, so a learned policy that misses it is not limited by them
+    torch.manual_seed(0)
+    x, y, n_ctx, t_len = windows(rows=12)
+    cfg = ForgetConfig(policy=policy, keep_ratio=0.3, estimator="imitate", freeze_lm=True, hidden=32)
+    lm = ForgetLM(tiny_gpt(), cfg, IDS)
+    oracle = ForgetLM(lm.gpt, ForgetConfig(policy="oracle", keep_ratio=0.3), IDS).eval()
+    free, _ = free_tokens(x.size(1), n_ctx, cfg.recent)
+
+    def agreement() -> float:
+        lm.eval()
+        with torch.no_grad():
+            same = lm.select(x, n_ctx)[0] == oracle.select(x, n_ctx)[0]
+        lm.train()
+        return float(same[free].float().mean())
+
+    before = agreement()
+    optimizer = torch.optim.Adam(lm.policy.parameters(), lr=1e-2)
+    for _ in range(300):
+        extra = lm(x, y, n_ctx, t_len)[2]
+        optimizer.zero_grad()
+        extra.backward()
+        optimizer.step()
+    assert before < 0.9 and agreement() > 0.99
 
 
 def test_the_oracle_keeps_the_previous_step_and_first_its_state_line():

@@ -42,6 +42,10 @@ schedules from start to end over the run):
 - "reinforce": the kept set is a Plackett-Luce sample of k tokens (the same Gumbel top-k) and the
   scorer's loss is -(reward - baseline) * log P(set), reward the row's target log-likelihood
   ("loglik", mean per token) or next-token accuracy ("accuracy"), baseline a moving average.
+- "imitate" (the positive control): the scorer learns the oracle's kept set, a binary cross-entropy
+  of each droppable token's score (as a logit) against whether the oracle keeps it at the same
+  budget; the LM sees the scorer's own top-k. A scorer that cannot learn this mask cannot be
+  expected to find one by the other two.
 
 `freeze_lm` trains the scorer alone on a frozen LM (e.g. started from a pretrained checkpoint);
 otherwise the LM is trained jointly. In eval mode a policy keeps the plain top-k of its scores.
@@ -89,14 +93,14 @@ class ForgetConfig:
     """The last `recent` context tokens are always kept (1: the step token the target follows)."""
     max_target: int = 80
     """Longest target (one step) in tokens; the context holds at most block_size - max_target."""
-    estimator: Literal["straight_through", "reinforce"] = "straight_through"
-    """How a learned scorer gets its gradient."""
+    estimator: Literal["straight_through", "reinforce", "imitate"] = "straight_through"
+    """How a learned scorer gets its gradient (imitate: from the oracle's kept set, a positive control)."""
     reward: Literal["loglik", "accuracy"] = "loglik"
     """reinforce: a row's reward, its target's mean log-likelihood or next-token accuracy."""
     baseline_momentum: float = 0.9
     """reinforce: the baseline is this moving average of the batches' mean rewards."""
     policy_weight: float = 1.0
-    """reinforce: weight of the scorer's loss beside the LM loss."""
+    """reinforce and imitate: weight of the scorer's loss beside the LM loss."""
     temperature: list[float] = field(default_factory=lambda: [1.0, 1.0])
     """Exploration temperature of the scores, [start, end], linear over the run."""
     epsilon: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -120,6 +124,8 @@ class ForgetConfig:
             raise ConfigError(f"forget.epsilon must be [start, end], both in [0, 1], got {self.epsilon}")
         if not 0.0 <= self.baseline_momentum < 1.0:
             raise ConfigError(f"forget.baseline_momentum must be in [0, 1), got {self.baseline_momentum}")
+        if self.estimator == "imitate" and self.policy not in LEARNED:
+            raise ConfigError(f"forget.estimator 'imitate' trains a learned scorer; policy {self.policy!r} has none")
         if self.freeze_lm and self.policy not in LEARNED:
             raise ConfigError(f"forget.freeze_lm trains the scorer alone; policy {self.policy!r} has none "
                               f"(learned policies: {', '.join(LEARNED)})")
@@ -215,8 +221,9 @@ class Policy(nn.Module):
         super().__init__()
         self.kind = cfg.policy
         self.ids = ids
-        if cfg.policy == "oracle" and ids.at_id is None:
-            raise ConfigError('forget.policy "oracle" finds the state line by its "@"; this vocabulary has none')
+        if (cfg.policy == "oracle" or cfg.estimator == "imitate") and ids.at_id is None:
+            raise ConfigError('the oracle (forget.policy "oracle", forget.estimator "imitate") finds the state '
+                              'line by its "@"; this vocabulary has none')
         self.block_size = block_size
         if cfg.policy == "mlp":
             self.scorer = MLPScorer(n_embd + 1, cfg.hidden)
@@ -396,9 +403,10 @@ class ForgetLM(nn.Module):
 
     def select(self, x: torch.Tensor, n_ctx: torch.Tensor, seeds: torch.Tensor | None = None,
                progress: float = 1.0):
-        """(keep (B, T), key bias (B, T) or None, log P(kept set) (B,) or None). Training mode samples
-        as the estimator says; eval mode keeps the plain top-k of the scores. `seeds` (B,) seed each
-        row's noise (`row_seeds`; None: the global generator)."""
+        """(keep (B, T), key bias (B, T) or None, the scorer's own term or None: log P(kept set) (B,)
+        for reinforce, the imitation loss (a scalar) for imitate). Training mode samples as the
+        estimator says; eval mode keeps the plain top-k of the scores. `seeds` (B,) seed each row's
+        noise (`row_seeds`; None: the global generator)."""
         cfg = self.cfg
         free, forced = free_tokens(x.size(1), n_ctx, cfg.recent)
         if cfg.policy == "identity":
@@ -410,6 +418,10 @@ class ForgetLM(nn.Module):
         scores = self.policy(x, self.gpt.wte(x) if cfg.policy in LEARNED else None, noise)
         if not sampled:
             return top_k_keep(scores, free, forced, k), None, None
+        if cfg.estimator == "imitate":  # the oracle's kept set at the same budget is the label
+            teacher = top_k_keep(oracle_scores(x, self.policy.ids), free, forced, k)
+            imitation = F.binary_cross_entropy_with_logits(scores[free], teacher[free].float())
+            return top_k_keep(scores, free, forced, k), None, imitation
         temperature, epsilon = cfg.schedule(progress)
         logq = explore_logits(scores, free, temperature, epsilon)
         z = logq + gumbel(noise)
@@ -423,13 +435,16 @@ class ForgetLM(nn.Module):
                 seeds: torch.Tensor | None = None, progress: float = 1.0):
         """Windows x, y (B, T) with context lengths n_ctx, target lengths t_len and noise seeds (B,) ->
         (logits (B, L, V), labels (B, L), the scorer's extra loss (a scalar), kept context tokens (B,))."""
-        keep, bias, logp = self.select(x, n_ctx, seeds, progress)
+        keep, bias, own = self.select(x, n_ctx, seeds, progress)
         c = compact(keep, n_ctx, t_len)
         key_bias = None if bias is None else c.gather(bias, 0.0)
         logits, _ = self.gpt(c.gather(x, 0), positions=c.index, key_bias=key_bias)
         labels = c.gather(y, IGNORE)
         extra = logits.new_zeros(())
-        if logp is not None:
+        if own is not None and self.cfg.estimator == "imitate":
+            extra = self.cfg.policy_weight * own
+        elif own is not None:
+            logp = own
             reward = self.reward(logits.detach(), labels)
             mean, m = global_mean(reward), self.cfg.baseline_momentum
             baseline = mean if self.baseline.isnan() else self.baseline.clone()  # the batches before this one

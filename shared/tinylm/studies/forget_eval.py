@@ -195,7 +195,7 @@ def variant(cfg) -> str:
     default (the estimator, a frozen LM, a temperature that falls over the run)."""
     if cfg.policy not in LEARNED:
         return cfg.policy
-    return (cfg.policy + ("-reinforce" if cfg.estimator == "reinforce" else "") + ("-frozen" if cfg.freeze_lm else "")
+    return (cfg.policy + ("" if cfg.estimator == "straight_through" else f"-{cfg.estimator}") + ("-frozen" if cfg.freeze_lm else "")
             + ("-annealed" if cfg.temperature[1] < cfg.temperature[0] else ""))
 
 
