@@ -23,8 +23,8 @@ PROJECTS = sorted(p.name for p in REPO.glob("research_project_*") if p.is_dir())
 CONFIGS = [(p, c.stem) for p in PROJECTS for c in sorted((REPO / p / "configs").glob("*.yaml"))]
 
 
-def test_there_are_five_projects_with_three_sizes_each():
-    assert PROJECTS == [f"research_project_{i}" for i in range(1, 6)]
+def test_there_are_six_projects_with_three_sizes_each():
+    assert PROJECTS == [f"research_project_{i}" for i in range(1, 7)]
     for project in PROJECTS:
         assert {c for p, c in CONFIGS if p == project} >= {"smoke", "cpu", "paper"}
         for script in ("1_data.py", "2_train.py", "3_eval.py", "4_report.py", "run_all.py", "README.md"):

@@ -1,0 +1,115 @@
+"""Research project 6's OOD suites shift exactly one property: measured on a real build of
+datasets/alpha2026-cpu (at small counts), every property of every suite is checked against the range
+the training split covers, as tests/test_ood_suites.py does for research project 1."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, built_programs
+from test_generate import code_lines, ifs_per_level, max_depth
+
+from tinylm.lang.snippet import _executed_ops, _lcg_name, _team
+
+
+def _tree(program: str) -> ast.Module:
+    return ast.parse("\n".join(code_lines(program)))
+
+
+def _names(program: str) -> set[str]:
+    return {n.id for n in ast.walk(_tree(program)) if isinstance(n, ast.Name)}
+
+
+def _numbers(program: str) -> list[int]:
+    """Every literal, a unary minus taken with its number (-7 is one literal)."""
+    nodes = list(ast.walk(_tree(program)))
+    negated = {id(n.operand) for n in nodes if isinstance(n, ast.UnaryOp) and isinstance(n.operand, ast.Constant)}
+    return [-n.value if id(n) in negated else n.value for n in nodes if isinstance(n, ast.Constant)]
+
+
+SEEN_TWO_LETTER = {_lcg_name(2, i) for i in range(max(1, int(26**2 * 0.01)))}   # alpha-rq1: 1% of the space
+
+# property -> what it measures on one program (a list; a set-valued property is compared as a set)
+PROPERTIES: dict[str, Callable[[str], list]] = {
+    "lines": lambda p: [len(code_lines(p))],
+    "depth": lambda p: [max_depth("\n".join(code_lines(p)))],
+    "ifs per level": lambda p: [ifs_per_level("\n".join(code_lines(p)))],
+    "number size": lambda p: [abs(v) for v in _numbers(p)],
+    "number half": lambda p: sorted({_team(v) for v in _numbers(p)}),
+    "name length": lambda p: [len(n) for n in _names(p)],
+    "2-letter names seen": lambda p: sorted({n in SEEN_TWO_LETTER for n in _names(p) if len(n) == 2}),
+    "operators executed": lambda p: [len(_executed_ops(code_lines(p)))],
+}
+SHIFTED = {
+    "longer-snippets": "lines",
+    "deeper-nesting": "depth",
+    "denser-snippets": "ifs per level",
+    "hidden-numbers": "number half",
+    "hidden-variables": "2-letter names seen",
+    "mixed-ops": "operators executed",
+    "longer-names": "name length",
+}
+
+
+@pytest.fixture(scope="module")
+def mini_build(tmp_path_factory) -> Path:
+    from tinylm.data.datasets import build
+
+    folder = tmp_path_factory.mktemp("data") / "alpha2026-cpu"
+    folder.mkdir()
+    spec = yaml.safe_load((REPO / "datasets/alpha2026-cpu/dataset.yaml").read_text())
+    spec["splits"] = {"train": 1500, "val": 20, "test": 50}
+    spec["shard_size"] = 120
+    for suite in spec["ood"]:
+        suite["count"] = 120
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    build(folder, workers=1)
+    return folder
+
+
+def _ranges(programs: list[str]) -> dict[str, set]:
+    return {name: {v for p in programs for v in measure(p)} for name, measure in PROPERTIES.items()}
+
+
+def _inside(values: set, reference: set) -> bool:
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values | reference):
+        return values <= reference
+    return not values or (reference and min(reference) <= min(values) and max(values) <= max(reference))
+
+
+def _beyond(values: set, reference: set) -> bool:
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values | reference):
+        return bool(values) and not values & reference
+    return bool(values) and min(values) > max(reference)
+
+
+@pytest.mark.parametrize("suite", list(SHIFTED))
+def test_each_2026_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
+    programs = built_programs(mini_build)
+    train = _ranges(programs["train"])
+    ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
+    assert len(ood) >= 100
+    measured = _ranges(ood)
+    shifted = SHIFTED[suite]
+    assert _beyond(measured[shifted], train[shifted]), (shifted, measured[shifted], train[shifted])
+    for name, values in measured.items():
+        if name != shifted:
+            assert _inside(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+
+
+def test_the_any_names_suite_draws_names_past_the_seen_share_and_nothing_else_moves(mini_build):
+    """Research project 6's RQ2 suite: the training grammar with names from the whole name space."""
+    programs = built_programs(mini_build)
+    train = _ranges(programs["train"])
+    ood = [p.split("\n#STEP\n")[0] for p in (mini_build / "ood_any-names.txt").read_text().split("\n\n") if p.strip()]
+    measured = _ranges(ood)
+    assert measured["2-letter names seen"] == {False, True} and train["2-letter names seen"] == {True}
+    unseen = {n for p in ood for n in _names(p) if len(n) == 2 and n not in SEEN_TWO_LETTER}
+    assert len(unseen) > 50 and math.isclose(len(SEEN_TWO_LETTER), 6)
+    for name in set(PROPERTIES) - {"2-letter names seen"}:
+        assert _inside(measured[name], train[name]), name
