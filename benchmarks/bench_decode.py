@@ -43,7 +43,7 @@ import torch
 from tinylm.base.runtime import select_device
 from tinylm.decode.decoder import SPECULATE
 from tinylm.decode.strategies import GenerateConfig, generate
-from tinylm.evaluate.scoring import read_suite, score
+from tinylm.evaluate.scoring import generated_text, read_suite, score
 from tinylm.lang.format import STEP
 from tinylm.model.gpt import GPT, GPTConfig
 from tinylm.model.presets import model_preset
@@ -86,9 +86,7 @@ def run_ours(model, examples, window: str, speculate: int, step_id: int, eos: in
 
 
 def hard_pct(tok, examples, gens) -> float:
-    eos = tok.token_strings([tok.eos_id])[0]
-    hard = sum(score(tok.token_strings(e.target_ids), tok.token_strings(gens[e.id]), eos)["class"] == "hard"
-               for e in examples)
+    hard = sum(score(tok.decode(e.target_ids), generated_text(tok, gens[e.id]))["class"] == "hard" for e in examples)
     return 100.0 * hard / len(examples)
 
 
