@@ -72,6 +72,45 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def build_small(folder: Path, committed: str, splits: dict, ood_count: int, shard_size: int) -> Path:
+    """The committed dataset spec `committed` (e.g. datasets/nightly-mini) built into `folder` at small counts."""
+    import yaml
+
+    from tinylm.data.datasets import build
+
+    folder.mkdir(parents=True)
+    spec = yaml.safe_load((REPO / committed / "dataset.yaml").read_text())
+    spec["splits"], spec["shard_size"] = splits, shard_size   # an OOD stream draws whole shards
+    for suite in spec["ood"]:
+        suite["count"] = ood_count
+    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    build(folder, workers=1)
+    return folder
+
+
+def property_ranges(programs: list[str], properties: dict) -> dict[str, set]:
+    """Every value each property (name -> program -> list of values) takes over `programs`."""
+    return {name: {v for p in programs for v in measure(p)} for name, measure in properties.items()}
+
+
+def _numeric(values: set) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def inside_range(values: set, reference: set) -> bool:
+    """Numbers within reference's min..max; anything else (names, flags) a subset of reference."""
+    if not _numeric(values | reference):
+        return values <= reference
+    return not values or (bool(reference) and min(reference) <= min(values) and max(values) <= max(reference))
+
+
+def beyond_range(values: set, reference: set) -> bool:
+    """Numbers all above reference's max; anything else disjoint from reference."""
+    if not _numeric(values | reference):
+        return bool(values) and not values & reference
+    return bool(values) and min(values) > max(reference)
+
+
 def built_programs(folder: Path) -> dict[str, list[str]]:
     """The programs (text before the first step) of every split file of a built dataset, read back
     from the files: train.bin and val.bin decoded with the manifest's tokenizer."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, built_programs
+from conftest import REPO, beyond_range, build_small, built_programs, inside_range, property_ranges
 from test_generate import block_peak, code_lines, line_states, loop_runs, max_depth
 
 
@@ -56,42 +56,23 @@ SHIFTED = {
 
 @pytest.fixture(scope="module")
 def mini_build(tmp_path_factory) -> Path:
-    from tinylm.data.datasets import build
-
-    folder = tmp_path_factory.mktemp("data") / "nightly-mini"
-    folder.mkdir()
-    spec = yaml.safe_load((REPO / "datasets/nightly-mini/dataset.yaml").read_text())
-    spec["splits"] = {"train": 1500, "val": 20, "test": 200}
-    spec["shard_size"] = 120   # an OOD stream draws whole shards, and the 3-sub-block suite draws slowly
-    for suite in spec["ood"]:
-        suite["count"] = 120
-    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
-    build(folder, workers=1)
-    return folder
-
-
-def _ranges(programs: list[str]) -> dict[str, set]:
-    return {name: {v for p in programs for v in measure(p)} for name, measure in PROPERTIES.items()}
-
-
-def _inside(values: set, reference: set) -> bool:
-    if all(isinstance(v, str) for v in values | reference):
-        return values <= reference
-    return not values or (reference and min(reference) <= min(values) and max(values) <= max(reference))
+    # the 3-sub-block suite draws slowly: small shards
+    return build_small(tmp_path_factory.mktemp("data") / "nightly-mini", "datasets/nightly-mini",
+                       {"train": 1500, "val": 20, "test": 200}, ood_count=120, shard_size=120)
 
 
 @pytest.mark.parametrize("suite", list(SHIFTED))
 def test_each_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
     programs = built_programs(mini_build)
-    train = _ranges(programs["train"])
+    train = property_ranges(programs["train"], PROPERTIES)
     ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
     assert len(ood) >= 100
-    measured = _ranges(ood)
+    measured = property_ranges(ood, PROPERTIES)
     shifted = SHIFTED[suite]
-    assert measured[shifted] and min(measured[shifted]) > max(train[shifted]), (shifted, measured[shifted])
+    assert beyond_range(measured[shifted], train[shifted]), (shifted, measured[shifted])
     for name, values in measured.items():
         if name != shifted:
-            assert _inside(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+            assert inside_range(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
     # the nesting rules of training: where training puts blocks inside if bodies, so may a suite
     assert not any(_in_if_blocks(p) for p in ood) or any(_in_if_blocks(p) for p in programs["train"])
 
@@ -111,14 +92,14 @@ def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_
     out = tmp_path / "renamed.txt"
     stage_rename(results, test, out, mini_build, seed=0, lengths=[2], solved_only=False, trained_letters=True)
     programs = built_programs(mini_build)
-    train = _ranges(programs["train"])
+    train = property_ranges(programs["train"], PROPERTIES)
     renamed = [e.split("\n#STEP\n")[0] for e in iter_examples(out)]
     assert len(renamed) >= 150
-    measured = _ranges(renamed)
+    measured = property_ranges(renamed, PROPERTIES)
     assert measured["name length"] == {2} and train["name length"] == {1}
     assert measured["name letters"] <= train["name letters"]
     for name in set(PROPERTIES) - {"name length", "name letters"}:
-        assert _inside(measured[name], train[name]), name
+        assert inside_range(measured[name], train[name]), name
 
 
 def test_the_ood_build_is_the_committed_spec():

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, built_programs
+from conftest import beyond_range, build_small, built_programs, inside_range, property_ranges
 from test_generate import code_lines, ifs_per_level, max_depth
 
 from tinylm.lang.snippet import _executed_ops, _lcg_name, _team
@@ -58,58 +57,32 @@ SHIFTED = {
 
 @pytest.fixture(scope="module")
 def mini_build(tmp_path_factory) -> Path:
-    from tinylm.data.datasets import build
-
-    folder = tmp_path_factory.mktemp("data") / "alpha2026-cpu"
-    folder.mkdir()
-    spec = yaml.safe_load((REPO / "datasets/alpha2026-cpu/dataset.yaml").read_text())
-    spec["splits"] = {"train": 1500, "val": 20, "test": 50}
-    spec["shard_size"] = 120
-    for suite in spec["ood"]:
-        suite["count"] = 120
-    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec))
-    build(folder, workers=1)
-    return folder
-
-
-def _ranges(programs: list[str]) -> dict[str, set]:
-    return {name: {v for p in programs for v in measure(p)} for name, measure in PROPERTIES.items()}
-
-
-def _inside(values: set, reference: set) -> bool:
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values | reference):
-        return values <= reference
-    return not values or (reference and min(reference) <= min(values) and max(values) <= max(reference))
-
-
-def _beyond(values: set, reference: set) -> bool:
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values | reference):
-        return bool(values) and not values & reference
-    return bool(values) and min(values) > max(reference)
+    return build_small(tmp_path_factory.mktemp("data") / "alpha2026-cpu", "datasets/alpha2026-cpu",
+                       {"train": 1500, "val": 20, "test": 50}, ood_count=120, shard_size=120)
 
 
 @pytest.mark.parametrize("suite", list(SHIFTED))
 def test_each_2026_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
     programs = built_programs(mini_build)
-    train = _ranges(programs["train"])
+    train = property_ranges(programs["train"], PROPERTIES)
     ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
     assert len(ood) >= 100
-    measured = _ranges(ood)
+    measured = property_ranges(ood, PROPERTIES)
     shifted = SHIFTED[suite]
-    assert _beyond(measured[shifted], train[shifted]), (shifted, measured[shifted], train[shifted])
+    assert beyond_range(measured[shifted], train[shifted]), (shifted, measured[shifted], train[shifted])
     for name, values in measured.items():
         if name != shifted:
-            assert _inside(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+            assert inside_range(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
 
 
 def test_the_any_names_suite_draws_names_past_the_seen_share_and_nothing_else_moves(mini_build):
     """Research project 6's RQ2 suite: the training grammar with names from the whole name space."""
     programs = built_programs(mini_build)
-    train = _ranges(programs["train"])
+    train = property_ranges(programs["train"], PROPERTIES)
     ood = [p.split("\n#STEP\n")[0] for p in (mini_build / "ood_any-names.txt").read_text().split("\n\n") if p.strip()]
-    measured = _ranges(ood)
+    measured = property_ranges(ood, PROPERTIES)
     assert measured["2-letter names seen"] == {False, True} and train["2-letter names seen"] == {True}
     unseen = {n for p in ood for n in _names(p) if len(n) == 2 and n not in SEEN_TWO_LETTER}
     assert len(unseen) > 50 and math.isclose(len(SEEN_TWO_LETTER), 6)
     for name in set(PROPERTIES) - {"2-letter names seen"}:
-        assert _inside(measured[name], train[name]), name
+        assert inside_range(measured[name], train[name]), name
