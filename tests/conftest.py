@@ -111,6 +111,21 @@ def beyond_range(values: set, reference: set) -> bool:
     return bool(values) and min(values) > max(reference)
 
 
+def assert_one_shift(folder: Path, suite: str, properties: dict, shifted: str) -> tuple[list[str], list[str]]:
+    """Suite `suite` of a built dataset moves property `shifted` past the training split's range and
+    keeps every other property inside it; returns (the suite's programs, the training programs)."""
+    train = built_programs(folder)["train"]
+    suite_programs = [p.split("\n#STEP\n")[0] for p in (folder / f"ood_{suite}.txt").read_text().split("\n\n")
+                      if p.strip()]
+    assert len(suite_programs) >= 100
+    trained, measured = property_ranges(train, properties), property_ranges(suite_programs, properties)
+    assert beyond_range(measured[shifted], trained[shifted]), (shifted, measured[shifted], trained[shifted])
+    for name, values in measured.items():
+        if name != shifted:
+            assert inside_range(values, trained[name]), (suite, name, sorted(values), sorted(trained[name]))
+    return suite_programs, train
+
+
 def built_programs(folder: Path) -> dict[str, list[str]]:
     """The programs (text before the first step) of every split file of a built dataset, read back
     from the files: train.bin and val.bin decoded with the manifest's tokenizer."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, beyond_range, build_small, built_programs, inside_range, property_ranges
+from conftest import REPO, assert_one_shift, build_small, built_programs, inside_range, property_ranges
 from test_generate import block_peak, code_lines, line_states, loop_runs, max_depth
 
 
@@ -63,18 +63,9 @@ def mini_build(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("suite", list(SHIFTED))
 def test_each_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
-    programs = built_programs(mini_build)
-    train = property_ranges(programs["train"], PROPERTIES)
-    ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
-    assert len(ood) >= 100
-    measured = property_ranges(ood, PROPERTIES)
-    shifted = SHIFTED[suite]
-    assert beyond_range(measured[shifted], train[shifted]), (shifted, measured[shifted])
-    for name, values in measured.items():
-        if name != shifted:
-            assert inside_range(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+    ood, train = assert_one_shift(mini_build, suite, PROPERTIES, SHIFTED[suite])
     # the nesting rules of training: where training puts blocks inside if bodies, so may a suite
-    assert not any(_in_if_blocks(p) for p in ood) or any(_in_if_blocks(p) for p in programs["train"])
+    assert not any(_in_if_blocks(p) for p in ood) or any(_in_if_blocks(p) for p in train)
 
 
 def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_path):

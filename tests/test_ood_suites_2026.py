@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import beyond_range, build_small, built_programs, inside_range, property_ranges
+from conftest import assert_one_shift, build_small, built_programs, inside_range, property_ranges
 from test_generate import code_lines, ifs_per_level, max_depth
 
 from tinylm.lang.snippet import _executed_ops, _lcg_name, _team
@@ -63,16 +63,7 @@ def mini_build(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("suite", list(SHIFTED))
 def test_each_2026_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
-    programs = built_programs(mini_build)
-    train = property_ranges(programs["train"], PROPERTIES)
-    ood = [p.split("\n#STEP\n")[0] for p in (mini_build / f"ood_{suite}.txt").read_text().split("\n\n") if p.strip()]
-    assert len(ood) >= 100
-    measured = property_ranges(ood, PROPERTIES)
-    shifted = SHIFTED[suite]
-    assert beyond_range(measured[shifted], train[shifted]), (shifted, measured[shifted], train[shifted])
-    for name, values in measured.items():
-        if name != shifted:
-            assert inside_range(values, train[name]), (suite, name, sorted(values), sorted(train[name]))
+    assert_one_shift(mini_build, suite, PROPERTIES, SHIFTED[suite])
 
 
 def test_the_any_names_suite_draws_names_past_the_seen_share_and_nothing_else_moves(mini_build):
