@@ -55,6 +55,18 @@ def test_every_committed_config_resolves_its_datasets_runs_and_models(project, c
         assert head in p.cfg.datasets, f"suite {suite} names no dataset of the config"
 
 
+@pytest.mark.parametrize("project,config", CONFIGS, ids=[f"{p[-1]}-{c}" for p, c in CONFIGS])
+def test_every_run_of_a_study_is_fixed_in_steps_not_minutes(project, config):
+    """A compared run's length is a number of steps: the same config is the same experiment on a slow
+    or a fast machine (wall-clock sizing, `schedule_minutes`, is for the demo only)."""
+    from tinylm.studies.experiment import Project
+
+    p = Project(REPO / project, config)
+    for name, run in p.cfg.runs.items():
+        if run.checkpoint is None:
+            assert p.train_config(name).schedule_minutes is None, f"{project}/{config}: run {name}"
+
+
 def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "research_project_1" / "1_data.py"), "nope"],
                           capture_output=True, text=True)
