@@ -17,12 +17,15 @@ from tinylm.data.batches import (
     draw_starts,
     example_starts,
     make_batch,
+    next_step_targets,
     offsets_after,
     open_dataset,
     read_windows,
     split_step_starts,
+    step_pool,
     step_targets,
     trace_targets,
+    transition_starts,
     validation_starts,
 )
 
@@ -158,6 +161,42 @@ def test_step_mask_counts_only_the_next_step():
     assert not kept[2].any()
     assert np.flatnonzero(kept[3]).tolist() == list(range(4, 12))
     assert y[3, 11] == S
+
+
+def test_next_step_mask_counts_the_step_after_the_opening_one():
+    S, E = STEP, EOS
+    #        0  1  2  3  4  5  6  7  8  9 10 11
+    w = [[9, 8, S, 3, 4, S, 5, 6, S, 7, 8, 9, 2],    # a prompt: its first step counts, boundary included
+         [3, 4, 5, S, 6, 7, E, 2, 3, S, 4, 5, 6],    # the last step of an example: ends at its terminator
+         [3, 4, E, 9, 8, S, 2, 3, 4, 5, 6, 7, 8],    # a terminator before the first boundary: nothing
+         [2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6]]    # no boundary: nothing
+    w = np.array(w)
+    x, y = w[:, :-1], w[:, 1:]
+    kept = next_step_targets(x, y, STEP, EOS) != IGNORE
+    assert np.flatnonzero(kept[0]).tolist() == [2, 3, 4] and y[0, 4] == S
+    assert np.flatnonzero(kept[1]).tolist() == [3, 4, 5] and y[1, 5] == E
+    assert not kept[2].any() and not kept[3].any()
+
+
+def test_transitions_make_every_step_the_target_once_the_first_included(toy):
+    """Under the next-step mask, the step-aligned pool holds one window per step of every example,
+    and the windows' counted targets are exactly every step of the split, each once."""
+    tokens = np.asarray(toy.val.tokens).astype(np.int64)
+    pool = transition_starts(toy, toy.val)
+    assert (step_pool(toy, toy.val, "next-step") == pool).all()
+    assert (step_pool(toy, toy.val, "step") == split_step_starts(toy, toy.val)).all()
+    assert len(pool) == (tokens == STEP).sum() and np.isin(toy.val.starts, pool).all()
+    x, y = make_batch(toy, toy.val, pool, 32, "next-step")
+    counted = []
+    for start, row_x, row_y in zip(pool, x.numpy(), y.numpy()):
+        cols = np.flatnonzero(row_y != IGNORE)
+        assert len(cols) and (np.diff(cols) == 1).all() and row_x[cols[0]] == STEP
+        counted.append((int(start) + int(cols[0]) + 1, row_y[cols].tolist()))
+    # the steps as the split holds them: from each boundary to the next boundary or terminator
+    bounds = np.flatnonzero(tokens == STEP)
+    ends = np.flatnonzero((tokens == STEP) | (tokens == EOS))
+    steps = [(int(b) + 1, tokens[b + 1: ends[np.searchsorted(ends, b, "right")] + 1].tolist()) for b in bounds]
+    assert sorted(counted) == steps
 
 
 def test_trace_mask_counts_from_the_first_step_to_the_terminator():

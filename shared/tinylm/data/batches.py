@@ -40,6 +40,14 @@ Loss masks (`mask`):
   targets inside the window are counted. A row with no step boundary among its inputs counts
   nothing. With example-aligned windows this trains "given the program and every earlier step,
   write the next step".
+- "next-step": only the step right after the window's opening one counts: the targets from the
+  first step boundary among the inputs to the end of that step (its boundary or terminator
+  included). A window at an example's start trains the prompt -> first step; a window at a step's
+  start, that step -> the next. A row whose inputs reach a terminator before any boundary counts
+  nothing. With this mask the step-aligned rows draw from the split's *transitions*
+  (`transition_starts`): every example's start and every step start but an example's last, so each
+  step of each example, the first included, is the target of one pool entry (the reference's
+  fine-tuning sampler walks an example's steps in this way, in order; here they are drawn).
 
 Batches are a pure function of (seed, step): `BatchStream` draws the global batch of step `i`
 from `numpy.random.default_rng([seed, i])`, and each rank takes its own contiguous slice of the
@@ -72,6 +80,7 @@ class TokenSplit:
     tokens: np.ndarray   # (N,) token ids, memory-mapped
     starts: np.ndarray   # (E,) int64 offsets of each example's first token
     step_starts: np.ndarray | None = None  # offsets just after each step boundary, found on first use
+    transitions: np.ndarray | None = None  # window offsets of every step transition, found on first use
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -224,12 +233,31 @@ def step_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.
     return np.where(keep, y, IGNORE)
 
 
+def next_step_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.ndarray:
+    """`y` with every target outside the step after the window's opening one set to -100 (see the
+    module docstring)."""
+    B, T = x.shape
+    pos = np.arange(T)
+    is_step = x == step_id
+    has_step = is_step.any(axis=1)
+    b = np.argmax(is_step, axis=1)                                    # first step boundary among inputs
+    crossed = ((x == eos_id) & (pos < b[:, None])).any(axis=1)       # another example's boundary
+    ends = ((y == step_id) | (y == eos_id)) & (pos >= b[:, None])
+    e = np.where(ends.any(axis=1), np.argmax(ends, axis=1), T - 1)
+    keep = (has_step & ~crossed)[:, None] & (pos >= b[:, None]) & (pos <= e[:, None])
+    return np.where(keep, y, IGNORE)
+
+
 def trace_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.ndarray:
     """`y` with every target before the first step boundary input or after the first terminator
     target set to -100 (see the module docstring)."""
     begun = np.cumsum(x == step_id, axis=1) > 0                      # at or after the first boundary
     ended = np.cumsum(y == eos_id, axis=1) - (y == eos_id) > 0        # strictly after the first terminator
     return np.where(begun & ~ended, y, IGNORE)
+
+
+MASKS = {"step": step_targets, "next-step": next_step_targets, "trace": trace_targets}
+"""The loss masks that read trace steps (every other target counts under "all")."""
 
 
 STATE_OPEN, STATE_CLOSES, LINE_MARKER = "$", ("|", "\n", STEP, "\n\n"), "@"
@@ -261,10 +289,10 @@ def make_batch(dataset: TokenDataset, split: TokenSplit, starts: np.ndarray, blo
         if dataset.pad_id is None:
             raise DataError(f"{dataset.folder}: its tokenizer has no <pad> token; unpacked rows need one")
         x, y = unpacked_rows(x, y, dataset.eos_id, dataset.pad_id)
-    if mask in ("step", "trace"):
+    if mask in MASKS:
         if dataset.step_id is None:
             raise DataError(f"{dataset.folder}: its vocabulary has no step token; {mask!r} masks need one")
-        masked = step_targets if mask == "step" else trace_targets
+        masked = MASKS[mask]
         y = masked(x, y, dataset.step_id, dataset.eos_id)
     return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -276,6 +304,23 @@ def split_step_starts(dataset: TokenDataset, split: TokenSplit) -> np.ndarray:
             raise DataError(f"{dataset.folder}: its vocabulary has no step token; step-aligned windows need one")
         split.step_starts = offsets_after(split.tokens, dataset.step_id)
     return split.step_starts
+
+
+def transition_starts(dataset: TokenDataset, split: TokenSplit) -> np.ndarray:
+    """Window offsets of every step transition of the split, found once and kept on the split: each
+    example's start (prompt -> first step) and each step start followed by another step of the same
+    example (step -> next step). An example of n steps has n of them."""
+    if split.transitions is None:
+        steps = split_step_starts(dataset, split)
+        following = np.append(steps[1:], np.iinfo(np.int64).max)        # the next step start after each
+        example_after = np.append(split.starts, len(split.tokens))[np.searchsorted(split.starts, steps, "right")]
+        split.transitions = np.union1d(split.starts, steps[following < example_after])
+    return split.transitions
+
+
+def step_pool(dataset: TokenDataset, split: TokenSplit, mask: str) -> np.ndarray:
+    """Where step-aligned rows start: the transitions under the "next-step" mask, else every step start."""
+    return transition_starts(dataset, split) if mask == "next-step" else split_step_starts(dataset, split)
 
 
 def draw_starts(split: TokenSplit, rows: int, block_size: int, aligned_fraction: float,
@@ -376,9 +421,9 @@ class BatchStream:
         """Window offsets of every row of step `step`'s global batch, identical on every rank."""
         dataset = self.stage(step).dataset
         rng = np.random.default_rng([self.seed, step])
-        step_pool = split_step_starts(dataset, dataset.train) if self.step_fraction > 0 else None
+        pool = step_pool(dataset, dataset.train, self.mask) if self.step_fraction > 0 else None
         return draw_starts(dataset.train, self.batch_size, self.block_size, self.aligned_fraction, rng,
-                           self.step_fraction, step_pool)
+                           self.step_fraction, pool)
 
     def next(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The `grad_accum` micro-batches (x, y) of this rank for the next step; advances the position."""

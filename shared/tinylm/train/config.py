@@ -33,9 +33,11 @@ class DataConfig:
     """Fraction of rows whose window starts at an example's first token."""
     step_fraction: float = 0.0
     """Fraction of rows whose window starts just after a trace step boundary (the rest start anywhere)."""
-    mask: Literal["all", "trace", "step"] = "all"
+    mask: Literal["all", "trace", "step", "next-step"] = "all"
     """Loss mask: every target token; only the trace after the window's first step boundary (not
-    the program the window opens with); or only the next trace step (for fine-tuning). See tinylm.data.batches."""
+    the program the window opens with); only the last trace step the window starts; or only the
+    step after the one the window opens with, step-aligned rows then drawn from every transition of
+    every example, the prompt -> first step included (both for fine-tuning). See tinylm.data.batches."""
     train_examples: int | None = None
     """Train on the first N examples of each stage's train.bin only (data-scaling studies): no
     window reaches past example N. None: all of them. Validation is unchanged."""

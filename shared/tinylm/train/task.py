@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tinylm.data.batches import BatchStream, Stage, make_batch, split_step_starts, validation_starts
+from tinylm.data.batches import BatchStream, Stage, make_batch, step_pool, validation_starts
 
 
 class LanguageModelTask:
@@ -47,9 +47,9 @@ class LanguageModelTask:
     def validation_batches(self, dataset, block_size: int, rank: int, world_size: int) -> Iterator[tuple]:
         """This rank's share of the fixed validation sample, in batches of eval_batch_size rows."""
         cfg = self.cfg
-        step_pool = split_step_starts(dataset, dataset.val) if cfg.data.step_fraction > 0 else None
+        pool = step_pool(dataset, dataset.val, cfg.data.mask) if cfg.data.step_fraction > 0 else None
         starts = validation_starts(dataset.val, block_size, cfg.eval_tokens, cfg.data.aligned_fraction,
-                                   cfg.data.step_fraction, step_pool)[rank::world_size]
+                                   cfg.data.step_fraction, pool)[rank::world_size]
         for lo in range(0, len(starts), cfg.eval_batch_size):
             rows = starts[lo:lo + cfg.eval_batch_size]
             yield make_batch(dataset, dataset.val, rows, block_size, cfg.data.mask, cfg.data.pack)
