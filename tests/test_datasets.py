@@ -308,6 +308,31 @@ def test_a_dataset_that_decontaminates_against_itself_is_an_error_on_both_routes
         assert not out.exists()
 
 
+def test_a_length_suite_keeps_only_traces_past_the_training_context(root):
+    """The main splits at a context of 128 tokens, a suite at 256 that keeps only traces in which two
+    consecutive steps exceed 128: every one of its programs needs distances never trained on."""
+    from tinylm.data.filter import BOUNDARY_TOKENS
+    from tinylm.tokens.tokenizer import keyword_tokenizer
+
+    spec = tiny_spec(generator={"preset": "nightly-cpu"}, trace_format="m2", tokenizer={"kind": "keyword", "vocab": "m2"},
+                     splits={"train": 40, "val": 5, "test": 40},
+                     ood=[{"name": "longer", "count": 30, "block_size": 256, "beyond": 128,
+                           "generator": {"preset": "nightly-cpu-ood-longer-snippets"}}])
+    folder = make_dataset(root, "length", spec)
+    build(folder, workers=1)
+    tok = keyword_tokenizer("m2")
+
+    def longest_pair(trace: str) -> int:
+        ids = np.array(tok.encode(trace + "\n\n"))
+        bounds = np.append(np.flatnonzero(ids == tok.token_id(BOUNDARY_TOKENS["m2"])), len(ids))
+        return int((bounds[2:] - bounds[:-2]).max(initial=0))
+
+    inside = [longest_pair(t) for t in split_examples((folder / "test.txt").read_text())]
+    beyond = [longest_pair(t) for t in split_examples((folder / "ood_longer.txt").read_text())]
+    assert len(inside) == 40 and len(beyond) == 30
+    assert max(inside) <= 128 and all(128 < n <= 256 for n in beyond)
+
+
 def test_a_stream_that_cannot_fill_its_splits_is_an_error(root):
     folder = make_dataset(root, "d", tiny_spec(generator={"preset": "demo", "overrides": {
         "demo": {"names": ["a"], "max_digit": 1, "while_probability": 0.0}}}, max_oversample=2.0))
@@ -366,6 +391,8 @@ BAD_SPECS = {
     "out-of-range knob": (yaml.safe_dump(tiny_spec(generator={"preset": "demo", "overrides": {
         "demo": {"while_probability": 2.0}}})), "while_probability"),
     "unknown character": (yaml.safe_dump(tiny_spec(tokenizer={"kind": "keyword", "vocab": "alpha"})), "'#'"),
+    "a suite beyond its context": (yaml.safe_dump(tiny_spec(ood=[{"name": "long", "count": 5, "beyond": 128}])),
+                                   "'ood[0]': block_size 128 and beyond 128"),
 }
 
 

@@ -64,11 +64,17 @@ def test_decisions_match_reference_on_golden(folder, vocab):
         mask = keep_mask(ids, boundary_id=boundary_id, end_id=end_id, block_size=block_size)
         assert np.array_equal(mask, expected), block_size
         assert [keep_ids(e, boundary_id, block_size) for e in example_ids] == expected.tolist()
+        # selecting the other way: some pair longer than block_size <=> dropped at block_size
+        beyond = keep_mask(ids, boundary_id=boundary_id, end_id=end_id, block_size=10**9, beyond=block_size)
+        assert np.array_equal(beyond, ~expected), block_size
     # Text decisions with a token-count function, at the median (the costly path: a sample of it).
     block_size = int(np.median(longest))
     by_text = [keep_text(t, boundary=boundary, count_tokens=lambda s: len(tokenize(s)), block_size=block_size)
                for t in traces[:100]]
     assert by_text == [reference_keeps(ts, boundary, block_size) for ts in tokenized[:100]]
+    beyond_text = [keep_text(t, boundary=boundary, count_tokens=lambda s: len(tokenize(s)), block_size=10**9,
+                             beyond=block_size) for t in traces[:100]]
+    assert beyond_text == [not k for k in by_text]
 
 
 def test_keep_mask_small_cases():
@@ -80,6 +86,10 @@ def test_keep_mask_small_cases():
     assert keep_mask(ids, boundary_id=B, end_id=E, block_size=5).tolist() == [True, True, False]
     assert keep_mask(ids, boundary_id=B, end_id=E, block_size=7).tolist() == [True, True, True]
     assert keep_mask(ids, boundary_id=B, end_id=E, block_size=4).tolist() == [False, True, False]
+    # beyond: only examples with a pair longer than it (example 2 has no pair at all)
+    assert keep_mask(ids, boundary_id=B, end_id=E, block_size=7, beyond=5).tolist() == [False, False, True]
+    assert keep_mask(ids, boundary_id=B, end_id=E, block_size=7, beyond=4).tolist() == [True, False, True]
+    assert keep_mask(ids, boundary_id=B, end_id=E, block_size=6, beyond=4).tolist() == [True, False, False]
     assert keep_mask(np.array([], dtype=np.uint8), boundary_id=B, end_id=E, block_size=4).size == 0
 
 

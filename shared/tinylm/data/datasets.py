@@ -85,19 +85,24 @@ ALPHABET = "".join(chr(c) for c in range(32, 127)) + "\t\n"  # learned vocabular
 
 @dataclass
 class Stream:
-    """One generator with its seed, feeding `splits` (name, count) in order."""
+    """One generator with its seed, feeding `splits` (name, count) in order, kept by the filter at
+    `block_size` (and, with `beyond` > 0, only where two consecutive steps exceed `beyond`)."""
 
     name: str
     generator: Any             # tinylm.lang.spec.GeneratorSpec
     seed: int
     splits: list[tuple[str, int]]
+    block_size: int
+    beyond: int = 0
 
 
 def streams_of(spec: DatasetSpec) -> list[Stream]:
     main = Stream("main", spec.generator.resolve(), spec.seed,
-                  [("test", spec.splits.test), ("val", spec.splits.val), ("train", spec.splits.train)])
+                  [("test", spec.splits.test), ("val", spec.splits.val), ("train", spec.splits.train)],
+                  spec.block_size)
     ood = [Stream(f"ood_{s.name}", s.generator.resolve(), stream_seed(spec.seed, s.name),
-                  [(f"ood_{s.name}", s.count)]) for s in spec.ood]
+                  [(f"ood_{s.name}", s.count)], spec.block_size if s.block_size is None else s.block_size,
+                  s.beyond) for s in spec.ood]
     return [main, *ood]
 
 
@@ -145,22 +150,25 @@ def encode_chunk(traces: list[str], tokenizer, where: str = "") -> tuple[np.ndar
     return ids, np.concatenate([[0], ends]).astype(np.int64)
 
 
-def filter_mask(traces: list[str], ids: np.ndarray, tokenizer, block_size: int, fmt: str) -> np.ndarray:
+def filter_mask(traces: list[str], ids: np.ndarray, tokenizer, block_size: int, fmt: str,
+                beyond: int = 0) -> np.ndarray:
     """Which traces the determinism filter keeps at `block_size` (0: all), counting from the
-    boundary token the reference used for the format."""
-    if block_size == 0:
+    boundary token the reference used for the format; `beyond` > 0 keeps only traces with two
+    consecutive steps longer than that (see tinylm.data.filter)."""
+    if block_size == 0 and beyond == 0:
         return np.ones(len(traces), dtype=bool)
     from tinylm.data.filter import FORMAT_BOUNDARIES, keep_mask, keep_text
 
     boundary = FORMAT_BOUNDARIES[fmt]
+    limit = block_size or np.iinfo(np.int64).max
     try:
         boundary_id = tokenizer.token_id(boundary)
     except TokenizeError:  # a learned vocabulary may split the boundary: count the tokens between
         def count(text: str) -> int:
             return len(tokenizer.encode(text))
-        return np.fromiter((keep_text(t, boundary=boundary, count_tokens=count, block_size=block_size)
+        return np.fromiter((keep_text(t, boundary=boundary, count_tokens=count, block_size=limit, beyond=beyond)
                             for t in traces), dtype=bool, count=len(traces))
-    return keep_mask(ids, boundary_id=boundary_id, end_id=tokenizer.eos_id, block_size=block_size)
+    return keep_mask(ids, boundary_id=boundary_id, end_id=tokenizer.eos_id, block_size=limit, beyond=beyond)
 
 
 def _offsets(lengths: Iterable[int]) -> np.ndarray:
@@ -183,7 +191,8 @@ def pack_chunk(traces: list[str], ids: np.ndarray, id_offsets: np.ndarray, keep:
                  text_offsets=_offsets(map(len, blobs)), ids=ids, id_offsets=id_offsets, stats=stats)
 
 
-def process_programs(programs: list[str], fmt: str, tokenizer, block_size: int, where: str = "") -> Chunk:
+def process_programs(programs: list[str], fmt: str, tokenizer, block_size: int, where: str = "",
+                     beyond: int = 0) -> Chunk:
     """Trace, tokenize, filter and key a list of programs, timing each stage in CPU seconds (which a
     loaded machine does not inflate)."""
     clock = time.process_time()
@@ -191,7 +200,7 @@ def process_programs(programs: list[str], fmt: str, tokenizer, block_size: int, 
     t_trace = time.process_time()
     ids, offsets = encode_chunk(traces, tokenizer, where)
     t_tokenize = time.process_time()
-    keep = filter_mask(traces, ids, tokenizer, block_size, fmt)
+    keep = filter_mask(traces, ids, tokenizer, block_size, fmt, beyond)
     t_filter = time.process_time()
     stats = {"programs": len(programs), "trace_errors": dict(errors), "filtered_out": int((~keep).sum()),
              "program_bytes": sum(map(len, programs)), "trace_bytes": sum(map(len, traces)),
@@ -218,6 +227,7 @@ class ShardJob:
     trace_format: str
     tokenizer: dict
     block_size: int
+    beyond: int = 0
 
 
 def run_shard(job: ShardJob) -> str:
@@ -227,7 +237,7 @@ def run_shard(job: ShardJob) -> str:
         programs, drawn = stream_programs(job.generator, job.seed, job.start, job.count)
         seconds = time.process_time() - clock
         chunk = process_programs(programs, job.trace_format, worker_tokenizer(job.tokenizer), job.block_size,
-                                 where=f"programs {job.start}..{job.start + job.count - 1}")
+                                 where=f"programs {job.start}..{job.start + job.count - 1}", beyond=job.beyond)
     except TinylmError as exc:  # re-raised as a DataError, which pickles back to the main process
         raise DataError(str(exc)) from None
     chunk.stats["seconds"] = {"generate": seconds, **chunk.stats["seconds"]}
@@ -255,7 +265,9 @@ def load_chunk(path: str | Path) -> Chunk:
 
 def shard_dir(folder: Path, stream: Stream, spec: DatasetSpec, tokenizer: dict, code: str) -> Path:
     what = {"generator": to_dict(stream.generator), "seed": stream.seed, "trace_format": spec.trace_format,
-            "block_size": spec.block_size, "tokenizer": tokenizer, "shard_size": spec.shard_size, "code": code}
+            "block_size": stream.block_size, "tokenizer": tokenizer, "shard_size": spec.shard_size, "code": code}
+    if stream.beyond:
+        what["beyond"] = stream.beyond
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
     return folder / "shards" / f"{stream.name}.{digest}"
 
@@ -392,7 +404,8 @@ def build(folder: str | Path, workers: int | None = None, keep_shards: bool = Fa
         for stream in streams:
             def make_job(k: int, stream=stream) -> ShardJob:
                 return ShardJob(str(dirs[stream.name] / f"{k:06d}.npz"), stream.generator, stream.seed,
-                                k * spec.shard_size, spec.shard_size, spec.trace_format, tok_dict, spec.block_size)
+                                k * spec.shard_size, spec.shard_size, spec.trace_format, tok_dict,
+                                stream.block_size, stream.beyond)
             runs[stream.name] = run_stream(stream, outputs[stream.name], spec, assigner, executor,
                                            window(workers), make_job)
         assigner.save_keys(folder)

@@ -12,7 +12,10 @@ The boundary token depends on the family (`BOUNDARY_TOKENS`): the 2025 scripts c
 (the program before the first step is not counted).
 
 `keep_mask` decides a whole corpus of token ids at once with numpy; `keep_ids` decides one
-example's ids; `keep_text` decides one example's text with any token-count function.
+example's ids; `keep_text` decides one example's text with any token-count function. `keep_mask`
+and `keep_text` also select the other way (`beyond`): only examples in which some two consecutive
+steps are longer than `beyond` tokens, the traces a length-generalisation suite needs (a model
+trained at a context of `beyond` meets distances it never trained on in every one of them).
 """
 
 from __future__ import annotations
@@ -36,20 +39,22 @@ FORMAT_BOUNDARIES = {"demo": BOUNDARY_TOKENS["demo"], "m2": BOUNDARY_TOKENS["m2"
 """The same by trace format, for dataset builds."""
 
 
-def _too_long(boundaries: np.ndarray, block_size: int) -> bool:
-    return bool((boundaries[2:] - boundaries[:-2] > block_size).any())
+def _kept(boundaries: np.ndarray, block_size: int, beyond: int) -> bool:
+    spans = boundaries[2:] - boundaries[:-2]
+    return not (spans > block_size).any() and (beyond == 0 or bool((spans > beyond).any()))
 
 
 def keep_ids(ids: np.ndarray, boundary_id: int, block_size: int) -> bool:
     """Whether one example survives; `ids` are the tokens of the example followed by "\\n\\n"."""
     ids = np.asarray(ids)
     boundaries = np.append(np.flatnonzero(ids == boundary_id), ids.size)
-    return not _too_long(boundaries, block_size)
+    return _kept(boundaries, block_size, beyond=0)
 
 
-def keep_mask(ids: np.ndarray, *, boundary_id: int, end_id: int, block_size: int) -> np.ndarray:
+def keep_mask(ids: np.ndarray, *, boundary_id: int, end_id: int, block_size: int, beyond: int = 0) -> np.ndarray:
     """One bool per example of a corpus laid out as the `.bin` files are: each example's ids
-    followed by the end token ("\\n\\n"), concatenated. Tokens after the last end are ignored."""
+    followed by the end token ("\\n\\n"), concatenated. Tokens after the last end are ignored.
+    `beyond` > 0 also drops every example whose consecutive steps all fit in `beyond` tokens."""
     ids = np.asarray(ids)
     ends = np.flatnonzero(ids == end_id) + 1  # (E,) exclusive end of each example
     starts = np.concatenate(([0], ends[:-1]))
@@ -61,20 +66,25 @@ def keep_mask(ids: np.ndarray, *, boundary_id: int, end_id: int, block_size: int
     order = np.lexsort((position, example))
     example, position = example[order], position[order]
     same = example[2:] == example[:-2]
-    bad = same & (position[2:] - position[:-2] > block_size)
+    spans = position[2:] - position[:-2]
     mask = np.ones(ends.size, dtype=bool)
-    mask[example[2:][bad]] = False
+    mask[example[2:][same & (spans > block_size)]] = False
+    if beyond:
+        reaching = np.zeros(ends.size, dtype=bool)
+        reaching[example[2:][same & (spans > beyond)]] = True
+        mask &= reaching
     return mask
 
 
-def keep_text(example: str, *, boundary: str, count_tokens: Callable[[str], int], block_size: int) -> bool:
+def keep_text(example: str, *, boundary: str, count_tokens: Callable[[str], int], block_size: int,
+              beyond: int = 0) -> bool:
     """Whether one example survives, counting tokens with `count_tokens` on the text between
     boundaries (exact for tokenizers, like the reference ones, whose tokens never span a boundary)."""
     pieces = (example + EXAMPLE_END).split(boundary)
     # Boundary k follows pieces[0..k] and k boundary tokens; the end follows every piece and all
     # boundaries. Both are the running sum of (piece tokens + 1), less one: only differences matter.
     boundaries = np.fromiter(itertools.accumulate(count_tokens(p) + 1 for p in pieces), dtype=np.int64)
-    return not _too_long(boundaries, block_size)
+    return _kept(boundaries, block_size, beyond)
 
 
 def filter_examples(examples: Iterable[str], tokenizer, *, boundary: str, block_size: int,

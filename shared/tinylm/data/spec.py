@@ -108,6 +108,12 @@ class OODSuite:
     name: str = ""
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     count: int = 1000
+    block_size: int | None = None
+    """The determinism filter's context for this suite (0 keeps every trace); None: the dataset's."""
+    beyond: int = 0
+    """Keep only traces in which two consecutive steps are longer than this many tokens (0: no such
+    condition): with a model trained at a context of `beyond`, a length-generalisation suite whose
+    every program needs attention distances past the trained ones."""
 
 
 @dataclass
@@ -146,6 +152,10 @@ class DatasetSpec:
                 raise ConfigError(f"'ood[{i}].name' must be a unique lower-case name, got {suite.name!r}")
             if suite.count < 1:
                 raise ConfigError(f"'ood[{i}].count' must be >= 1, got {suite.count}")
+            block = self.block_size if suite.block_size is None else suite.block_size
+            if block < 0 or suite.beyond < 0 or (suite.beyond and block and suite.beyond >= block):
+                raise ConfigError(f"'ood[{i}]': block_size {block} and beyond {suite.beyond} must be >= 0, "
+                                  f"and beyond below block_size (no trace could be kept)")
         self.generator.resolve("generator")
         for i, suite in enumerate(self.ood):
             suite.generator.resolve(f"ood[{i}].generator")
