@@ -41,11 +41,12 @@ The presets, by reference dataset:
   Its `-ood-*` suites each move one range past the ID one: 9-12 lines, 6-8 iterations (runs of
   5-9 against 0-4), steps 4-7, 3-4 sub-blocks (at the longer-snippets lengths, the shortest that
   fit them), depth 3.
-- `nightly-mini`: the grammar research project 1 reaches competence on at CPU scale. `nightly-cpu`
-  on four names (a-d), values within +-9, loops that add or subtract, and if bodies that may open
-  blocks (as loop bodies do), so that depth 3 and three blocks side by side fit its 4-8 lines.
-  Its `-ood-*` suites shift one property each and keep every other in the training range:
-  9-12 lines, 6-8 iterations, steps 4-7, 3-4 blocks in one block (7-8 lines), depth 3.
+- `nightly-mini`: the grammar research project 1 reaches competence on at CPU scale (chosen by
+  probes). `nightly-cpu` on four names (a-d), literals and values within +-5, loops that add or
+  subtract and run at most 2 times (give or take one), 4-6 code lines, at most one block directly
+  inside any block, and if bodies that may open blocks (as loop bodies do), so that depth 3 and two
+  blocks side by side fit its 4-6 lines. Its `-ood-*` suites shift one property each and keep every
+  other in the training range: 9-12 lines, 6-8 iterations, steps 4-5, two blocks in one block, depth 3.
 - `alpha/beta-ood-*` (2026 research question 1): longer-snippets 11-20 lines, deeper-nesting,
   denser-snippets, hidden-numbers, hidden-variables, mixed-ops, and longer-names (6-10 letters,
   against 1-5).
@@ -306,7 +307,9 @@ _CPU = {"names": list("abcdef"), "max_literal": 9, "max_value": 99, "max_initial
         "min_length": 3, "max_length": 5, "min_code_lines": 4, "max_code_lines": 8,
         "unindent_speed": 0.5, "while_max_iterations": 3, "while_max_step": 3}
 _CPU_LONG = {"min_length": 8, "max_length": 11, "min_code_lines": 9, "max_code_lines": 12}
-_MINI = {"names": list("abcd"), "max_value": 9, "cap_literals": True, "nest_in_if": True, "while_updates": ["+", "-"]}
+_MINI = {"names": list("abcd"), "max_literal": 5, "max_value": 5, "cap_literals": True, "nest_in_if": True,
+         "while_updates": ["+", "-"], "while_max_iterations": 2, "min_length": 3, "max_length": 4,
+         "min_code_lines": 4, "max_code_lines": 6, "max_sub_blocks": 1}
 _RQ1 = {"variable_diversity": 0.01, "name_reuse_probability": 0.0, "number_lengths": "by_digits",
         "number_team": "seen"}
 
@@ -346,10 +349,9 @@ _DELTAS: dict[str, tuple[str | None, dict]] = {
     "nightly-mini-ood-more-while-iterations": ("nightly-mini", {"nightly": {
         "require_while": True, "while_min_iterations": 6, "while_max_iterations": 8}}),
     "nightly-mini-ood-wider-while-steps": ("nightly-mini", {"nightly": {
-        "require_while": True, "while_min_step": 4, "while_max_step": 7}}),
-    # Three blocks side by side fit in 8 lines when blocks close after one line (unindent_speed 3).
-    "nightly-mini-ood-more-sub-blocks": ("nightly-mini", {"nightly": {
-        "max_sub_blocks": 4, "min_sub_blocks": 3, "min_length": 5, "max_length": 7, "unindent_speed": 3.0}}),
+        "require_while": True, "while_min_step": 4, "while_max_step": 5}}),
+    # Two blocks side by side (training holds at most one in any block) fit in its 4-6 lines.
+    "nightly-mini-ood-more-sub-blocks": ("nightly-mini", {"nightly": {"max_sub_blocks": 2, "min_sub_blocks": 2}}),
     "nightly-mini-ood-deeper-nesting": ("nightly-mini", {"nightly": {"max_depth": 3, "min_depth": 3}}),
     # 2026: the framework release (alpha, beta) and the research-question datasets (-rq1).
     "alpha": (None, {"family": "snippet", "header": ""}),
