@@ -1,4 +1,4 @@
-"""Research project 1's OOD suites shift exactly one property: measured on a real build of
+"""The OOD suites of research projects 1 and 2 shift exactly one property: measured on a real build of
 datasets/nightly-mini (at small counts), every property of every suite is checked against the range
 the training split covers, with CPython running each program as the oracle."""
 

@@ -82,6 +82,8 @@ def test_a_stage_rejects_an_unknown_config_with_one_line(tmp_path):
     ({"a": {}, "b": {"steps_factor": 2}}, "runs.b.steps_factor: a positive multiple of a steps_of run's steps"),
     ({"a": {}, "b": {"steps_of": "a", "steps_factor": 0}}, "runs.b.steps_factor: a positive multiple"),
     ({"a": {"suites": ["id", "nope"]}}, "runs.a.suites: unknown suite 'nope'"),
+    ({"a": {"checkpoint": "x.pt", "seeds": [1, 2]}}, "runs.a.checkpoint: a checkpoint run with seeds"),
+    ({"a": {"checkpoint": "x-s{seed}.pt"}}, "runs.a.checkpoint: a checkpoint run with seeds"),
 ])
 def test_a_run_entry_naming_what_does_not_exist_is_refused(tmp_path, runs, message):
     from tinylm.base.errors import ConfigError
@@ -126,15 +128,23 @@ def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_sam
 
     folder = _copy_repo(tmp_path, "research_project_1")
     smoke = read_with_base(folder / "configs" / "smoke.yaml")   # resolved: the delta merged into cpu.yaml
-    runs = {"main": {"seeds": [7, 3]}, "tune": {"seeds": [3, 9], "init_run": "main"}, "one": {"steps_of": "main"}}
+    runs = {"main": {"seeds": [7, 3]}, "tune": {"seeds": [3, 9], "init_run": "main"}, "one": {"steps_of": "main"},
+            "other": {"checkpoint": "elsewhere/main-s{seed}/best.pt", "seeds": [3, 7]},
+            "fine": {"seeds": [7, 3], "init_run": "other"}}
     derived = [{**smoke["eval"]["derived"][0], "run": "main"}]
     (folder / "configs" / "seeds.yaml").write_text(yaml.safe_dump(
         {**smoke, "runs": runs, "eval": {**smoke["eval"], "derived": derived},
          "report": [{"kind": "table", "file": "t.md", "runs": ["main", "tune-s9"]}]}, sort_keys=False))
     p = Project(folder, "seeds")
-    assert list(p.cfg.runs) == ["main-s7", "main-s3", "tune-s3", "tune-s9", "one"]
-    assert p.groups == {"main": ["main-s7", "main-s3"], "tune": ["tune-s3", "tune-s9"]}
-    assert [p.train_config(r).seed for r in p.cfg.runs] == [7, 3, 3, 9, smoke["train"].get("seed", 1337)]
+    assert list(p.cfg.runs) == ["main-s7", "main-s3", "tune-s3", "tune-s9", "one", "other-s3", "other-s7",
+                                "fine-s7", "fine-s3"]
+    assert p.groups == {"main": ["main-s7", "main-s3"], "tune": ["tune-s3", "tune-s9"],
+                        "other": ["other-s3", "other-s7"], "fine": ["fine-s7", "fine-s3"]}
+    trained = [r for r in p.cfg.runs if not r.startswith("other")]
+    assert [p.train_config(r).seed for r in trained] == [7, 3, 3, 9, smoke["train"].get("seed", 1337), 7, 3]
+    # a checkpoint per seed, and the fine-tunes start from the one of their own seed
+    assert p.cfg.runs["other-s3"].checkpoint == "elsewhere/main-s3/best.pt"
+    assert (p.cfg.runs["fine-s7"].init_run, p.cfg.runs["fine-s3"].init_run) == ("other-s7", "other-s3")
     assert p.cfg.runs["tune-s3"].init_run == "main-s3"   # the same seed where the group has it
     assert p.cfg.runs["tune-s9"].init_run == "main-s7"   # else the first
     assert p.cfg.runs["one"].steps_of == "main-s7" and p.cfg.eval.derived[0].run == "main-s7"

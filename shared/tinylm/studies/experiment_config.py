@@ -36,7 +36,9 @@ class RunEntry:
     sweep: bool = False
     """Evaluate every kept checkpoint of the run, not only best.pt."""
     checkpoint: str | None = None
-    """Not trained here: evaluate this existing checkpoint (e.g. another project's model) as the run."""
+    """Not trained here: evaluate this existing checkpoint (e.g. another project's model) as the run.
+    With `seeds`, a path holding `{seed}`: one checkpoint per seed (e.g. each seed of another
+    project's main run), which the runs that start from this one pair by seed."""
     suites: list[str] | None = None
     """Evaluate the run on these suites only (default: every suite of `eval`)."""
     steps_of: str | None = None
@@ -145,10 +147,12 @@ class Experiment:
                                   f"got {run.steps_factor} with steps_of {run.steps_of!r}")
             if run.steps_of is not None and self.runs[run.steps_of].checkpoint is not None:
                 raise ConfigError(f"runs.{name}.steps_of: run '{run.steps_of}' is not trained here")
-            if run.seeds and (run.checkpoint is not None or len(set(run.seeds)) != len(run.seeds)
-                              or "seed" in run.overrides):
-                raise ConfigError(f"runs.{name}.seeds: distinct seeds of a run trained here (and no 'seed' "
-                                  f"override beside them), got {run.seeds}")
+            if run.seeds and (len(set(run.seeds)) != len(run.seeds) or "seed" in run.overrides):
+                raise ConfigError(f"runs.{name}.seeds: distinct seeds (and no 'seed' override beside them), "
+                                  f"got {run.seeds}")
+            if run.checkpoint is not None and bool(run.seeds) != ("{seed}" in run.checkpoint):
+                raise ConfigError(f"runs.{name}.checkpoint: a checkpoint run with seeds names one checkpoint per "
+                                  f"seed with '{{seed}}' in its path, and only then, got {run.checkpoint!r}")
         from tinylm.decode.strategies import GenerateConfig
 
         for name, fields in self.eval.decodings.items():
@@ -221,7 +225,8 @@ def expand_seeds(cfg: Experiment) -> dict[str, list[str]]:
         for seed in run.seeds or [None]:
             runs[name if seed is None else f"{name}-s{seed}"] = RunEntry(
                 overrides={**run.overrides, **({} if seed is None else {"seed": seed})},
-                init_run=member(run.init_run, seed), sweep=run.sweep, checkpoint=run.checkpoint,
+                init_run=member(run.init_run, seed), sweep=run.sweep,
+                checkpoint=None if run.checkpoint is None else run.checkpoint.replace("{seed}", str(seed)),
                 suites=run.suites, steps_of=member(run.steps_of, seed), steps_factor=run.steps_factor)
     cfg.runs = runs
     for d in cfg.eval.derived:
