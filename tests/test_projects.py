@@ -217,8 +217,9 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
         assert cells
         for (run, suite), value in cells.items():
             if run in p.groups:  # the mean over seeds, and their min-max
-                scores = [{s["suite"]: s for s in json.loads((p.eval_dir(m) / "summary.json").read_text())["suites"]}
-                          [suite]["hard_pct"] for m in p.groups[run]]
+                folders = [p.eval_dir(m, FORGET_WINDOW if p.forgets(m) else p.cfg.eval.window) for m in p.groups[run]]
+                scores = [{s["suite"]: s for s in json.loads((f / "summary.json").read_text())["suites"]}
+                          [suite]["hard_pct"] for f in folders]
                 assert value == pytest.approx((sum(scores) / len(scores), min(scores), max(scores)), abs=0.05)
                 continue
             window = FORGET_WINDOW if p.forgets(run) else p.cfg.eval.window
@@ -278,7 +279,9 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
     for dataset in trained_on:
         assert not scored & set(built_programs(Path(dataset))["train"]), dataset
     # a forgetting run's table row is its evaluation: the policy kept at least its budget's ratio (short
-    # contexts are kept whole), for less attention; a run trained longer is named so
+    # contexts are kept whole), for less attention; a run trained longer is named so; the seeds of a
+    # run are one row, named after the run
+    group_of = {m: name for name, members in p.groups.items() for m in members}
     for item in p.cfg.report:
         if item.kind == "forget" and item.file.endswith(".md"):
             text = (p.results / item.file).read_text()
@@ -286,7 +289,7 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
                 if p.forgets(name):
                     f = json.loads((p.eval_dir(name, FORGET_WINDOW) / "summary.json").read_text())["suites"][0]["forget"]
                     longer = f" x{run.steps_factor:g} steps" if run.steps_factor != 1 else ""
-                    assert f"| {name} | {f['variant']}{longer} |" in text
+                    assert f"| {group_of.get(name, name)} | {f['variant']}{longer} |" in text
                     assert f["keep_ratio"] - 0.01 <= f["kept_ratio"] <= 1
                     assert f["attn_flops_per_token"] <= f["attn_flops_full_per_token"]
     # a second run of every stage finds everything done and changes nothing

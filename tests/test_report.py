@@ -14,9 +14,16 @@ import pytest
 from tinylm.base.errors import DataError
 from tinylm.base.stats import wilson
 from tinylm.cli import main
-from tinylm.report.figures import plot_bars, plot_scaling, plot_sweep_tokens, plot_val_loss
+from tinylm.report.figures import plot_bars, plot_forget, plot_scaling, plot_sweep_tokens, plot_val_loss
 from tinylm.report.render import compare_row, report
-from tinylm.report.tables import group_row, runs_by_suite_table, runs_table, summary_records
+from tinylm.report.tables import (
+    forget_group_row,
+    forget_table,
+    group_row,
+    runs_by_suite_table,
+    runs_table,
+    summary_records,
+)
 
 
 def suite(hard: float, soft: float = 1.0, n: int = 200) -> dict:
@@ -74,6 +81,25 @@ def test_seeds_of_a_run_show_their_mean_and_min_max_and_the_summary_keeps_every_
                                                                ("mean", 600, pytest.approx(65.0))]
     assert hard[0]["ci_low"] == pytest.approx(100 * wilson(120, 200)[0])
     assert (hard[-1]["min"], hard[-1]["max"]) == (60.0, 70.0)
+
+
+def test_forget_rows_of_seeds_average_their_scores_and_policy_figures(tmp_path):
+    def forget_row(run: str, hard: float, kept: float) -> dict:
+        figures_ = {"variant": "random", "policy": "random", "keep_ratio": 0.25, "target_loss": 0.5 + hard / 1000,
+                    "kept_ratio": kept, "attn_flops_per_token": 1e6, "attn_flops_full_per_token": 4e6,
+                    "ms_per_token": 2.0, "kv_peak_kib": 64.0, "previous_step_kept": None, "score_position_corr": None}
+        return {"run": run, "suite": "id", **suite(hard), "forget": figures_}
+
+    seeds = [forget_row("random-0.25-s1", 40.0, 0.30), forget_row("random-0.25-s2", 50.0, 0.20)]
+    group = forget_group_row("random-0.25", seeds)
+    assert (group["hard_pct"], group["spread"]["hard_pct"], group["seeds"]) == (45.0, (40.0, 50.0), 2)
+    assert group["forget"]["kept_ratio"] == pytest.approx(0.25) and group["forget"]["keep_ratio"] == 0.25
+    assert group["forget"]["variant"] == "random" and group["forget"]["previous_step_kept"] is None
+    lines = forget_table([group, seeds[0]]).splitlines()
+    assert lines[2].startswith("| random-0.25 | random | 0.25 | 2×200 | 45.0 (40.0–50.0) | 45.0 (40.0–50.0) | 0.5450 |")
+    assert lines[3].startswith("| random-0.25-s1 | random | 0.25 | 200 | 40.0 (33.5–46.9) |")   # its Wilson interval
+    plot_forget([group, seeds[0]], tmp_path / "f.png")
+    assert png(tmp_path / "f.png").shape[0] > 0
 
 
 def test_val_loss_bars_are_the_runs_validation_losses(tmp_path):

@@ -169,20 +169,25 @@ def plot_bars(rows: list[dict], path: str | Path, title: str | None = None, metr
 
 def plot_forget(rows: list[dict], path: str | Path, title: str | None = None, metric: str = "hard_pct"):
     """`metric` against the keep ratio (the budget every policy at that ratio shares; the kept
-    fraction measured is in the table), one line per policy, its colour and marker its own; a run
-    without a policy is a dashed level."""
+    fraction measured is in the table), one line per policy, its colour and marker its own, with
+    error bars (the 95% interval, or the min-max over seeds); a run without a policy is a dashed
+    level. y from 0."""
     fig = new_figure(7, 4.5, title)
     ax = fig.subplots()
     variants = sorted({r["forget"]["variant"] for r in rows if r.get("forget")})
     for i, v in enumerate(variants):
-        pts = sorted((r["forget"]["keep_ratio"], metric_pct(r, metric)) for r in rows
-                     if r.get("forget") and r["forget"]["variant"] == v)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="osD^v"[i // 10 % 5], color=f"C{i % 10}", label=v)
+        pts = sorted([(r["forget"]["keep_ratio"], metric_pct(r, metric), interval_pct(r, metric)) for r in rows
+                      if r.get("forget") and r["forget"]["variant"] == v], key=lambda p: p[0])
+        ys = [p[1] for p in pts]
+        err = [[y - (p[2] or (y, y))[0] for y, p in zip(ys, pts)], [(p[2] or (y, y))[1] - y for y, p in zip(ys, pts)]]
+        ax.errorbar([p[0] for p in pts], ys, yerr=err, marker="osD^v"[i // 10 % 5], color=f"C{i % 10}", label=v,
+                    capsize=3)
     for r in rows:
         if not r.get("forget"):
             ax.axhline(metric_pct(r, metric), linestyle="--", color="gray", label=f"{r['run']} (no policy)")
     ax.set_xlabel("keep ratio (the budget)")
     ax.set_ylabel(METRICS[metric] if metric != "steps_correct_frac_mean" else "% of trace steps right")
+    ax.set_ylim(bottom=0)
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -56,7 +56,24 @@ def sweep_table(rows: list[dict]) -> str:
         minutes = "-" if r.get("elapsed_s") is None else f"{r['elapsed_s'] / 60:.1f}"
         lines.append([r["checkpoint"], "-" if r.get("step") is None else r["step"], minutes]
                      + [_scored(r["suites"].get(name), "hard_pct") for name in suites])
-    return markdown_table(header, lines)
+    return markdown_table(header, lines) + "\n\n" + TABLE_NOTE
+
+
+def forget_group_row(name: str, rows: list[dict]) -> dict:
+    """One `forget_table` row for the seeds of a run: its scores averaged over seeds with their
+    min-max (as `group_row`), and each number its policy measured averaged."""
+    scores = group_row(name, [{"run": r["run"], "suites": {r["suite"]: r}} for r in rows])["suites"][rows[0]["suite"]]
+    forget = rows[0].get("forget")
+    if forget is not None:
+        forget = {key: sum(r["forget"][key] for r in rows) / len(rows)
+                  if _number(value) and all(_number(r["forget"].get(key)) for r in rows) else value
+                  for key, value in forget.items()}
+        forget["keep_ratio"] = rows[0]["forget"]["keep_ratio"]
+    return {"run": name, "suite": rows[0]["suite"], **scores, "forget": forget}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def time_to_thresholds(rows: list[dict], suite: str, thresholds=(90.0, 95.0, 99.0)) -> list[str]:
@@ -230,18 +247,17 @@ def forget_table(rows: list[dict]) -> str:
     wall time and KV cache per token, and what the policy keeps where it drops (tinylm.studies.forget_eval.
     keep_profile: % of the previous step, a learned scorer's score-position correlation); '-' for a
     run decoded without a policy or a figure that does not apply."""
-    header = ["run", "policy", "keep ratio", "hard %", "steps %", "target loss", "kept", "attn MFLOP/token",
+    header = ["run", "policy", "keep ratio", "n", "hard %", "steps %", "target loss", "kept", "attn MFLOP/token",
               "of full", "ms/token", "KV peak KiB", "prev. step kept %", "corr(score, pos)"]
     lines = []
     for r in rows:
         f = r.get("forget")
+        scores = [_size(r), _scored(r, "hard_pct"), _scored(r, "steps_correct_frac_mean")]
         if f is None:
-            lines.append([r["run"], "-", "-", fmt_pct(r["hard_pct"]), fmt_pct(100 * r["steps_correct_frac_mean"])]
-                         + ["-"] * 8)
+            lines.append([r["run"], "-", "-", *scores] + ["-"] * 8)
             continue
         kept_prev, corr = f.get("previous_step_kept"), f.get("score_position_corr")
-        lines.append([r["run"], f["variant"], f"{f['keep_ratio']:g}", fmt_pct(r["hard_pct"]),
-                      fmt_pct(100 * r["steps_correct_frac_mean"]), f"{f['target_loss']:.4f}", f"{f['kept_ratio']:.3f}",
+        lines.append([r["run"], f["variant"], f"{f['keep_ratio']:g}", *scores, f"{f['target_loss']:.4f}", f"{f['kept_ratio']:.3f}",
                       f"{f['attn_flops_per_token'] / 1e6:.2f}",
                       f"{100 * f['attn_flops_per_token'] / max(f['attn_flops_full_per_token'], 1):.0f}%",
                       f"{f['ms_per_token']:.2f}", f"{f['kv_peak_kib']:.0f}",

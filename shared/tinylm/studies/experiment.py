@@ -415,7 +415,12 @@ def _sweep_item_rows(project: Project, item: ReportItem) -> list[dict]:
 
 def _forget_row(project: Project, run: str, suite: str) -> dict:
     """A run's numbers on one suite for a forget item: its scores, and what its policy kept and cost
-    (None for a run decoded without one). A run trained a steps_factor longer is its own variant."""
+    (None for a run decoded without one); for a run with seeds, their mean with its min-max. A run
+    trained a steps_factor longer is its own variant."""
+    if run in project.groups:
+        from tinylm.report.tables import forget_group_row
+
+        return forget_group_row(run, [_forget_row(project, m, suite) for m in project.groups[run]])
     summary = json.loads((project.eval_dir(run, _windows(project, run)[0]) / "summary.json").read_text())
     found = [s for s in summary["suites"] if s["suite"] == suite]
     if not found:
