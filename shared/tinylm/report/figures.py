@@ -179,7 +179,8 @@ def plot_forget(rows: list[dict], path: str | Path, title: str | None = None, me
         pts = sorted([(r["forget"]["keep_ratio"], metric_pct(r, metric), interval_pct(r, metric)) for r in rows
                       if r.get("forget") and r["forget"]["variant"] == v], key=lambda p: p[0])
         ys = [p[1] for p in pts]
-        err = [[y - (p[2] or (y, y))[0] for y, p in zip(ys, pts)], [(p[2] or (y, y))[1] - y for y, p in zip(ys, pts)]]
+        bands = [p[2] or (p[1], p[1]) for p in pts]   # no interval: no bar
+        err = [[y - low for y, (low, _) in zip(ys, bands)], [high - y for y, (_, high) in zip(ys, bands)]]
         ax.errorbar([p[0] for p in pts], ys, yerr=err, marker="osD^v"[i // 10 % 5], color=f"C{i % 10}", label=v,
                     capsize=3)
     for r in rows:
