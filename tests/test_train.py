@@ -128,10 +128,11 @@ def tensors_equal(a, b) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize("optimizer", [{"optim.name": "adamw"}, {"optim.name": "muon"},
+                                       {"optim.name": "muon", "optim.adamw_lr": 3e-4}])
 def test_resume_is_bit_exact(tmp_path, optimizer):
     # dropout and two micro-batches: RNG states and the sampler position must both come back
-    changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2, "optim.name": optimizer}
+    changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2, **optimizer}
     straight = train(tmp_path / "a", **changes)
     train(tmp_path / "b", stop_at_step=3, **changes)
     assert not (tmp_path / "b" / "run" / "ckpt_00000006.pt").exists()
@@ -185,6 +186,16 @@ def test_muon_takes_the_block_matrices_and_lowers_the_loss(tmp_path):
     summary = train(tmp_path, max_steps=30, eval_interval=30, **{"optim.name": "muon"})
     losses = [m["loss"] for m in metrics(summary["out_dir"]) if "loss" in m]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+
+
+def test_adamw_lr_gives_the_adamw_half_of_muon_its_own_rate_on_the_same_schedule(tmp_path):
+    summary = train(tmp_path, max_steps=5, eval_interval=5, **{"optim.name": "muon", "optim.adamw_lr": 2e-4})
+    muon, adamw = checkpoint(summary["out_dir"], 5)["train_state"]["optimizer"]["optimizers"]
+    lr = lr_at(4, OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=2), 5)  # the rate of the last step
+    assert [g["lr"] for g in muon["param_groups"]] == [lr]
+    assert [g["lr"] for g in adamw["param_groups"]] == pytest.approx([lr * 2e-4 / 3e-3] * 2)
+    with pytest.raises(ConfigError, match="optim.adamw_lr"):
+        load_config(TrainConfig, base=tiny_config(tmp_path, **{"optim.adamw_lr": 1e-4}))
 
 
 @pytest.mark.parametrize("pos_encoding, table", [("relative", "Er"), ("distance_bias", "dist_bias")])

@@ -7,10 +7,10 @@ matrices and embeddings only (`GPT.configure_optimizer`).
 (attention and MLP projections) to `Muon`: Nesterov momentum, orthogonalised by five quintic
 Newton-Schulz iterations (coefficients 3.4445, -4.775, 2.0315), then a step scaled to AdamW's update RMS
 (0.2 * sqrt(max(rows, cols))), so the one learning rate, schedule and weight decay of the config
-serve both halves. This is the algorithm of `torch.optim.Muon` (torch >= 2.9) with
-`adjust_lr_fn="match_rms_adamw"`. It is written out here because torch's version iterates in
-bfloat16, which CPUs without bf16 units run several times slower than float32, and to keep
-torch >= 2.4 working. The iteration runs in bfloat16 on CUDA and float32 elsewhere. Embeddings,
+can serve both halves (`optim.adamw_lr` gives the AdamW half a peak rate of its own). This is the
+algorithm of `torch.optim.Muon` (torch >= 2.9) with `adjust_lr_fn="match_rms_adamw"`. It is
+written out here because torch's version iterates in bfloat16, which CPUs without bf16 units run
+several times slower than float32, and to keep torch >= 2.4 working. The iteration runs in bfloat16 on CUDA and float32 elsewhere. Embeddings,
 the output head, norms, biases and the positional tables inside the blocks (`Er` of `relative`,
 `dist_bias` of `distance_bias`, matrices too) stay on AdamW: Muon is defined for hidden weight
 matrices only.
@@ -115,8 +115,11 @@ def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, beta
 
 
 def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                    betas: tuple[float, float], momentum: float, device_type: str):
-    """The optimizer `name` ("adamw" or "muon") over the model's trainable parameters."""
+                    betas: tuple[float, float], momentum: float, device_type: str,
+                    adamw_lr: float | None = None):
+    """The optimizer `name` ("adamw" or "muon") over the model's trainable parameters. With muon,
+    `adamw_lr` is the peak rate of the AdamW half: its groups carry `lr_scale` = adamw_lr / lr,
+    by which the schedule multiplies the rate it sets."""
     if name == "adamw":
         return model.configure_optimizer(weight_decay, lr, betas, device_type)
     if name != "muon":
@@ -125,5 +128,7 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
               if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
-    return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum),
-                           adamw(rest, lr, weight_decay, betas, device_type)])
+    others = adamw(rest, adamw_lr or lr, weight_decay, betas, device_type)
+    for group in others.param_groups:
+        group["lr_scale"] = (adamw_lr or lr) / lr
+    return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum), others])

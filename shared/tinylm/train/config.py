@@ -77,6 +77,9 @@ class OptimConfig:
     rest (see tinylm.model.optim)."""
     lr: float = 1e-3
     """Peak learning rate."""
+    adamw_lr: float | None = None
+    """muon only: peak rate of the parameters Muon does not take (embeddings, head, norms,
+    biases), which AdamW steps on the same schedule scaled by adamw_lr / lr; None: lr."""
     min_lr: float = 1e-4
     """Floor of the cosine and wsd decays."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -104,6 +107,9 @@ class OptimConfig:
     def validate(self) -> None:
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas needs two values, got {self.betas}")
+        if self.adamw_lr is not None and (self.name != "muon" or not self.adamw_lr > 0):
+            raise ConfigError(f"optim.adamw_lr applies to optim.name: muon only and must be > 0, "
+                              f"got {self.adamw_lr} with {self.name}")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
         if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 < self.decay_fraction <= 1.0:

@@ -185,7 +185,8 @@ def build(cfg: TrainConfig, rt: runtime.Runtime, config_file=None) -> Run:
     model = task.model(model, stages)
     model.to(rt.device)
     optimizer = build_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay,
-                                tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type)
+                                tuple(cfg.optim.betas), cfg.optim.momentum, rt.device_type,
+                                adamw_lr=cfg.optim.adamw_lr)
     tokens_per_step = cfg.batch_size * model_config.block_size
     length = run_length(cfg, stages, tokens_per_step)
     state_ids = state_token_ids(stages[0].dataset) if cfg.data.state_weight != 1.0 else None
@@ -437,7 +438,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
     while run.step < stop:
         lr = lr_at(run.step, cfg.optim, run.max_steps)
         for group in run.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         tick = time.time()
         stats = train_step(run, run.batches.next())
         if not (math.isfinite(stats["loss"]) and (math.isfinite(stats["grad_norm"]) or run.scaler is not None)):
