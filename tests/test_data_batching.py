@@ -25,6 +25,7 @@ from tinylm.data.batches import (
     step_pool,
     step_targets,
     trace_targets,
+    traces_targets,
     transition_starts,
     validation_starts,
 )
@@ -212,6 +213,33 @@ def test_trace_mask_counts_from_the_first_step_to_the_terminator():
     assert y[0, 7] == E                                  # the terminator itself is a target
     assert not kept[1].any()
     assert np.flatnonzero(kept[2]).tolist() == list(range(1, 12))
+
+
+def test_traces_mask_also_trains_the_trace_of_the_example_a_window_runs_into():
+    S, E = STEP, EOS
+    #        0  1  2  3  4  5  6  7  8  9 10 11
+    w = [[9, 8, S, 3, 4, S, 5, 6, E, 7, 8, S, 2],    # two steps, the end, the next example's prompt, its step
+         [4, 5, 6, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8],    # no step boundary: nothing counts
+         [3, 4, S, 5, E, 7, 8, 9, E, 2, S, 6, 7]]    # opening step (context), its end; a whole example
+    w = np.array(w)                                  # without a step; a prompt and a step
+    x, y = w[:, :-1], w[:, 1:]
+    kept = traces_targets(x, y, STEP, EOS) != IGNORE
+    assert np.flatnonzero(kept[0]).tolist() == [2, 3, 4, 5, 6, 7, 11]
+    assert not kept[1].any()
+    assert np.flatnonzero(kept[2]).tolist() == [2, 3, 10, 11]
+
+
+def test_traces_mask_counts_what_trace_counts_and_the_packed_examples_after_it(toy):
+    starts = draw_starts(toy.train, 64, 32, 0.5, np.random.default_rng(0), 0.5, split_step_starts(toy, toy.train))
+    _, one = make_batch(toy, toy.train, starts, 32, "trace")
+    x, every = make_batch(toy, toy.train, starts, 32, "traces")
+    one, every = (one != IGNORE).numpy(), (every != IGNORE).numpy()
+    assert (one <= every).all() and every.sum() > 1.5 * one.sum()
+    # what only traces counts lies past a terminator input, after a step boundary of its own example
+    for row, col in zip(*np.nonzero(every & ~one)):
+        inputs = x[row, : col + 1].numpy()
+        last_end = np.flatnonzero(inputs == EOS).max()
+        assert (inputs[last_end:] == STEP).any()
 
 
 def test_step_mask_batches_from_a_dataset(toy):

@@ -33,6 +33,10 @@ Loss masks (`mask`):
   boundary among the inputs up to and including the first terminator. The program the window opens
   with (a prompt, or the previous step of a step-aligned window) is context, never a target, and so
   is whatever follows the example's end.
+- "traces": "trace" for every example the window holds: a target counts once a step boundary
+  input of its own example lies at or before it in the window, up to and including that example's
+  terminator. A packed window runs on into the next example; its program is context, its trace is
+  trained (under "trace" the positions past the first terminator are computed and thrown away).
 - "step": only the next trace step counts. Let `b` be the last input position holding the step
   boundary token "\\n#STEP\\n" (`x[b] == STEP`). Counted targets are `y[b], y[b+1], ..., y[e]`
   where `e` is the first position `>= b` whose target is a step boundary or a terminator (that
@@ -256,7 +260,16 @@ def trace_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np
     return np.where(begun & ~ended, y, IGNORE)
 
 
-MASKS = {"step": step_targets, "next-step": next_step_targets, "trace": trace_targets}
+def traces_targets(x: np.ndarray, y: np.ndarray, step_id: int, eos_id: int) -> np.ndarray:
+    """`y` with every target that precedes its own example's first step boundary input in the
+    window set to -100 (see the module docstring)."""
+    steps_seen = np.cumsum(x == step_id, axis=1)
+    # boundaries seen when the target's example began: the count at its last terminator input
+    at_start = np.maximum.accumulate(np.where(x == eos_id, steps_seen, 0), axis=1)
+    return np.where(steps_seen > at_start, y, IGNORE)
+
+
+MASKS = {"step": step_targets, "next-step": next_step_targets, "trace": trace_targets, "traces": traces_targets}
 """The loss masks that read trace steps (every other target counts under "all")."""
 
 

@@ -33,9 +33,10 @@ class DataConfig:
     """Fraction of rows whose window starts at an example's first token."""
     step_fraction: float = 0.0
     """Fraction of rows whose window starts just after a trace step boundary (the rest start anywhere)."""
-    mask: Literal["all", "trace", "step", "next-step"] = "all"
+    mask: Literal["all", "trace", "traces", "step", "next-step"] = "all"
     """Loss mask: every target token; only the trace after the window's first step boundary (not
-    the program the window opens with); only the last trace step the window starts; or only the
+    the program the window opens with); that for every example of the window (a packed window's
+    next example trains too); only the last trace step the window starts; or only the
     step after the one the window opens with, step-aligned rows then drawn from every transition of
     every example, the prompt -> first step included (both for fine-tuning). See tinylm.data.batches."""
     train_examples: int | None = None
