@@ -10,10 +10,10 @@ Newton-Schulz iterations (coefficients 3.4445, -4.775, 2.0315), then a step scal
 can serve both halves (`optim.adamw_lr` gives the AdamW half a peak rate of its own). This is the
 algorithm of `torch.optim.Muon` (torch >= 2.9) with `adjust_lr_fn="match_rms_adamw"`. It is
 written out here because torch's version iterates in bfloat16, which CPUs without bf16 units run
-several times slower than float32, and to keep torch >= 2.4 working. The iteration runs in bfloat16 on CUDA and float32 elsewhere. Embeddings,
-the output head, norms, biases and the positional tables inside the blocks (`Er` of `relative`,
-`dist_bias` of `distance_bias`, matrices too) stay on AdamW: Muon is defined for hidden weight
-matrices only.
+several times slower than float32, and to keep torch >= 2.4 working. The iteration runs in
+bfloat16 on CUDA and float32 elsewhere. Embeddings, the output head, norms, biases and the
+positional tables inside the blocks (`Er` of `relative`, `dist_bias` of `distance_bias`, matrices
+too) stay on AdamW: Muon is defined for hidden weight matrices only.
 
 Both halves sit behind `OptimizerGroup`, which exposes the union of their `param_groups` (the
 schedule sets `lr` on each) and a single state dict for checkpoints.
@@ -128,7 +128,8 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
               if isinstance(m, torch.nn.Linear) and m.weight.requires_grad]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in hidden_ids]
-    others = adamw(rest, adamw_lr or lr, weight_decay, betas, device_type)
+    adamw_lr = adamw_lr or lr
+    others = adamw(rest, adamw_lr, weight_decay, betas, device_type)
     for group in others.param_groups:
-        group["lr_scale"] = (adamw_lr or lr) / lr
+        group["lr_scale"] = adamw_lr / lr
     return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum), others])
