@@ -13,7 +13,8 @@ Both sides train the reference demo architecture (6 layers, 8 heads, width 128, 
   `--variant "pos_encoding=alibi mlp_ratio=2"` (repeatable), also the step of a model with those
   GPTConfig fields changed (e.g. the demo's CPU model beside the reference architecture, or every
   positional encoding beside the reference architecture's learned positions), each also printed as
-  a ratio to tinylm's step on the reference architecture.
+  a ratio to tinylm's step on the reference architecture; with `--compile`, every tinylm side also
+  runs with its model under `torch.compile`, eager and compiled taking turns in the same run.
 
 Each side runs `--warmup` untimed steps, then `--steps` timed ones, the sides taking turns so that
 load from other processes falls on all of them alike; the median step time gives tokens/s. Run it niced on a shared machine:
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--as-shipped", action="store_true", help="also time the reference's shipped loop")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the tinylm model")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each tinylm side with the model under torch.compile")
     parser.add_argument("--muon", action="store_true", help="also time tinylm's step with optim.name: muon")
     parser.add_argument("--variant", action="append", default=[], metavar="'KEY=VALUE ...'",
                         help="also time tinylm's step on a model with these GPTConfig fields changed")
@@ -192,24 +194,32 @@ def main() -> None:
         ref = RefGPT()
         ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
         ref_params = sum(p.numel() for p in ref.parameters())
-        step, params = tinylm_step(folder, args.batch, args.compile)
+        name = "tinylm train_step"
+        step, params = tinylm_step(folder, args.batch, False)
         assert params == ref_params, (params, ref_params)
-        if args.compile:  # compilation happens in the first calls, not in the timed ones
-            for _ in range(3):
-                step()
-        name = "tinylm train_step" + (" (compiled)" if args.compile else "")
         steps = {BASE: lambda: reference_step(ref, ref_opt, data, args.batch, False), name: step}
         if args.as_shipped:
             steps[SHIPPED] = lambda: reference_step(ref, ref_opt, data, args.batch, True)
+        sides = [(name, "adamw", None)]
         if args.muon:
-            steps[name + ", muon"], _ = tinylm_step(folder, args.batch, args.compile, "muon", name="muon")
+            sides.append((name + ", muon", "muon", None))
         from tinylm.base.config import parse_overrides
 
-        for i, variant in enumerate(args.variant):
+        for variant in args.variant:
             fields = parse_overrides(variant.split())  # GPTConfig fields, values parsed as YAML
-            steps[f"{name}, {variant}"], n = tinylm_step(folder, args.batch, args.compile, model=fields,
-                                                        name=f"variant{i}")
-            print(f"variant {variant}: {n:,} parameters")
+            sides.append((f"{name}, {variant}", "adamw", fields))
+        for i, (side, optimizer, fields) in enumerate(sides):
+            for compiled in [False, True] if args.compile else [False]:
+                key = side + (" (compiled)" if compiled else "")
+                if key in steps:
+                    continue
+                steps[key], n = tinylm_step(folder, args.batch, compiled, optimizer, model=fields,
+                                            name=f"side{i}{'c' if compiled else ''}")
+                if compiled:  # compilation happens in the first calls, not in the timed ones
+                    for _ in range(3):
+                        steps[key]()
+                if fields:
+                    print(f"{key}: {n:,} parameters")
         results = interleaved_tokens_per_s(steps, tokens, args.warmup, args.steps)
 
     print(f"parameters: {params:,} (both sides)")
