@@ -147,8 +147,8 @@ def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw
     """A closure running one `tinylm.train.loop.train_step` on the demo architecture (with `model` changes)."""
     from tinylm.base import runtime
     from tinylm.base.config import from_dict
-    from tinylm.train.config import TrainConfig, lr_at
-    from tinylm.train.loop import build, train_step
+    from tinylm.train.config import TrainConfig
+    from tinylm.train.loop import build, set_learning_rate, train_step
 
     cfg = from_dict(TrainConfig, {
         "model": {"preset": "demo", **(model or {})}, "data": {"dataset": str(folder), "aligned_fraction": 0.5},
@@ -158,8 +158,7 @@ def tinylm_step(folder: Path, batch: int, compile: bool, optimizer: str = "adamw
     assert run.model_config.vocab_size == VOCAB, run.model_config
 
     def step():
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr_at(run.step, cfg.optim, run.max_steps)
+        set_learning_rate(run)
         train_step(run, run.batches.next())
         run.step += 1
 

@@ -129,7 +129,8 @@ def tensors_equal(a, b) -> bool:
 
 
 @pytest.mark.parametrize("optimizer", [{"optim.name": "adamw"}, {"optim.name": "muon"},
-                                       {"optim.name": "muon", "optim.adamw_lr": 3e-4}])
+                                       {"optim.name": "muon", "optim.adamw_lr": 3e-4}],
+                         ids=["adamw", "muon", "muon-adamw_lr"])
 def test_resume_is_bit_exact(tmp_path, optimizer):
     # dropout and two micro-batches: RNG states and the sampler position must both come back
     changes = {"model.dropout": 0.1, "grad_accum": 2, "max_steps": 6, "eval_interval": 2, **optimizer}
@@ -196,6 +197,16 @@ def test_adamw_lr_gives_the_adamw_half_of_muon_its_own_rate_on_the_same_schedule
     assert [g["lr"] for g in adamw["param_groups"]] == pytest.approx([lr * 2e-4 / 3e-3] * 2)
     with pytest.raises(ConfigError, match="optim.adamw_lr"):
         load_config(TrainConfig, base=tiny_config(tmp_path, **{"optim.adamw_lr": 1e-4}))
+
+
+@pytest.mark.parametrize("resumed_with", [6e-4, None], ids=["another-adamw_lr", "no-adamw_lr"])
+def test_a_resumed_run_takes_the_adamw_rate_of_its_config_not_of_its_checkpoint(tmp_path, resumed_with):
+    train(tmp_path, max_steps=5, eval_interval=5, stop_at_step=3, **{"optim.name": "muon", "optim.adamw_lr": 2e-4})
+    summary = train(tmp_path, max_steps=5, eval_interval=5, resume=True,
+                    **{"optim.name": "muon", **({"optim.adamw_lr": resumed_with} if resumed_with else {})})
+    muon, adamw = checkpoint(summary["out_dir"], 5)["train_state"]["optimizer"]["optimizers"]
+    lr = lr_at(4, OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=2), 5)
+    assert [g["lr"] for g in adamw["param_groups"]] == pytest.approx([lr * (resumed_with or 3e-3) / 3e-3] * 2)
 
 
 @pytest.mark.parametrize("pos_encoding, table", [("relative", "Er"), ("distance_bias", "dist_bias")])

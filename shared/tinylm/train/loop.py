@@ -245,6 +245,15 @@ def save(run: Run, val_loss: float | None) -> None:
             old.unlink()
 
 
+def set_learning_rate(run: Run) -> float:
+    """Set every parameter group's rate for the run's current step (times the group's `lr_scale`);
+    returns the schedule's rate."""
+    lr = lr_at(run.step, run.cfg.optim, run.max_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
+
+
 def restore(run: Run) -> None:
     """Continue from the newest checkpoint in the run folder."""
     found = checkpoint_paths(run.out_dir)
@@ -266,7 +275,12 @@ def restore(run: Run) -> None:
                           f"{run.cfg.optim.name}")
     run.task.language_model(run.model).load_state_dict(ckpt["model"])
     run.task.load_extra(run.model, ckpt)
+    configured = [group.get("lr_scale") for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(state["optimizer"])
+    for group, scale in zip(run.optimizer.param_groups, configured):  # the config sets each half's rate
+        group.pop("lr_scale", None)
+        if scale is not None:
+            group["lr_scale"] = scale
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     run.batches.load_state_dict(state["sampler"])
@@ -436,9 +450,7 @@ def fit(run: Run, metrics: Metrics) -> dict:
     val_loss = None
     train_sums = [0.0, 0.0]  # loss x counted tokens, counted tokens: the steps since the last evaluation
     while run.step < stop:
-        lr = lr_at(run.step, cfg.optim, run.max_steps)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        lr = set_learning_rate(run)
         tick = time.time()
         stats = train_step(run, run.batches.next())
         if not (math.isfinite(stats["loss"]) and (math.isfinite(stats["grad_norm"]) or run.scaler is not None)):
