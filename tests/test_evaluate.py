@@ -129,6 +129,20 @@ def test_a_right_model_scores_hard_through_a_short_last_batch(tmp_path):
         [(str(i), c, split_example(examples[c])[1]) for i, c in enumerate(classes)]
 
 
+def test_the_summary_splits_hard_match_by_statement_kind(tmp_path):
+    loop = ("# code\na = 1\nwhile a < 2:\n\ta = a + 1\n#STEP\n"
+            "# code\n@a = 1$\nwhile a < 2:\n\ta = a + 1\n#STEP\n"
+            "# code\na = 1\n@while a < 2:$a?1\n\ta = a + 1")
+    suite = tmp_path / "test.txt"
+    suite.write_text("".join(t + "\n\n" for t in [TRACE, loop, TRACE, loop, TRACE]))
+    summary = evaluate_suite(model_that_writes(TOK, TRACE, block_size=64), TOK, suite, tmp_path / "out",
+                             EvalConfig(batch_size=2), log=lambda s: None)
+    assert summary["hard"] == 3
+    assert summary["by_statement"] == {"while": {"n": 2, "hard": 0, "hard_pct": 0.0},
+                                       "no while": {"n": 3, "hard": 3, "hard_pct": 100.0}}
+    assert ev.by_statement([{"prompt": "# code\nif a > 1:\n\tprint(a)\nelse:\n\tb = 2\n#STEP\n", "class": "hard"}]) == {}
+
+
 def _files(folder):
     out = {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in ("summary.json", "timing.jsonl")}
     summary = json.loads((folder / "summary.json").read_text())

@@ -18,7 +18,8 @@ whatever tokenizer wrote it, keyword, char, BPE or unigram:
 Extra metrics per example: `steps_correct` / `steps_total` (trace steps, split at "\\n#STEP\\n",
 equal position by position), `first_wrong_step` (None when all are right), and `output_correct`
 for traces that record printed output (m2 format: the final state line ends with "|" and the
-output); None when the target has none. `n_target_tokens` and `n_generated_tokens` count the
+output); None when the target has none. A suite's summary also splits hard match by statement
+kind (`by_statement`: the programs with a `while`, those without, and so on). `n_target_tokens` and `n_generated_tokens` count the
 tokenizer's tokens (the cost of an example, not part of its score).
 
 Budget: each row may generate its target's length + `slack` tokens and stops at the terminator.
@@ -59,6 +60,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -324,8 +326,29 @@ def _csv_text(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-SWEEP_KEYS = ("n", "hard", "hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean", "steps_correct_frac_std")
+SWEEP_KEYS = ("n", "hard", "hard_pct", "soft_pct", "failure_pct", "steps_correct_frac_mean", "steps_correct_frac_std",
+              "by_statement")
 """What a sweep row keeps of each suite's summary."""
+
+
+STATEMENTS = ("while", "for", "if", "elif", "else", "print")
+_STATEMENT_LINE = re.compile(r"^\s*(" + "|".join(STATEMENTS) + r")\b", re.MULTILINE)
+
+
+def by_statement(records: list[dict]) -> dict[str, dict]:
+    """Hard match among the programs that hold each statement kind and among those that do not
+    ("while" and "no while", ...), for every kind that some but not all programs hold: where a
+    suite's errors sit, for example the in-distribution programs with a loop."""
+    kinds = [set(_STATEMENT_LINE.findall(r["prompt"])) for r in records]
+    out = {}
+    for kind in STATEMENTS:
+        with_kind = [r for r, k in zip(records, kinds) if kind in k]
+        if 0 < len(with_kind) < len(records):
+            without = [r for r, k in zip(records, kinds) if kind not in k]
+            for label, group in ((kind, with_kind), (f"no {kind}", without)):
+                hard = sum(r["class"] == "hard" for r in group)
+                out[label] = {"n": len(group), "hard": hard, "hard_pct": 100.0 * hard / len(group)}
+    return out
 
 
 def summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
@@ -346,6 +369,7 @@ def summarize(name: str, path: Path, records: list[dict], timing: list[dict], se
                                             / max(n - 1, 1)),
         "stopped_pct": 100.0 * sum(r["stopped"] for r in records) / n,
         "output_correct_pct": 100.0 * sum(outputs) / len(outputs) if outputs else None,
+        "by_statement": by_statement(records),
         "settings": settings,
         "timing": {
             "wall_s": wall,
