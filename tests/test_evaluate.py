@@ -138,8 +138,12 @@ def test_the_summary_splits_hard_match_by_statement_kind(tmp_path):
     summary = evaluate_suite(model_that_writes(TOK, TRACE, block_size=64), TOK, suite, tmp_path / "out",
                              EvalConfig(batch_size=2), log=lambda s: None)
     assert summary["hard"] == 3
-    assert summary["by_statement"] == {"while": {"n": 2, "hard": 0, "hard_pct": 0.0},
-                                       "no while": {"n": 3, "hard": 3, "hard_pct": 100.0}}
+    split = summary["by_statement"]
+    assert set(split) == {"while", "no while"}
+    assert (split["while"]["n"], split["while"]["hard"], split["while"]["hard_pct"]) == (2, 0, 0.0)
+    assert (split["no while"]["n"], split["no while"]["hard"], split["no while"]["hard_pct"]) == (3, 3, 100.0)
+    records = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert split["while"] == ev.scores([r for r in records if "while" in r["prompt"]])
     assert ev.by_statement([{"prompt": "# code\nif a > 1:\n\tprint(a)\nelse:\n\tb = 2\n#STEP\n", "class": "hard"}]) == {}
 
 

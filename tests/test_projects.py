@@ -152,6 +152,43 @@ def test_a_run_with_seeds_is_one_run_per_seed_and_runs_that_name_it_take_the_sam
     assert p.train_config("main-s3").out_dir.endswith("train/main-s3")
 
 
+def test_the_report_splits_a_suite_by_statement_kind(tmp_path):
+    from tinylm.base.stats import wilson
+    from tinylm.evaluate.scoring import by_statement, scores
+    from tinylm.studies.experiment import Project, write_report
+    from tinylm.studies.experiment_config import read_with_base
+
+    folder = _copy_repo(tmp_path, "research_project_1")
+    smoke = read_with_base(folder / "configs" / "smoke.yaml")
+    table = {"kind": "table", "file": "t.md", "runs": ["main"], "suites": ["id", "id: while", "id: no while"],
+             "layout": "suites"}
+    config = {**smoke, "runs": {"main": {}}, "eval": {**smoke["eval"], "derived": [], "statements": ["while"]},
+              "report": [table]}
+    (folder / "configs" / "split.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    p = Project(folder, "split")
+    loop, flat = "# code\nwhile a < 2:\n\ta = a + 1\n#STEP\n", "# code\na = 1\n#STEP\n"
+    records = [{"prompt": prompt, "class": c, "steps_correct_frac": f, "stopped": True, "output_correct": None}
+               for prompt, c, f in [(loop, "hard", 1.0), (loop, "failure", 0.5), (loop, "failure", 0.0),
+                                    (flat, "hard", 1.0), (flat, "hard", 1.0)]]
+    folder_of_main = p.eval_dir("main", p.cfg.eval.window)
+    folder_of_main.mkdir(parents=True)
+    (folder_of_main / "summary.json").write_text(json.dumps(
+        {"suites": [{"suite": "id", **scores(records), "by_statement": by_statement(records)}]}))
+    write_report(p, log=lambda *_: None)
+    cells = _table_hard(p.results / "t.md")
+    for suite, (hard, n) in {"id": (3, 5), "id: while": (1, 3), "id: no while": (2, 2)}.items():
+        low, high = wilson(hard, n)
+        assert cells[("main", suite)] == pytest.approx((100 * hard / n, 100 * low, 100 * high), abs=0.05)
+    written = json.loads((p.results / "summary.json").read_text())["cells"]
+    assert {(c["suite"], c["n"]) for c in written if c["metric"] == "hard_pct"} == \
+        {("id", 5), ("id: while", 3), ("id: no while", 2)}
+    for bad, message in [({"eval": {**config["eval"], "statements": ["loop"]}}, "eval.statements: unknown statement kind 'loop'"),
+                         ({"eval": {**config["eval"], "statements": []}}, "report\\[0\\].suites: unknown suite 'id: while'")]:
+        (folder / "configs" / "bad.yaml").write_text(yaml.safe_dump({**config, **bad}, sort_keys=False))
+        with pytest.raises(ConfigError, match=message):
+            Project(folder, "bad")
+
+
 @pytest.mark.parametrize("runs,message", [
     ({"main": {"seeds": [1, 1]}}, "runs.main.seeds: distinct seeds"),
     ({"main": {"seeds": [1], "overrides": {"seed": 4}}}, "runs.main.seeds: distinct seeds"),
@@ -200,6 +237,7 @@ def _table_hard(path: Path) -> dict[tuple[str, str], tuple[float, float, float]]
 def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path, project):
     from tinylm.base.stats import wilson
     from tinylm.studies.experiment import FORGET_WINDOW, Project
+    from tinylm.studies.experiment_config import statement_suite
 
     folder = _copy_repo(tmp_path, project)
     proc = subprocess.run([sys.executable, str(folder / "run_all.py"), "smoke"], capture_output=True, text=True,
@@ -223,10 +261,12 @@ def test_smoke_runs_every_stage_and_reports_what_the_evaluations_scored(tmp_path
                 assert value == pytest.approx((sum(scores) / len(scores), min(scores), max(scores)), abs=0.05)
                 continue
             window = FORGET_WINDOW if p.forgets(run) else p.cfg.eval.window
+            suite, label = statement_suite(suite, p.cfg.eval.statements)
             if suite.endswith("]"):
                 suite, window = suite[:-1].split(" [")
             summary = json.loads((p.eval_dir(run, window) / "summary.json").read_text())
             scored = {s["suite"]: s for s in summary["suites"]}[suite]
+            scored = scored["by_statement"][label] if label else scored
             low, high = wilson(scored["hard"], scored["n"])
             assert value == pytest.approx((scored["hard_pct"], 100 * low, 100 * high), abs=0.05), (item.file, run, suite)
     # summary.json holds every run's cells with n and intervals, and the machine

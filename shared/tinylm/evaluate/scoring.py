@@ -335,32 +335,14 @@ STATEMENTS = ("while", "for", "if", "elif", "else", "print")
 _STATEMENT_LINE = re.compile(r"^\s*(" + "|".join(STATEMENTS) + r")\b", re.MULTILINE)
 
 
-def by_statement(records: list[dict]) -> dict[str, dict]:
-    """Hard match among the programs that hold each statement kind and among those that do not
-    ("while" and "no while", ...), for every kind that some but not all programs hold: where a
-    suite's errors sit, for example the in-distribution programs with a loop."""
-    kinds = [set(_STATEMENT_LINE.findall(r["prompt"])) for r in records]
-    out = {}
-    for kind in STATEMENTS:
-        with_kind = [r for r, k in zip(records, kinds) if kind in k]
-        if 0 < len(with_kind) < len(records):
-            without = [r for r, k in zip(records, kinds) if kind not in k]
-            for label, group in ((kind, with_kind), (f"no {kind}", without)):
-                hard = sum(r["class"] == "hard" for r in group)
-                out[label] = {"n": len(group), "hard": hard, "hard_pct": 100.0 * hard / len(group)}
-    return out
-
-
-def summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
+def scores(records: list[dict]) -> dict:
+    """The scores of a set of scored examples: counts and percentages of each class, the fraction of
+    trace steps right (mean and standard deviation), stopped and printed-output percentages."""
     n = len(records)
     counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
     outputs = [r["output_correct"] for r in records if r["output_correct"] is not None]
-    wall = sum(t["wall_s"] / t["processes"] for t in timing)  # processes decode batches side by side
     mean_steps = sum(r["steps_correct_frac"] for r in records) / n
-    generated = sum(t["generated_tokens"] for t in timing)
     return {
-        "suite": name,
-        "path": str(path),
         "n": n,
         **counts,
         **{f"{c}_pct": 100.0 * counts[c] / n for c in CLASSES},
@@ -369,13 +351,37 @@ def summarize(name: str, path: Path, records: list[dict], timing: list[dict], se
                                             / max(n - 1, 1)),
         "stopped_pct": 100.0 * sum(r["stopped"] for r in records) / n,
         "output_correct_pct": 100.0 * sum(outputs) / len(outputs) if outputs else None,
+    }
+
+
+def by_statement(records: list[dict]) -> dict[str, dict]:
+    """The scores of the programs that hold each statement kind and of those that do not ("while" and
+    "no while", ...), for every kind that some but not all programs hold: where a suite's errors
+    sit, for example among the in-distribution programs with a loop."""
+    kinds = [set(_STATEMENT_LINE.findall(r["prompt"])) for r in records]
+    out = {}
+    for kind in STATEMENTS:
+        with_kind = [r for r, k in zip(records, kinds) if kind in k]
+        if 0 < len(with_kind) < len(records):
+            out[kind] = scores(with_kind)
+            out[f"no {kind}"] = scores([r for r, k in zip(records, kinds) if kind not in k])
+    return out
+
+
+def summarize(name: str, path: Path, records: list[dict], timing: list[dict], settings: dict) -> dict:
+    wall = sum(t["wall_s"] / t["processes"] for t in timing)  # processes decode batches side by side
+    generated = sum(t["generated_tokens"] for t in timing)
+    return {
+        "suite": name,
+        "path": str(path),
+        **scores(records),
         "by_statement": by_statement(records),
         "settings": settings,
         "timing": {
             "wall_s": wall,
             "generated_tokens": generated,
             "tokens_per_s": generated / wall if wall else None,
-            "examples_per_s": n / wall if wall else None,
+            "examples_per_s": len(records) / wall if wall else None,
             "positions": sum(t["positions"] for t in timing),
             "batches_run": len(timing),
         },

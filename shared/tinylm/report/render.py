@@ -136,7 +136,7 @@ def compare_row(label: str, eval_dir: str | Path) -> dict:
         missing = [k for k in ("suite", *SUITE_KEYS) if k not in s]
         if missing:
             raise DataError(f"{path}: a suite summary without {missing[0]}")
-        suites[s["suite"]] = {k: s[k] for k in (*SUITE_KEYS, *COUNT_KEYS) if k in s}
+        suites[s["suite"]] = {k: s[k] for k in (*SUITE_KEYS, *COUNT_KEYS, "by_statement") if k in s}
     checkpoint, step = summary.get("checkpoint"), summary.get("step")
     facts = run_facts(Path(checkpoint).parent) if checkpoint else dict.fromkeys(FACTS)
     tokens = step * facts["tokens_per_step"] if step is not None and facts["tokens_per_step"] else None

@@ -376,8 +376,10 @@ def _windows_if_trained(project: Project, run: str) -> list[str]:
 
 def run_row(project: Project, run: str) -> dict:
     """A run's row for the report (size, data, tokens seen, every suite's summary); suites of an
-    extra window are keyed 'SUITE [WINDOW]'."""
+    extra window are keyed 'SUITE [WINDOW]', and a suite's programs with and without a kind of
+    eval.statements 'SUITE: KIND' and 'SUITE: no KIND'."""
     from tinylm.report.render import compare_row
+    from tinylm.report.tables import COUNT_KEYS, SUITE_KEYS
 
     windows = _windows(project, run)
     for window in windows:
@@ -386,7 +388,14 @@ def run_row(project: Project, run: str) -> dict:
     row, *extra = [compare_row(run, project.eval_dir(run, window)) for window in windows]
     for window, other in zip(windows[1:], extra):
         row["suites"].update({f"{name} [{window}]": s for name, s in other["suites"].items()})
-    return row
+    suites = {}
+    for name, summary in row["suites"].items():
+        split = summary.pop("by_statement", {})
+        suites[name] = summary
+        for label in (label for kind in project.cfg.eval.statements for label in (kind, f"no {kind}")):
+            if label in split:
+                suites[f"{name}: {label}"] = {k: split[label][k] for k in (*SUITE_KEYS, *COUNT_KEYS)}
+    return {**row, "suites": suites}
 
 
 def _sweep_rows(project: Project, run: str) -> tuple[list[dict], int]:

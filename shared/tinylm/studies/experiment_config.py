@@ -86,6 +86,9 @@ class EvalSection:
     """Windows also evaluated for every run whose positional encoding allows them; WINDOW@N holds N
     tokens instead of the model's block_size (past it: relative encodings only, a test of length
     extrapolation)."""
+    statements: list[str] = field(default_factory=list)
+    """Statement kinds (`tinylm.evaluate.scoring.STATEMENTS`) by which the report splits every suite:
+    'SUITE: while' holds the suite's programs with a `while`, 'SUITE: no while' the others."""
     batch_size: int = 128
     threads: int | None = None
     """CPU threads for torch while decoding (None: torch's default; 1 suits tiny models)."""
@@ -183,16 +186,22 @@ class Experiment:
         for spec in [self.eval.window, *self.eval.extra_windows]:
             if split_window(spec)[0] not in WINDOWS:
                 raise ConfigError(f"eval: unknown window '{spec}' (one of {', '.join(WINDOWS)}, optionally @TOKENS)")
+        from tinylm.evaluate.scoring import STATEMENTS
+
+        for kind in self.eval.statements:
+            if kind not in STATEMENTS:
+                raise ConfigError(f"eval.statements: unknown statement kind '{kind}' (one of {', '.join(STATEMENTS)})")
         for i, item in enumerate(self.report):
             for name in item.runs:
                 if name not in self.runs and name not in members:
                     raise ConfigError(f"report[{i}].runs: unknown run '{name}' (a run, or NAME-sSEED for "
                                       f"one seed of a run with seeds)")
             for name in item.suites:
-                suite, _, window = name.partition(" [")
+                suite, _, window = statement_suite(name, self.eval.statements)[0].partition(" [")
                 if suite not in suites or (window and window.rstrip("]") not in self.eval.extra_windows):
                     raise ConfigError(f"report[{i}].suites: unknown suite '{name}' (suites: {', '.join(sorted(suites))}; "
-                                      f"'SUITE [WINDOW]' for an extra window)")
+                                      f"'SUITE [WINDOW]' for an extra window, 'SUITE: KIND' or 'SUITE: no KIND' "
+                                      f"for a kind of eval.statements)")
             if item.kind == "sweep" and not item.runs:
                 raise ConfigError(f"report[{i}]: a sweep plot names its runs (runs: [NAME, ...])")
             if "val_loss" in item.metrics and (item.kind != "bars" or item.metrics != ["val_loss"]):
@@ -265,3 +274,12 @@ def split_window(spec: str) -> tuple[str, int | None]:
     if context and not (context.isdigit() and int(context) >= 2):
         raise ConfigError(f"window '{spec}': the context after '@' must be a number of tokens >= 2")
     return name, int(context) if context else None
+
+
+def statement_suite(name: str, statements: list[str]) -> tuple[str, str | None]:
+    """'id: while' -> ('id', 'while'), 'id: no while' -> ('id', 'no while') for a kind in
+    `statements`; any other name -> (name, None)."""
+    suite, sep, label = name.rpartition(": ")
+    if sep and label.removeprefix("no ") in statements:
+        return suite, label
+    return name, None
