@@ -133,3 +133,20 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
     for group in others.param_groups:
         group["lr_scale"] = adamw_lr / lr
     return OptimizerGroup([Muon(hidden, lr=lr, weight_decay=weight_decay, momentum=momentum), others])
+
+
+def set_rates(optimizer, lr: float) -> None:
+    """Set every parameter group's rate to `lr` times the group's `lr_scale` (1 where it has none)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def load_keeping_rate_scales(optimizer, state: dict) -> None:
+    """Load an optimizer state, each group keeping the `lr_scale` it was built with: the config sets
+    the halves' rates, not the checkpoint (which may come from a run with another `adamw_lr`)."""
+    built = [group.get("lr_scale") for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, scale in zip(optimizer.param_groups, built):
+        group.pop("lr_scale", None)
+        if scale is not None:
+            group["lr_scale"] = scale

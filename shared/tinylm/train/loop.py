@@ -82,7 +82,7 @@ from tinylm.data.batches import (
 )
 from tinylm.model.checkpoint import check_tokenizer, load_checkpoint, save_checkpoint
 from tinylm.model.gpt import lm_loss
-from tinylm.model.optim import OptimizerGroup, build_optimizer
+from tinylm.model.optim import OptimizerGroup, build_optimizer, load_keeping_rate_scales, set_rates
 from tinylm.train.config import (
     StageConfig,
     TrainConfig,
@@ -246,11 +246,9 @@ def save(run: Run, val_loss: float | None) -> None:
 
 
 def set_learning_rate(run: Run) -> float:
-    """Set every parameter group's rate for the run's current step (times the group's `lr_scale`);
-    returns the schedule's rate."""
+    """Set the optimizer's rates for the run's current step; returns the schedule's rate."""
     lr = lr_at(run.step, run.cfg.optim, run.max_steps)
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+    set_rates(run.optimizer, lr)
     return lr
 
 
@@ -275,12 +273,7 @@ def restore(run: Run) -> None:
                           f"{run.cfg.optim.name}")
     run.task.language_model(run.model).load_state_dict(ckpt["model"])
     run.task.load_extra(run.model, ckpt)
-    configured = [group.get("lr_scale") for group in run.optimizer.param_groups]
-    run.optimizer.load_state_dict(state["optimizer"])
-    for group, scale in zip(run.optimizer.param_groups, configured):  # the config sets each half's rate
-        group.pop("lr_scale", None)
-        if scale is not None:
-            group["lr_scale"] = scale
+    load_keeping_rate_scales(run.optimizer, state["optimizer"])
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     run.batches.load_state_dict(state["sampler"])
