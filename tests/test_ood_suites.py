@@ -1,6 +1,7 @@
-"""The OOD suites of research projects 1 and 2 shift exactly one property: measured on a real build of
-datasets/nightly-mini (at small counts), every property of every suite is checked against the range
-the training split covers, with CPython running each program as the oracle."""
+"""The OOD suites of research projects 1 and 2 shift exactly one property: measured on real builds of
+datasets/nightly-mini and datasets/nightly-mini-no-while (at small counts), every property of every
+suite is checked against the range the training split covers, with CPython running each program as
+the oracle."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ SHIFTED = {
     "deeper-nesting": "depth",
     "beyond-128": "lines",   # research project 2's: longer snippets whose step pairs exceed 128 tokens
 }
+# research project 1's CPU grammar has no loops, so neither has any of its suites
+NO_WHILE_SHIFTED = {suite: SHIFTED[suite] for suite in ("longer-snippets", "more-sub-blocks", "deeper-nesting")}
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +65,29 @@ def mini_build(tmp_path_factory) -> Path:
                        {"train": 1500, "val": 20, "test": 200}, ood_count=120, shard_size=120)
 
 
-@pytest.mark.parametrize("suite", list(SHIFTED))
-def test_each_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
-    ood, train = assert_one_shift(mini_build, suite, PROPERTIES, SHIFTED[suite])
+@pytest.fixture(scope="module")
+def no_while_build(tmp_path_factory) -> Path:
+    return build_small(tmp_path_factory.mktemp("data") / "nightly-mini-no-while", "datasets/nightly-mini-no-while",
+                       {"train": 1500, "val": 20, "test": 200}, ood_count=120, shard_size=120)
+
+
+def _assert_one_shift_under_training_nesting(build: Path, suite: str, shifted: str) -> list[str]:
+    ood, train = assert_one_shift(build, suite, PROPERTIES, shifted)
     # the nesting rules of training: where training puts blocks inside if bodies, so may a suite
     assert not any(_in_if_blocks(p) for p in ood) or any(_in_if_blocks(p) for p in train)
+    return ood
+
+
+@pytest.mark.parametrize("suite", list(SHIFTED))
+def test_each_ood_suite_shifts_its_property_and_keeps_every_other_in_range(mini_build, suite):
+    _assert_one_shift_under_training_nesting(mini_build, suite, SHIFTED[suite])
+
+
+@pytest.mark.parametrize("suite", list(NO_WHILE_SHIFTED))
+def test_each_loop_free_suite_shifts_its_property_and_holds_no_loop(no_while_build, suite):
+    ood = _assert_one_shift_under_training_nesting(no_while_build, suite, NO_WHILE_SHIFTED[suite])
+    programs = ood + built_programs(no_while_build)["train"]
+    assert not any(isinstance(node, ast.While) for p in programs for node in ast.walk(ast.parse("\n".join(code_lines(p)))))
 
 
 def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_path):
@@ -94,11 +115,12 @@ def test_the_renamed_suite_uses_trained_letters_in_unseen_names(mini_build, tmp_
         assert inside_range(measured[name], train[name]), name
 
 
-def test_the_ood_build_is_the_committed_spec():
+@pytest.mark.parametrize("project, dataset, shifted", [("research_project_1", "nightly-mini-no-while", NO_WHILE_SHIFTED),
+                                                       ("research_project_2", "nightly-mini", {"beyond-128": "lines"})])
+def test_the_ood_builds_are_the_committed_specs(project, dataset, shifted):
     """Guard: the suites measured above are the ones research projects 1 and 2 score."""
-    spec = yaml.safe_load((REPO / "datasets/nightly-mini/dataset.yaml").read_text())
-    assert {s["name"] for s in spec["ood"]} == set(SHIFTED)
-    for project, suites in (("research_project_1", set(SHIFTED) - {"beyond-128"}), ("research_project_2", {"beyond-128"})):
-        config = yaml.safe_load((REPO / project / "configs/cpu.yaml").read_text())
-        assert config["datasets"]["nightly-mini"]["spec"] == "datasets/nightly-mini"
-        assert suites <= {Path(v).stem.removeprefix("ood_") for v in config["eval"]["suites"].values()}
+    spec = yaml.safe_load((REPO / "datasets" / dataset / "dataset.yaml").read_text())
+    assert {s["name"] for s in spec["ood"]} == set(SHIFTED if dataset == "nightly-mini" else NO_WHILE_SHIFTED)
+    config = yaml.safe_load((REPO / project / "configs/cpu.yaml").read_text())
+    assert config["datasets"][dataset]["spec"] == f"datasets/{dataset}"
+    assert set(shifted) <= {Path(v).stem.removeprefix("ood_") for v in config["eval"]["suites"].values()}
