@@ -124,3 +124,16 @@ def test_the_ood_builds_are_the_committed_specs(project, dataset, shifted):
     config = yaml.safe_load((REPO / project / "configs/cpu.yaml").read_text())
     assert config["datasets"][dataset]["spec"] == f"datasets/{dataset}"
     assert set(shifted) <= {Path(v).stem.removeprefix("ood_") for v in config["eval"]["suites"].values()}
+
+
+@pytest.mark.parametrize("project", ["research_project_3", "research_project_5"])
+def test_projects_that_start_from_research_project_1s_model_score_its_grammar(project):
+    """Research projects 3 and 5 fine-tune research project 1's main model: their data and suites are
+    its loop-free grammar's, not the probes' nightly-mini."""
+    base = yaml.safe_load((REPO / "research_project_1/configs/cpu.yaml").read_text())["train"]["data"]["dataset"]
+    config = yaml.safe_load((REPO / project / "configs/cpu.yaml").read_text())
+    assert base == "nightly-mini-no-while"
+    assert config["datasets"][base]["spec"] == f"datasets/{base}"
+    assert all(path.startswith(f"{base}/") for path in config["eval"]["suites"].values())
+    assert not {"more-while-iterations", "wider-while-steps"} & {Path(v).stem.removeprefix("ood_")
+                                                                for v in config["eval"]["suites"].values()}
