@@ -119,6 +119,7 @@ def test_a_right_model_scores_hard_through_a_short_last_batch(tmp_path):
                              log=lambda s: None)
     assert (summary["n"], summary["hard"], summary["soft"], summary["failure"]) == (7, 3, 2, 2)
     assert summary["timing"]["batches_run"] == 3  # 3 + 3 + 1
+    assert summary["failure_kinds"] == {"state after a plain assignment or copy": 4}  # a state after `a = 1` or `b = a`
     records = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert [(r["id"], r["class"]) for r in records] == list(enumerate(classes))
     assert {r["generated"] for r in records} == {split_example(TRACE)[1]}

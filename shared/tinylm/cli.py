@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-reference": ("tinylm.interop.reference:cli", "convert a reference framework checkpoint"),
     "generate": ("tinylm.decode.strategies:cli", "generate text from a checkpoint"),
     "eval": ("tinylm.evaluate.command:cli", "score a checkpoint on TinyPy test suites"),
+    "failures": ("tinylm.evaluate.failures:cli", "where each trace not matched exactly first goes wrong: marker, state, output or copy"),
     "report": ("tinylm.report.render:cli", "tables and plots from evaluation results"),
     "explain": ("tinylm.evaluate.explain:cli", "one example traced by a checkpoint, as an HTML page: probabilities, attention, logit lens"),
     "probe": ("tinylm.evaluate.probe:cli", "linear probes per layer: variable values and the line about to run"),

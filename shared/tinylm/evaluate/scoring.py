@@ -19,7 +19,8 @@ Extra metrics per example: `steps_correct` / `steps_total` (trace steps, split a
 equal position by position), `first_wrong_step` (None when all are right), and `output_correct`
 for traces that record printed output (m2 format: the final state line ends with "|" and the
 output); None when the target has none. A suite's summary also splits hard match by statement
-kind (`by_statement`: the programs with a `while`, those without, and so on). `n_target_tokens` and `n_generated_tokens` count the
+kind (`by_statement`: the programs with a `while`, those without, and so on) and counts the examples not
+matched exactly by where they first go wrong (`failure_kinds`, see `tinylm.evaluate.failures`). `n_target_tokens` and `n_generated_tokens` count the
 tokenizer's tokens (the cost of an example, not part of its score).
 
 Budget: each row may generate its target's length + `slack` tokens and stops at the terminator.
@@ -73,6 +74,7 @@ from tinylm.base.errors import ConfigError, DataError, TokenizeError
 from tinylm.base.files import atomic_write_json, atomic_write_text, run_metadata
 from tinylm.decode.strategies import GenerateConfig, generate
 from tinylm.decode.windows import check_window
+from tinylm.evaluate.failures import failure_kinds
 from tinylm.lang.format import EXAMPLE_END, PROMPT_END, STEP, split_examples
 
 CLASSES = ("hard", "soft", "failure")
@@ -376,6 +378,7 @@ def summarize(name: str, path: Path, records: list[dict], timing: list[dict], se
         "path": str(path),
         **scores(records),
         "by_statement": by_statement(records),
+        "failure_kinds": failure_kinds(records),
         "settings": settings,
         "timing": {
             "wall_s": wall,
