@@ -48,15 +48,12 @@ def statement_kind(line: str) -> str:
     return "a plain assignment or copy"
 
 
-def _marked(step: str) -> str | None:
-    """The code of a step's marked line ("@" and the state stripped), or None without one."""
-    for line in step.split("\n"):
-        if line.startswith("@"):
-            return line[1:].split("$", 1)[0]
-    return None
+def _marked_line(step: str | None) -> str | None:
+    """A step's marked line (with its "@" and state), or None without a step or a mark."""
+    return next((line for line in (step or "").split("\n") if line.startswith("@")), None)
 
 
-def _line_kind(want: str, got: str, previous_step: str | None) -> str:
+def _line_kind(want: str, got: str, previous_marked: str | None) -> str:
     if want.startswith("@") != got.startswith("@"):
         return "marker"
     if not want.startswith("@"):
@@ -66,8 +63,9 @@ def _line_kind(want: str, got: str, previous_step: str | None) -> str:
     if want_code != got_code:
         return "marker" if "@^" in (want_code, got_code) else "program copy"
     if want_rest.split("|", 1)[0] != got_rest.split("|", 1)[0]:
-        before = _marked(previous_step) if previous_step is not None else None
-        return "state at the first step" if before is None else f"state after {statement_kind(before)}"
+        if previous_marked is None:
+            return "state at the first step"
+        return f"state after {statement_kind(previous_marked[1:].split('$', 1)[0])}"
     return "output"
 
 
@@ -87,7 +85,7 @@ def first_error(target: str, generated: str) -> dict | None:
         j = next((i for i, (w, g) in enumerate(zip(want_lines, got_lines)) if w != g), min(len(want_lines), len(got_lines)))
         want = want_lines[j] if j < len(want_lines) else ""
         got = got_lines[j] if j < len(got_lines) else ""
-        previous = want_steps[k - 1] if k else None
+        previous = _marked_line(want_steps[k - 1]) if k else None
         last = k == len(got_steps) - 1 and j == len(got_lines) - 1
         if j >= len(got_lines) or (last and want.startswith(got)):  # stopped, or ran out of budget, inside this line
             kind = "trace ends early"
@@ -95,8 +93,7 @@ def first_error(target: str, generated: str) -> dict | None:
             kind = "program copy"
         else:
             kind = _line_kind(want, got, previous)
-        return {"kind": kind, "step": k, "target_line": want, "generated_line": got,
-                "previous_marked_line": next((line for line in (previous or "").split("\n") if line.startswith("@")), None)}
+        return {"kind": kind, "step": k, "target_line": want, "generated_line": got, "previous_marked_line": previous}
     return {"kind": "trace does not end", "step": len(want_steps), "target_line": "",
             "generated_line": got_steps[len(want_steps)].split("\n")[0], "previous_marked_line": None}
 
