@@ -85,6 +85,27 @@ def test_cosine_schedule():
     assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_a_cooldown_takes_the_rate_from_the_floor_to_zero_after_the_schedule(schedule):
+    plain = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10, schedule=schedule)
+    cooled = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10, schedule=schedule, cooldown_fraction=0.2)
+    # the first 80 of 100 steps are the 80-step schedule itself, which ends at the floor
+    assert [lr_at(s, cooled, 100) for s in range(80)] == pytest.approx([lr_at(s, plain, 80) for s in range(80)])
+    assert lr_at(79, cooled, 100) == pytest.approx(0.1, abs=1e-3)
+    tail = [lr_at(s, cooled, 100) for s in range(80, 100)]
+    assert tail[0] == pytest.approx(0.1) and tail[10] == pytest.approx(0.05)   # half-way down the half cosine
+    assert all(a > b for a, b in zip(tail, tail[1:])) and 0 < tail[-1] < 1e-3
+    assert lr_at(100, cooled, 100) == lr_at(500, cooled, 100) == 0.0          # and stays at 0 past the end
+
+
+def test_a_cooldown_needs_a_decay_to_continue():
+    OptimConfig(schedule="wsd", cooldown_fraction=0.1).validate()
+    with pytest.raises(ConfigError, match="cooldown_fraction continues a decay"):
+        OptimConfig(schedule="constant", cooldown_fraction=0.1).validate()
+    with pytest.raises(ConfigError, match="cooldown_fraction must be in"):
+        OptimConfig(cooldown_fraction=1.0).validate()
+
+
 def test_multistep_constant_and_wsd_schedules():
     o = OptimConfig(lr=1.0, warmup_steps=0, schedule="multistep", gamma=0.1)
     assert [lr_at(s, o, 100) for s in (0, 69, 70, 79, 80, 90, 99)] == pytest.approx(

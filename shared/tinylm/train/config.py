@@ -104,6 +104,9 @@ class OptimConfig:
     """multistep: factor at each milestone."""
     decay_fraction: float = 0.2
     """wsd: fraction of the run spent decaying."""
+    cooldown_fraction: float = 0.0
+    """cosine and wsd: the last fraction of the run takes the rate on from min_lr to 0 (a half cosine),
+    after the schedule has reached min_lr over the rest of the run; 0: no cooldown."""
 
     def validate(self) -> None:
         if len(self.betas) != 2:
@@ -115,6 +118,11 @@ class OptimConfig:
             raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr} min_lr={self.min_lr}")
         if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError("optim: warmup_fraction must be in [0, 1) and decay_fraction in (0, 1]")
+        if not 0.0 <= self.cooldown_fraction < 1.0:
+            raise ConfigError(f"optim.cooldown_fraction must be in [0, 1), got {self.cooldown_fraction}")
+        if self.cooldown_fraction and self.schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"optim.cooldown_fraction continues a decay to min_lr: schedule cosine or wsd, "
+                              f"not {self.schedule}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
 
@@ -237,6 +245,11 @@ def warmup_steps(o: OptimConfig, total: int) -> int:
 
 def lr_at(step: int, o: OptimConfig, total: int) -> float:
     """Learning rate of optimizer step `step` (0-based) in a run of `total` steps."""
+    cooldown = int(o.cooldown_fraction * total)
+    if cooldown and step >= total - cooldown:
+        progress = min((step - (total - cooldown)) / cooldown, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) * o.min_lr
+    total -= cooldown
     warmup = warmup_steps(o, total)
     if step < warmup:
         return o.lr * (step + 1) / warmup
