@@ -121,7 +121,7 @@ def failures_report(results: str | Path) -> dict:
     return {"source": str(path), "n": len(records), "not_hard": len(examples),
             "rule": "the line of the first wrong character: the @ marker, a state value (named by the statement "
                     "the previous step marked), the printed output, or the program copy (tinylm.evaluate.failures)",
-            "kinds": failure_kinds(records), "examples": examples}
+            "kinds": dict(Counter(e["kind"] for e in examples).most_common()), "examples": examples}
 
 
 def cli(argv: list[str]) -> int:
